@@ -1,0 +1,1 @@
+"""Shared attestation core: SNP and TDX evidence parsing, verification, reference values and providers."""

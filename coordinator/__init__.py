@@ -1,0 +1,1 @@
+"""The Coordinator (attestation service, CA, manifest history) and the data owner's CLI."""
