@@ -1,0 +1,129 @@
+"""Shared asyncio plumbing: one `Connection` per transport, output batching and flow control.
+
+Memory per connection is bounded by construction: the sans-IO reader holds at most one frame plus one
+read chunk; when `max_in_flight` calls are pending or the peer stops reading our replies (the transport's
+write buffer passes its high-water mark) we stop reading from the socket, so a peer cannot make us
+queue more work. Pausing one connection never affects another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .connection import NEED_DATA, Closed, Connection, Event, Role
+
+log = logging.getLogger("guest.ttrpc")
+
+DEFAULT_MAX_IN_FLIGHT = 4096
+
+
+class FramedProtocol(asyncio.Protocol):
+    def __init__(self, role: Role, max_message_size: int, max_in_flight: int) -> None:
+        self.conn = Connection(role, max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.closed = False
+        self._write_paused = False
+        self._read_paused = False
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+
+    # -- subclass hooks -------------------------------------------------------------------------------
+    def handle_event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def on_close(self, exc: Exception | None) -> None:
+        """Connection gone: fail or cancel whatever is pending."""
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self.process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_data(b"")
+        self.process()
+        return False  # close; ttrpc-rust also drops the connection on EOF
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+        self.on_close(exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+        self.update_reading()
+
+    # -- event pump -----------------------------------------------------------------------------------
+    def _blocked(self) -> bool:
+        return self.in_flight >= self.max_in_flight or self._write_paused
+
+    def process(self) -> None:
+        conn = self.conn
+        while not self.closed and not self._blocked():
+            ev = conn.next_event()
+            if ev is NEED_DATA:
+                break
+            if isinstance(ev, Closed):
+                if ev.truncated:
+                    log.info("event=peer_eof_mid_frame buffered=%d", conn.buffered)
+                self.close()
+                break
+            self.handle_event(ev)  # type: ignore[arg-type]
+        self.update_reading()
+
+    def update_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if self._blocked():
+            if not self._read_paused:
+                self._read_paused = True
+                t.pause_reading()
+        elif self._read_paused:
+            self._read_paused = False
+            t.resume_reading()
+            # Frames already buffered in the core will not cause another data_received.
+            self.loop.call_soon(self.process)
+
+    def call_done(self) -> None:
+        self.in_flight -= 1
+        if self._read_paused and not self._blocked():
+            self.update_reading()
+
+    # -- output ---------------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    def close(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
