@@ -1,0 +1,24 @@
+"""Policy layer: request -> Rego input translation and the regorus-backed engine with kata's contract."""
+
+from guest.policy.errors import (
+    InvalidPolicyError,
+    PatchError,
+    PolicyDeniedError,
+    PolicyError,
+    PolicyInputError,
+    PolicyInternalError,
+)
+from guest.policy.input import copy_file_input, copy_file_request_from_input, from_policy_json, to_policy_json
+
+__all__ = [
+    "InvalidPolicyError",
+    "PatchError",
+    "PolicyDeniedError",
+    "PolicyError",
+    "PolicyInputError",
+    "PolicyInternalError",
+    "copy_file_input",
+    "copy_file_request_from_input",
+    "from_policy_json",
+    "to_policy_json",
+]
