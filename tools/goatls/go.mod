@@ -1,0 +1,3 @@
+module goatls
+
+go 1.19
