@@ -163,8 +163,12 @@ def sev_digest(fw: Firmware, boot: BootHashes | None = None) -> bytes:
     return _sev_base(fw, boot).digest()
 
 
-def seves_vmsa_pages(fw: Firmware, vcpus: int, vcpu_sig: int, vmm: VmmType = VmmType.QEMU) -> Iterator[bytes]:
+def seves_vmsa_pages(
+    fw: Firmware, vcpus: int, vcpu_sig: int | None, vmm: VmmType = VmmType.QEMU
+) -> Iterator[bytes]:
     _check_vcpus(vcpus)
+    if vcpu_sig is None:
+        raise UnsupportedInputError("a vCPU type or signature is required for SEV-ES")
     ap_eip = _ap_eip(fw)
     yield sev_es_vmsa_page(BSP_EIP, vcpu_sig, vmm)
     if vcpus > 1:
@@ -176,7 +180,8 @@ def seves_vmsa_pages(fw: Firmware, vcpus: int, vcpu_sig: int, vmm: VmmType = Vmm
 
 
 def seves_digest(
-    fw: Firmware, vcpus: int, vcpu_sig: int, boot: BootHashes | None = None, vmm: VmmType = VmmType.QEMU
+    fw: Firmware, vcpus: int, vcpu_sig: int | None, boot: BootHashes | None = None,
+    vmm: VmmType = VmmType.QEMU,
 ) -> bytes:
     """SEV-ES: SHA-256 over firmware, optional hashes table and the VMSA pages (features 0)."""
     launch = _sev_base(fw, boot)
