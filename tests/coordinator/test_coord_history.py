@@ -28,7 +28,10 @@ def history(tmp_path: Path) -> History:
     return History(FileStore(tmp_path))
 
 
-@pytest.mark.parametrize("case", [c for c in HV["content_addressed"] if "data_utf8" in c], ids=lambda c: c["data_utf8"])
+CONTENT = [c for c in HV["content_addressed"] if "data_utf8" in c]
+
+
+@pytest.mark.parametrize("case", CONTENT, ids=lambda c: c["data_utf8"])
 def test_content_addressing(history: History, case: dict[str, Any]) -> None:
     digest = history.set_manifest(case["data_utf8"].encode())
     assert digest.hex() == case["sha256_hex"]

@@ -17,7 +17,9 @@ SE = load("seedengine.json")
 
 def sec1(key: Any) -> str:
     der: bytes = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
     return der.hex()
 
@@ -37,7 +39,11 @@ def test_seed_engine_vectors(case: dict[str, Any]) -> None:
     assert sec1(engine.transaction_signing_key) == want["transaction_signing_key_sec1_der_hex"]
 
 
-@pytest.mark.parametrize("case", SE["workload_secret_cases"]["cases"], ids=lambda c: repr(c["workload_secret_id"]))
+WS_CASES = SE["workload_secret_cases"]["cases"]
+C2SP_CASES = SE["keygen_reference_vectors_p384"]["cases"]
+
+
+@pytest.mark.parametrize("case", WS_CASES, ids=lambda c: repr(c["workload_secret_id"]))
 def test_workload_secrets(case: dict[str, Any]) -> None:
     ws = SE["workload_secret_cases"]
     engine = SeedEngine(bytes.fromhex(ws["secret_seed_hex"]), bytes.fromhex(ws["salt_hex"]))
@@ -49,7 +55,7 @@ def test_workload_secrets(case: dict[str, Any]) -> None:
     assert engine.workload_secret(case["workload_secret_id"]).hex() == case["expected_secret_hex"]
 
 
-@pytest.mark.parametrize("case", SE["keygen_reference_vectors_p384"]["cases"], ids=lambda c: c["secret_hex"][:12])
+@pytest.mark.parametrize("case", C2SP_CASES, ids=lambda c: c["secret_hex"][:12])
 def test_c2sp_det_keygen_p384(case: dict[str, Any]) -> None:
     secret = bytes.fromhex(case["secret_hex"])
     if len(secret) < 16:
