@@ -1,0 +1,190 @@
+"""``veritysetup format``: build the hash tree of a data file and write it to the hash file.
+
+Writes exactly the byte ranges veritysetup writes — the 512-byte superblock at the hash offset and
+every tree block whole — and leaves everything else as it was, so the result is bit-identical
+also on a pre-existing hash file or with the tree appended to the data file itself.
+
+Fail closed: all parameters and sizes are checked before anything is written. A hash file that
+does not exist yet is built under a temporary name and renamed into place after fsync, so a crash
+never leaves a half tree under the real name. An existing hash file (a block device, or the data
+file itself with ``hash_offset``) is written in place, as it must be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import stat
+import uuid as uuid_module
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import DeviceError, ParameterError
+from .geometry import TreeGeometry
+from .params import DEFAULT_SALT_SIZE, VerityParams
+from .pipeline import DEFAULT_CHUNK_BYTES, leaf_chunks
+from .result import VerityResult
+from .superblock import Superblock
+from .tree import BlockHasher, TreeAssembler
+
+__all__ = ["format_hash_tree", "resolve"]
+
+log = logging.getLogger(__name__)
+
+StrPath = str | os.PathLike[str]
+
+
+def _data_size(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DeviceError(f"cannot open data device {path}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISBLK(st.st_mode):
+            return os.lseek(fd, 0, os.SEEK_END)
+        if not stat.S_ISREG(st.st_mode):
+            raise DeviceError(f"data device {path} is neither a regular file nor a block device")
+        return st.st_size
+    finally:
+        os.close(fd)
+
+
+def resolve(data_path: StrPath, params: VerityParams, *,
+            pick_random: bool = True) -> tuple[VerityParams, TreeGeometry]:
+    """Fill in what veritysetup picks itself (salt, UUID, data block count) and compute the shape.
+
+    Raises before any write: data file too small or empty, parameters the tree cannot hold.
+    """
+    data = Path(data_path)
+    size = _data_size(data)
+    blocks = params.data_blocks or size // params.data_block_size
+    if blocks < 1:
+        raise ParameterError("data blocks", blocks,
+                             f"at least one {params.data_block_size}-byte block in {data} ({size} bytes)")
+    if blocks * params.data_block_size > size:
+        raise DeviceError(f"data device {data} has {size} bytes, {blocks} blocks of "
+                          f"{params.data_block_size} need {blocks * params.data_block_size}")
+    salt = params.salt
+    if salt is None:
+        salt = secrets.token_bytes(DEFAULT_SALT_SIZE) if pick_random else b""
+    uid = params.uuid
+    if uid is None and params.superblock and pick_random:
+        uid = str(uuid_module.uuid4())
+    resolved = replace(params, salt=salt, uuid=uid, data_blocks=blocks)
+    geometry = TreeGeometry.compute(
+        digest_size=params.algorithm.digest_size, data_block_size=params.data_block_size,
+        hash_block_size=params.hash_block_size, hash_type=params.hash_type, data_blocks=blocks,
+        hash_offset=params.hash_offset, superblock=params.superblock)
+    return resolved, geometry
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hash_output(path: Path) -> Iterator[int]:
+    """An fd to write the hash area into: in place if the file exists, else a temp file renamed on success."""
+    if path.exists():
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DeviceError(f"cannot open hash device {path} for writing: {exc.strerror}") from exc
+        try:
+            yield fd
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # 0600 like veritysetup's newly created hash image.
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DeviceError(f"cannot create hash image {path}: {exc.strerror}") from exc
+    try:
+        try:
+            yield fd
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def format_hash_tree(data_path: StrPath, hash_path: StrPath, params: VerityParams | None = None, *,
+                     workers: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> VerityResult:
+    """Build the dm-verity tree of ``data_path`` into ``hash_path``; same bytes as ``veritysetup format``.
+
+    ``workers``: processes hashing data blocks (default: CPUs available; 1 = in this process).
+    Returns the root hash and the resolved parameters (random salt/UUID filled in).
+    """
+    params = params or VerityParams()
+    data = Path(data_path)
+    target = Path(hash_path)
+    resolved, geometry = resolve(data, params)
+    salt = resolved.salt or b""
+    if target.exists() and _same_file(data, target) and geometry.data_size > params.hash_offset:
+        raise DeviceError(f"data area (bytes 0..{geometry.data_size}) overlaps with hash area "
+                          f"(from byte {params.hash_offset}) on {target}")
+    if target.is_dir():
+        raise DeviceError(f"hash device {target} is a directory")
+    hasher = BlockHasher(params.algorithm, salt, params.hash_type)
+    log.debug("verity format data=%s hash=%s blocks=%d levels=%d", data, target, geometry.data_blocks,
+              geometry.levels)
+    with _hash_output(target) as fd:
+        if geometry.levels == 0:
+            root = hasher.digest(_read_block(data, geometry.data_block_size))
+        else:
+            assembler = TreeAssembler(geometry, hasher)
+            leaf_base = geometry.level_offset(0)
+            hbs = geometry.hash_block_size
+            for chunk in leaf_chunks(str(data), params.algorithm.name, salt, geometry,
+                                     workers=workers, chunk_bytes=chunk_bytes):
+                _pwrite_all(fd, chunk.leaf_bytes, leaf_base + chunk.first_leaf * hbs)
+                for block in assembler.add_leaves(chunk.leaf_digests):
+                    _pwrite_all(fd, block.data, block.offset)
+            for block in assembler.finish():
+                _pwrite_all(fd, block.data, block.offset)
+            root = assembler.root
+        if resolved.superblock:
+            if resolved.uuid is None:  # resolve() always sets one
+                raise AssertionError("superblock without UUID")
+            sb = Superblock.from_params(resolved, uuid=resolved.uuid, salt=salt,
+                                        data_blocks=geometry.data_blocks)
+            _pwrite_all(fd, sb.encode(), params.hash_offset)
+    log.info("verity formatted data=%s hash=%s data_blocks=%d hash_blocks=%d root=%s", data, target,
+             geometry.data_blocks, geometry.hash_blocks, root.hex())
+    return VerityResult(resolved, geometry, root)
+
+
+def _read_block(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        block = f.read(size)
+    if len(block) != size:
+        raise DeviceError(f"data device {path} shorter than one block")
+    return block
