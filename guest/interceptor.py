@@ -47,7 +47,7 @@ __all__ = ["Explainer", "PolicyInterceptor", "policy_input"]
 
 log = logging.getLogger("guest.agent")
 
-Explainer = Callable[[str, Any], list[str]]
+Explainer = Callable[[str, Any, tuple[str, ...]], list[str]]
 _READ_STREAM = frozenset({"ReadStdout", "ReadStderr"})
 
 
@@ -100,7 +100,7 @@ class PolicyInterceptor:
             value = policy_input(msg)
             decision = self.policy.check(endpoint, value)
         except PolicyDeniedError as exc:
-            self._log_denial(endpoint, value)
+            self._log_denial(endpoint, value, exc.print_lines)
             return exc
         except PolicyError as exc:
             log.error("event=policy_error endpoint=%s error=%s", endpoint, json.dumps(str(exc)[:2000]))
@@ -108,11 +108,11 @@ class PolicyInterceptor:
         log.info("event=policy_allowed endpoint=%s forced=%s", endpoint, str(decision.forced).lower())
         return None
 
-    def _log_denial(self, endpoint: str, value: Any) -> None:
+    def _log_denial(self, endpoint: str, value: Any, print_lines: tuple[str, ...]) -> None:
         reasons: list[str] = []
         if self.explainer is not None:
             try:
-                reasons = self.explainer(endpoint, value)
+                reasons = self.explainer(endpoint, value, print_lines)
             except Exception as exc:  # an explanation must never change the decision
                 reasons = [f"no explanation: {exc!r}"]
         log.warning("event=policy_denied endpoint=%s reasons=%s", endpoint, json.dumps(reasons))

@@ -57,6 +57,7 @@ class Decision:
     ops: list[Any] | None
     prints: str
     forced: bool = False  # denied or undefined, allowed only because of AllowRequestsFailingPolicy
+    print_lines: tuple[str, ...] = ()
 
 
 InputLogger = Callable[[str, Any], None]
@@ -126,7 +127,7 @@ class AgentPolicy:
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    def _eval(self, endpoint: str, request: Any) -> tuple[Any, bool, str]:
+    def _eval(self, endpoint: str, request: Any) -> tuple[Any, bool, list[str]]:
         """(value, defined, prints) of ``data.agent_policy.<endpoint>``; engine errors -> internal."""
         engine = self._engine
         engine.set_input(request)
@@ -134,11 +135,11 @@ class AgentPolicy:
         try:
             value = engine.eval_rule(rule)
         except RuntimeError as exc:
-            prints = " ".join(engine.take_prints())
+            prints: list[str] = engine.take_prints()
             if _UNDEFINED_RULE in str(exc):
                 return None, False, prints
             raise PolicyInternalError(endpoint, str(exc)) from exc
-        prints = " ".join(engine.take_prints())
+        prints = engine.take_prints()
         if value is None:
             # None is either undefined or a null value; kata distinguishes them (result count).
             try:
@@ -156,11 +157,12 @@ class AgentPolicy:
         with self._lock:
             if self._input_logger is not None:
                 self._input_logger(endpoint, request)
-            value, defined, prints = self._eval(endpoint, request)
+            value, defined, lines = self._eval(endpoint, request)
+            prints = " ".join(lines)
             ops: list[Any] | None = None
             if not defined:
                 if self.allow_failures:
-                    return Decision(endpoint, True, None, prints, forced=True)
+                    return Decision(endpoint, True, None, prints, True, tuple(lines))
                 raise PolicyInternalError(endpoint, "policy check: unexpected eval_query result len 0")
             if isinstance(value, bool):
                 allowed = value
@@ -185,8 +187,8 @@ class AgentPolicy:
                 )
             if not allowed and self.allow_failures:
                 log.warning("event=policy_failure_ignored endpoint=%s", endpoint)
-                return Decision(endpoint, True, ops, prints, forced=True)
-            return Decision(endpoint, allowed, ops, prints)
+                return Decision(endpoint, True, ops, prints, True, tuple(lines))
+            return Decision(endpoint, allowed, ops, prints, False, tuple(lines))
 
     def _apply(self, endpoint: str, ops: list[Any]) -> None:
         try:
@@ -203,5 +205,15 @@ class AgentPolicy:
         """Evaluate and raise PolicyDeniedError on a (non-forced) denial."""
         decision = self.evaluate(endpoint, request)
         if not decision.allowed:
-            raise PolicyDeniedError(endpoint, decision.prints)
+            raise PolicyDeniedError(endpoint, decision.prints, decision.print_lines)
         return decision
+
+    def policy_data(self) -> Any:
+        """``data.agent_policy.policy_data`` (genpolicy's constant), or None; used for explanations."""
+        with self._lock:
+            try:
+                return self._engine.eval_rule("data.agent_policy.policy_data")
+            except RuntimeError:
+                return None
+            finally:
+                self._engine.take_prints()

@@ -19,9 +19,10 @@ class PolicyError(Exception):
 class PolicyDeniedError(PolicyError):
     """The policy said no. ``prints`` is the policy's print output joined with spaces (kata's text)."""
 
-    def __init__(self, endpoint: str, prints: str) -> None:
+    def __init__(self, endpoint: str, prints: str, print_lines: tuple[str, ...] = ()) -> None:
         self.endpoint = endpoint
         self.prints = prints
+        self.print_lines = print_lines
         super().__init__(f"{endpoint} is blocked by policy: {prints}")
 
 

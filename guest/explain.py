@@ -1,0 +1,213 @@
+"""Readable denial explanations (beyond kata-agent, whose denials are a wall of print output).
+
+Two sources, both computed only after a denial, never changing it:
+
+* rule bodies: genpolicy's rules print ``<rule> <n>: ...`` when a body starts and ``<rule> <n>: true``
+  when it succeeds, so the bodies of the endpoint rule that started and never succeeded are the ones
+  that failed (:func:`failed_bodies`);
+* the first input field no policy entry matched, found by comparing the request with genpolicy's
+  ``policy_data`` (:class:`Explainer`). The comparison mirrors the main rules loosely (placeholders and
+  regexes in policy values are treated as "matches anything"), so it names a likely culprit rather
+  than proving one; rules.rego stays the only judge.
+
+Secrets: environment values and other free-form data never appear in explanations; an env variable is
+named by its key only (``containers[1].OCI.Process.Env[3]: variable 'DB_PASSWORD' ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["Explainer", "failed_bodies"]
+
+_PREFIX = re.compile(r"^.*?:\d+: ")
+_LABEL = re.compile(r"^([A-Za-z_]\w*) (\d+): ?(.*)$", re.DOTALL)
+_PLACEHOLDER = re.compile(r"\$\([^)]*\)")
+_MAX_SHOWN = 60
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def failed_bodies(endpoint: str, print_lines: Sequence[str]) -> list[str]:
+    """Bodies of ``endpoint``'s rule that started (printed) but never printed ``<label>: true``."""
+    started: list[str] = []
+    succeeded: set[str] = set()
+    for line in print_lines:
+        m = _LABEL.match(_PREFIX.sub("", line, count=1))
+        if not m or m.group(1) != endpoint:
+            continue
+        label = f"{m.group(1)} {m.group(2)}"
+        if m.group(3).strip() == "true":
+            succeeded.add(label)
+        elif label not in started:
+            started.append(label)
+    return [label for label in started if label not in succeeded]
+
+
+def _loose_equal(policy_value: Any, input_value: Any) -> bool:
+    """Equal, or the policy value is a genpolicy placeholder/regex we do not expand here."""
+    if policy_value == input_value:
+        return True
+    if isinstance(policy_value, str) and isinstance(input_value, str):
+        if _PLACEHOLDER.search(policy_value) or policy_value.startswith("^"):
+            return True
+        return policy_value.replace("$$", "$") == input_value
+    return False
+
+
+def _env_name(var: str) -> str:
+    return var.split("=", 1)[0]
+
+
+class Explainer:
+    """Callable ``(endpoint, input, print_lines) -> reasons`` over one policy's ``policy_data``."""
+
+    def __init__(self, policy_data: Callable[[], Any]) -> None:
+        self._policy_data = policy_data
+
+    def __call__(self, endpoint: str, request: Any, print_lines: Sequence[str] = ()) -> list[str]:
+        reasons = [f"rule body failed: {label}" for label in failed_bodies(endpoint, print_lines)]
+        data = self._policy_data()
+        if not isinstance(data, dict) or not isinstance(request, dict):
+            return reasons
+        if endpoint == "CreateContainerRequest":
+            reasons += self._create_container(data, request)
+        elif endpoint == "ExecProcessRequest":
+            reasons += self._exec_process(data, request)
+        elif endpoint == "CopyFileRequest":
+            reasons.append(f"path: got {_short(request.get('path'))!r} ({request.get('file_type')}), "
+                           "no CopyFileRequest pattern in the policy allows it")
+        return reasons
+
+    # -- CreateContainer ----------------------------------------------------------------------------
+
+    def _create_container(self, data: dict[str, Any], req: dict[str, Any]) -> list[str]:
+        oci = req.get("OCI") or {}
+        sanity = _input_sanity(req, oci)
+        if sanity:
+            return sanity[:1]
+        annotations = oci.get("Annotations") or {}
+        name = annotations.get("io.kubernetes.cri.container-name")
+        kind = annotations.get("io.kubernetes.cri.container-type")
+        containers = data.get("containers") or []
+        candidates = []
+        for index, p in enumerate(containers):
+            p_anno = ((p.get("OCI") or {}).get("Annotations")) or {}
+            if p_anno.get("io.kubernetes.cri.container-type") != kind:
+                continue
+            if kind == "container" and p_anno.get("io.kubernetes.cri.container-name") != name:
+                continue
+            candidates.append((index, p))
+        if not candidates:
+            allowed = sorted({str(((c.get("OCI") or {}).get("Annotations") or {}).get(
+                "io.kubernetes.cri.container-name", "<sandbox>")) for c in containers})
+            return [f"OCI.Annotations[io.kubernetes.cri.container-name]: got {_short(name)!r} "
+                    f"(type {kind!r}), policy allows {allowed}"]
+        best: list[str] | None = None
+        for index, p in candidates:
+            found = _container_mismatches(index, p, req)
+            if best is None or len(found) < len(best):
+                best = found
+        return (best or [])[:3]
+
+    # -- ExecProcess --------------------------------------------------------------------------------
+
+    def _exec_process(self, data: dict[str, Any], req: dict[str, Any]) -> list[str]:
+        process = req.get("process") or {}
+        args = process.get("Args") or []
+        shown = [_short(a) for a in args[:4]]
+        defaults = (data.get("request_defaults") or {}).get("ExecProcessRequest") or {}
+        allowed = [c for c in defaults.get("allowed_commands") or []]
+        for container in data.get("containers") or []:
+            allowed += container.get("exec_commands") or []
+        if args not in allowed:
+            options = [[_short(a) for a in c[:4]] for c in allowed[:5]]
+            regexes = f" or commands matching {defaults.get('regex')}" if defaults.get("regex") else ""
+            return [f"process.Args: got {shown}, policy allows {options}{regexes}"]
+        return ["process.Args allowed, but the container id is not recorded in the policy state or the "
+                "process (user, env, cwd, capabilities) differs from the policy container"]
+
+
+def _input_sanity(req: dict[str, Any], oci: dict[str, Any]) -> list[str]:
+    out = []
+    if req.get("shared_mounts"):
+        out.append("shared_mounts: must be empty")
+    if req.get("string_user") is not None:
+        out.append("string_user: must be null")
+    for key in ("Hooks", "Solaris", "Windows"):
+        if oci.get(key) is not None:
+            out.append(f"OCI.{key}: must be null")
+    linux = oci.get("Linux") or {}
+    for key in ("GIDMappings", "UIDMappings"):
+        if linux.get(key):
+            out.append(f"OCI.Linux.{key}: must be empty")
+    for key in ("MountLabel", "RootfsPropagation"):
+        if linux.get(key):
+            out.append(f"OCI.Linux.{key}: must be empty, got {_short(linux[key])!r}")
+    for key in ("IntelRdt", "Seccomp"):
+        if linux.get(key) is not None:
+            out.append(f"OCI.Linux.{key}: must be null")
+    process = oci.get("Process") or {}
+    if process.get("SelinuxLabel"):
+        out.append("OCI.Process.SelinuxLabel: must be empty")
+    if (process.get("User") or {}).get("Username"):
+        out.append("OCI.Process.User.Username: must be empty")
+    return out
+
+
+def _container_mismatches(index: int, p: dict[str, Any], req: dict[str, Any]) -> list[str]:
+    where = f"containers[{index}]"
+    out: list[str] = []
+    p_oci, i_oci = p.get("OCI") or {}, req.get("OCI") or {}
+    p_proc, i_proc = p_oci.get("Process") or {}, i_oci.get("Process") or {}
+    if p.get("sandbox_pidns") != req.get("sandbox_pidns"):
+        out.append(f"{where}.sandbox_pidns: got {req.get('sandbox_pidns')}, "
+                   f"policy allows {p.get('sandbox_pidns')}")
+    p_args, i_args = p_proc.get("Args") or [], i_proc.get("Args") or []
+    if len(p_args) != len(i_args):
+        out.append(f"{where}.OCI.Process.Args: got {len(i_args)} arguments, policy allows {len(p_args)}")
+    else:
+        for i, (pa, ia) in enumerate(zip(p_args, i_args, strict=True)):
+            if not _loose_equal(pa, ia):
+                out.append(f"{where}.OCI.Process.Args[{i}]: got {_short(ia)!r}, policy allows {_short(pa)!r}")
+                break
+    for key in ("Cwd", "NoNewPrivileges", "Terminal"):
+        if key in p_proc and not _loose_equal(p_proc[key], i_proc.get(key)):
+            out.append(f"{where}.OCI.Process.{key}: got {_short(i_proc.get(key))!r}, "
+                       f"policy allows {_short(p_proc[key])!r}")
+    p_user, i_user = p_proc.get("User") or {}, i_proc.get("User") or {}
+    for key in ("UID", "GID"):
+        if key in p_user and p_user[key] != i_user.get(key):
+            out.append(f"{where}.OCI.Process.User.{key}: got {i_user.get(key)}, policy allows {p_user[key]}")
+    p_env = p_proc.get("Env") or []
+    p_names = {_env_name(v) for v in p_env}
+    for i, var in enumerate(i_proc.get("Env") or []):
+        if var in p_env or _env_name(var) in p_names:
+            continue
+        out.append(f"{where}.OCI.Process.Env[{i}]: variable {_short(_env_name(var))!r} is not in the policy "
+                   "(value not shown)")
+        break
+    p_dests = {m.get("destination") for m in p_oci.get("Mounts") or []}
+    for i, mount in enumerate(i_oci.get("Mounts") or []):
+        if mount.get("destination") not in p_dests:
+            out.append(f"{where}.OCI.Mounts[{i}].destination: got {_short(mount.get('destination'))!r}, "
+                       "no policy mount has it")
+            break
+    p_storages, i_storages = p.get("storages") or [], req.get("storages") or []
+    guest_pull = sum(1 for s in i_storages if s.get("driver") == "image_guest_pull")
+    if len(p_storages) != len(i_storages) - guest_pull:
+        out.append(f"{where}.storages: got {len(i_storages) - guest_pull}, policy allows {len(p_storages)}")
+    if p_oci.get("Version") != i_oci.get("Version"):
+        out.append(f"{where}.OCI.Version: got {_short(i_oci.get('Version'))!r}, "
+                   f"policy allows {_short(p_oci.get('Version'))!r}")
+    p_sysctl = (p_oci.get("Linux") or {}).get("Sysctl") or {}
+    for key, value in ((i_oci.get("Linux") or {}).get("Sysctl") or {}).items():
+        if p_sysctl.get(key) != value:
+            out.append(f"{where}.OCI.Linux.Sysctl[{_short(key)!r}]: not allowed by the policy")
+            break
+    return out

@@ -1,0 +1,200 @@
+"""Policy from measured initdata: find the device, check it against the TEE launch claim, install it.
+
+Boot order (kata-policy.md §3.10, §4), with the check kata-agent leaves to others done here:
+
+1. the default policy file is loaded first (``--policy``, else /etc/kata-opa/default-policy.rego);
+2. the initdata device is found (``auto``: every /dev/vd* and /dev/sd* whose first 8 bytes are the
+   magic ``initdata``), decoded, parsed and validated (attestation.initdata);
+3. its digest, truncated or zero-padded to the platform field, must equal HOST_DATA (SNP, 32 bytes)
+   or MRCONFIGID (TDX, 48 bytes) read from local evidence — otherwise the host could hand us any
+   policy; the comparison is constant-time;
+4. every ``[data]`` entry is written atomically to ``<measured dir>/<key>`` (temp file, fsync,
+   rename) and ``policy.rego``, if present, replaces the policy (fresh engine, empty state).
+
+Any failure in 2-4 installs a deny-all policy whose every rule prints the error, so the host sees the
+reason in each PERMISSION_DENIED reply. Each measured file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from attestation import initdata
+from guest.api import RPCS
+from guest.policy.engine import AgentPolicy
+from guest.policy.errors import PolicyError
+
+__all__ = [
+    "DEFAULT_POLICY_FILE",
+    "MEASURED_DIR",
+    "EvidenceLaunchConfig",
+    "FixedLaunchConfig",
+    "LaunchConfigSource",
+    "MeasuredConfigError",
+    "deny_all_policy",
+    "find_initdata_device",
+    "install_measured_policy",
+    "write_measured_files",
+]
+
+log = logging.getLogger("guest.measured")
+
+DEFAULT_POLICY_FILE = Path("/etc/kata-opa/default-policy.rego")
+MEASURED_DIR = Path("/run/measured-cfg")
+POLICY_KEY = "policy.rego"
+FIELD_SIZES = {"snp": initdata.SNP_HOST_DATA_SIZE, "tdx": initdata.TDX_MRCONFIGID_SIZE}
+
+
+class MeasuredConfigError(Exception):
+    """The measured configuration cannot be trusted or installed; the text names the step."""
+
+
+class LaunchConfigSource(Protocol):
+    """Reads the launch-time config digest the TEE measured: HOST_DATA (snp) or MRCONFIGID (tdx)."""
+
+    @property
+    def platform(self) -> str: ...
+
+    def read(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class FixedLaunchConfig:
+    """A known value (simulated TEE, tests)."""
+
+    platform: str
+    value: bytes
+
+    def read(self) -> bytes:
+        return self.value
+
+
+class EvidenceLaunchConfig:
+    """Adapter over an attestation.evidence.EvidenceProvider: fetch a report and read the field."""
+
+    def __init__(self, provider: object) -> None:
+        self._provider = provider
+
+    @property
+    def platform(self) -> str:
+        return str(getattr(self._provider, "platform", ""))
+
+    def read(self) -> bytes:
+        evidence = self._provider.get_evidence(bytes(64))  # type: ignore[attr-defined]
+        if evidence.platform == "snp":
+            from attestation.snp.abi import parse_report
+
+            return bytes(parse_report(evidence.report).host_data)
+        if evidence.platform == "tdx":
+            from attestation.tdx.quote import parse_quote
+
+            return bytes(parse_quote(evidence.report).body.mr_config_id)
+        raise MeasuredConfigError(f"reading launch config: unsupported platform {evidence.platform!r}")
+
+
+def find_initdata_device(candidates: Iterable[Path] | None = None) -> Path | None:
+    """The first block device starting with the initdata magic, like kata-agent's scan."""
+    if candidates is None:
+        dev = Path("/dev")
+        candidates = sorted([*dev.glob("vd*"), *dev.glob("sd*")])
+    for path in candidates:
+        try:
+            with open(path, "rb") as stream:
+                if stream.read(len(initdata.MAGIC)) == initdata.MAGIC:
+                    return path
+        except OSError:
+            continue
+    return None
+
+
+def _check_key(key: str) -> None:
+    if not key or key in (".", "..") or "/" in key or "\0" in key:
+        raise MeasuredConfigError(f"writing measured config: invalid [data] key {key!r}")
+
+
+def write_measured_files(data: Mapping[str, str], directory: Path) -> None:
+    """Write each entry atomically as ``directory/<key>`` (mode 0644 files, 0755 directory)."""
+    for key in data:
+        _check_key(key)
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for key, value in data.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(value.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, directory / key)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def deny_all_policy(reason: str) -> str:
+    """A policy denying every checked request; each denial prints ``reason`` for the host to see."""
+    text = json.dumps(f"guest-agent: measured policy not installed: {reason}")
+    lines = ["package agent_policy", "", "import future.keywords.if", "",
+             "default AllowRequestsFailingPolicy := false"]
+    for endpoint in sorted({rpc.endpoint for rpc in RPCS.values() if rpc.checked}):
+        lines += [f"default {endpoint} := false", f"{endpoint} if {{", f"    print({text})", "    false", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _verified(raw: bytes, source: LaunchConfigSource | None) -> initdata.Initdata:
+    parsed = initdata.parse(raw)
+    if source is None:
+        log.warning("event=initdata_unbound msg=%s",
+                    json.dumps("no TEE evidence: initdata digest not checked"))
+        return parsed
+    size = FIELD_SIZES.get(source.platform)
+    if size is None:
+        raise MeasuredConfigError(f"reading launch config: unsupported platform {source.platform!r}")
+    expected = initdata.platform_digest(parsed.hash(raw), size)
+    measured = source.read()
+    if not hmac.compare_digest(expected, measured):
+        field = "HOST_DATA" if source.platform == "snp" else "MRCONFIGID"
+        raise MeasuredConfigError(
+            f"initdata digest {expected.hex()} does not match {field} {measured.hex()}"
+        )
+    return parsed
+
+
+def install_measured_policy(
+    policy: AgentPolicy,
+    device: Path,
+    source: LaunchConfigSource | None,
+    measured_dir: Path = MEASURED_DIR,
+) -> bool:
+    """Install the policy from the initdata on ``device``. Returns True on success.
+
+    On failure a deny-all policy carrying the error is installed instead and False is returned.
+    """
+    try:
+        raw = initdata.read_device(device)
+        parsed = _verified(raw, source)
+        write_measured_files(parsed.data, measured_dir)
+        text = parsed.data.get(POLICY_KEY)
+        if text is not None:
+            policy.set_policy(text)
+        log.warning("event=measured_config_installed device=%s keys=%s policy=%s", device,
+                    json.dumps(sorted(parsed.data)), str(text is not None).lower())
+        return True
+    except (OSError, initdata.InitdataError, MeasuredConfigError, PolicyError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("event=measured_config_failed device=%s error=%s", device, json.dumps(reason))
+        policy.set_policy(deny_all_policy(reason))
+        return False
