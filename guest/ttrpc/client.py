@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import cast
 
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol
 from .address import Address
@@ -56,8 +57,7 @@ class Client:
 
     async def connect(self, address: Address) -> Client:
         _, proto = await connect(lambda: _ClientConnection(self._max), address)
-        assert isinstance(proto, _ClientConnection)
-        self._proto = proto
+        self._proto = cast(_ClientConnection, proto)
         return self
 
     @property

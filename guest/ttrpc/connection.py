@@ -19,8 +19,7 @@ client: an oversize or undecodable response fails only its own call.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .errors import LocalProtocolError
 from .frames import (
@@ -42,7 +41,7 @@ from .messages import (
     encode_request,
     encode_response,
 )
-from .status import Code, Status
+from .status import OK_STATUS, Code, Status
 
 
 class Role(enum.Enum):
@@ -50,26 +49,22 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     stream_id: int
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     stream_id: int
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     stream_id: int
     status: Status
 
 
-@dataclass(frozen=True, slots=True)
-class Closed:
+class Closed(NamedTuple):
     """EOF from the peer. `truncated` is True if it arrived in the middle of a frame."""
 
     truncated: bool = False
@@ -139,7 +134,7 @@ class Connection:
         self._next_id = sid + 2
         return sid
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed is not None:
             if data:
                 raise LocalProtocolError("receive_data after EOF")
@@ -161,9 +156,18 @@ class Connection:
             if ev is not None:
                 return ev
 
+    def send_ok(self, stream_id: int, payload: bytes) -> bytes:
+        """Bytes of a successful Response; the same as send(Reply(stream_id, Response(OK, payload)))."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("a client does not send responses")
+        body = encode_response(Response(OK_STATUS, payload))
+        if len(body) > self._max:
+            return self.send(Reply(stream_id, Response(OK_STATUS, payload)))
+        return HEADER.pack(len(body), stream_id, MessageType.RESPONSE, 0) + body
+
     def send(self, event: Call | Reply | Rejected) -> bytes:
         """Bytes for one outgoing event. Raises LocalProtocolError if it cannot be framed."""
-        if isinstance(event, Call):
+        if type(event) is Call:
             if self.role is not Role.CLIENT:
                 raise LocalProtocolError("a server does not send requests")
             if event.stream_id % 2 != 1:
@@ -171,7 +175,7 @@ class Connection:
             return self._frame(event.stream_id, MessageType.REQUEST, encode_request(event.request))
         if self.role is not Role.SERVER:
             raise LocalProtocolError("a client does not send responses")
-        response = event.response if isinstance(event, Reply) else Response(event.status)
+        response = event.response if type(event) is Reply else Response(event.status)  # type: ignore[union-attr]
         payload = encode_response(response)
         if len(payload) > self._max:
             # ttrpc-rust's check_oversize before respond: the reply becomes an error status.

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import LocalProtocolError
 
 HEADER = struct.Struct(">IIBB")
 HEADER_SIZE = HEADER.size  # 10
+_unpack_header = HEADER.unpack_from
 MAX_MESSAGE_SIZE = 4 << 20  # 4 MiB, Go messageLengthMax / Rust MESSAGE_LENGTH_MAX
 MAX_STREAM_ID = (1 << 32) - 1
 
@@ -38,16 +39,14 @@ class Flags(enum.IntFlag):
     NO_DATA = 0x04
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     stream_id: int
     type: int  # int, not MessageType: unknown types are legal on the wire and ignored by servers
     flags: int
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Oversized:
+class Oversized(NamedTuple):
     """A frame whose announced length exceeded the limit; its body has been discarded."""
 
     stream_id: int
@@ -96,7 +95,7 @@ class FrameReader:
         """True if a frame has started but not finished (used to tell a clean EOF from a cut one)."""
         return self.buffered > 0 or self._discarded is not None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._discard:
             n = min(self._discard, len(data))
             self._discard -= n
@@ -118,28 +117,29 @@ class FrameReader:
         buf = self._buf
         pos = self._pos
         avail = len(buf) - pos
-        if avail < HEADER_SIZE:
-            self._compact()
-            return None
-        length, stream_id, type_, flags = HEADER.unpack_from(buf, pos)
-        if length > self._max:
-            # Drop what we already hold of the body, then drop the rest as it arrives.
-            have = min(avail - HEADER_SIZE, length)
-            self._pos = pos + HEADER_SIZE + have
-            self._discard = length - have
-            self._discarded = Oversized(stream_id, type_, flags, length)
-            self._compact()
-            return self.next()
-        end = pos + HEADER_SIZE + length
-        if end > len(buf):
-            self._compact()
-            return None
-        payload = bytes(buf[pos + HEADER_SIZE : end])
-        self._pos = end
-        return Frame(stream_id, type_, flags, payload)
+        if avail >= HEADER_SIZE:
+            length, stream_id, type_, flags = _unpack_header(buf, pos)
+            if length <= self._max:
+                end = pos + HEADER_SIZE + length
+                if end <= len(buf):
+                    self._pos = end
+                    return Frame(stream_id, type_, flags, bytes(buf[pos + HEADER_SIZE : end]))
+            else:
+                # Drop what we already hold of the body, then drop the rest as it arrives.
+                have = min(avail - HEADER_SIZE, length)
+                self._pos = pos + HEADER_SIZE + have
+                self._discard = length - have
+                self._discarded = Oversized(stream_id, type_, flags, length)
+                self._compact()
+                return self.next()
+        self._compact()
+        return None
 
     def _compact(self) -> None:
         # Keep the buffer from growing by consumed prefixes; only copies when something was consumed.
         if self._pos:
-            del self._buf[: self._pos]
+            if self._pos == len(self._buf):
+                self._buf.clear()
+            else:
+                del self._buf[: self._pos]
             self._pos = 0

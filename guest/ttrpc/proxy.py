@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
@@ -103,12 +104,12 @@ class _Downstream(FramedProtocol):
 
     async def _connect_upstream(self) -> None:
         try:
-            _, up = await connect(lambda: _Upstream(self), self.proxy.upstream)
+            _, proto = await connect(lambda: _Upstream(self), self.proxy.upstream)
         except OSError as e:
             log.warning("event=upstream_connect_failed upstream=%s error=%r", self.proxy.upstream, e)
             self.close()
             return
-        assert isinstance(up, _Upstream)
+        up = cast(_Upstream, proto)
         if self.closed:
             up.close()
             return

@@ -10,8 +10,10 @@ repr; frame-level rejections come from the sans-IO core.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
+from ._eager import Resumed
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
 from .connection import (
@@ -27,7 +29,7 @@ from .connection import (
 from .errors import TtrpcError
 from .frames import MAX_MESSAGE_SIZE
 from .messages import Request, Response
-from .status import OK_STATUS, Code, Status
+from .status import Code, Status
 from .transport import listen, listening_address
 
 Handler = Callable[[Request], Awaitable[bytes]]
@@ -44,7 +46,7 @@ class _ServerConnection(FramedProtocol):
         self._server._connections.add(self)
 
     def handle_event(self, event: Event) -> None:
-        if isinstance(event, Call):
+        if type(event) is Call:
             req = event.request
             handler = self._server._handlers.get((req.service, req.method))
             if handler is None:
@@ -55,8 +57,19 @@ class _ServerConnection(FramedProtocol):
                 )
                 self.write(self.conn.send(Rejected(event.stream_id, st)))
                 return
+            runner: Coroutine[Any, Any, bytes] = handler(req)  # type: ignore[assignment]
+            if self._server.eager:
+                try:
+                    first = runner.send(None)
+                except StopIteration as e:
+                    self._reply(event.stream_id, req, e.value, None)
+                    return
+                except Exception as e:
+                    self._reply(event.stream_id, req, None, e)
+                    return
+                runner = Resumed(runner, first)
             self.in_flight += 1
-            task = self.loop.create_task(self._run(event.stream_id, handler, req))
+            task = self.loop.create_task(self._run(event.stream_id, runner, req))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(event, Rejected):
@@ -64,29 +77,46 @@ class _ServerConnection(FramedProtocol):
                      event.status.message)
             self.write(self.conn.send(event))
 
-    async def _run(self, stream_id: int, handler: Handler, req: Request) -> None:
+    def _reply(self, stream_id: int, req: Request, payload: object, error: BaseException | None) -> None:
+        if error is None and type(payload) is not bytes:
+            if isinstance(payload, bytearray | memoryview):
+                payload = bytes(payload)
+            else:
+                error = TypeError(f"handler returned {type(payload).__name__}, not bytes")
+        if error is None:
+            if not self.closed:
+                self.write(self.conn.send_ok(stream_id, payload))  # type: ignore[arg-type]
+            return
+        if isinstance(error, TtrpcError):
+            response = Response(error.status)
+        else:
+            log.warning("event=handler_failed service=%s method=%s error=%r", req.service, req.method, error)
+            response = Response(Status(Code.UNKNOWN, repr(error)))
+        if not self.closed:
+            self.write(self.conn.send(Reply(stream_id, response)))
+
+    async def _run(self, stream_id: int, runner: Coroutine[Any, Any, bytes], req: Request) -> None:
         try:
             try:
                 if req.timeout_nano > 0:
                     async with asyncio.timeout(req.timeout_nano / 1e9) as scope:
                         try:
-                            payload = await handler(req)
+                            payload = await runner
                         except TimeoutError:
                             if scope.expired():
                                 raise
                             raise RuntimeError("handler raised TimeoutError") from None
                 else:
-                    payload = await handler(req)
-                response = Response(OK_STATUS, payload)
-            except TtrpcError as e:
-                response = Response(e.status)
+                    payload = await runner
             except TimeoutError:
-                response = Response(Status(Code.DEADLINE_EXCEEDED, DEADLINE_TEXT))
+                if not self.closed:
+                    deadline = Response(Status(Code.DEADLINE_EXCEEDED, DEADLINE_TEXT))
+                    self.write(self.conn.send(Reply(stream_id, deadline)))
+                return
             except Exception as e:
-                log.warning("event=handler_failed service=%s method=%s error=%r", req.service, req.method, e)
-                response = Response(Status(Code.UNKNOWN, repr(e)))
-            if not self.closed:
-                self.write(self.conn.send(Reply(stream_id, response)))
+                self._reply(stream_id, req, None, e)
+                return
+            self._reply(stream_id, req, payload, None)
         finally:
             self.call_done()
 
@@ -105,8 +135,10 @@ class Server:
         *,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        eager: bool = True,
     ) -> None:
         self._handlers = dict(handlers)
+        self.eager = eager
         self._services = {service for service, _ in self._handlers}
         self.max_message_size = max_message_size
         self.max_in_flight = max_in_flight

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .address import Address
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
 def _unlink_stale_socket(path: str) -> None:
@@ -43,7 +43,9 @@ async def listen(factory: ProtocolFactory, address: Address, backlog: int = 1024
     return await loop.create_server(factory, sock=sock)
 
 
-async def connect(factory: ProtocolFactory, address: Address) -> tuple[asyncio.Transport, asyncio.Protocol]:
+async def connect(
+    factory: ProtocolFactory, address: Address
+) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
     loop = asyncio.get_running_loop()
     if address.scheme == "unix":
         return await loop.create_unix_connection(factory, address.path)
