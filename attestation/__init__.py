@@ -1,1 +1,95 @@
-"""Shared attestation core: SNP and TDX evidence parsing, verification, reference values and providers."""
+"""Shared attestation core: SNP and TDX evidence parsing, verification, reference values and providers.
+
+Stable API (see docs/attestation.md):
+
+    provider = detect_provider(allow_simulated=False)        # EvidenceProvider
+    evidence = provider.get_evidence(report_data)            # Evidence(platform, report, cert_table, certs)
+
+    result = verify_snp_attestation(evidence.report, evidence.certs, cert_table=evidence.cert_table,
+                                    trusted_roots=None, crl=None, now=None)   # SnpVerification
+    report = verify_snp(...)                                 # same checks, returns SnpReport
+    tdx = verify_tdx_quote(quote, collateral=None, now=None)  # TdxVerification
+    quote = verify_tdx(...)                                  # returns TdxQuote
+
+    rv = ReferenceValues.from_json(text)
+    check_snp(result, rv, report_data=..., host_data=...)    # raises ValidationError
+    check_tdx(tdx, rv, report_data=..., mr_config_id=...)
+
+Every failure raises a subclass of `AttestationError`.
+"""
+
+from .api import check_snp, check_tdx
+from .errors import (
+    AttestationError,
+    CertificateError,
+    CertificateExpiredError,
+    CollateralError,
+    Mismatch,
+    NoProviderError,
+    ParseError,
+    ProviderError,
+    ReferenceValuesError,
+    RevokedError,
+    SignatureError,
+    TcbStatusError,
+    ValidationError,
+    VerificationError,
+)
+from .evidence import Evidence, EvidenceProvider, Platform
+from .providers.configfs_tsm import ConfigfsTsmProvider
+from .providers.detect import detect_provider
+from .providers.sevguest import SevGuestProvider
+from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
+from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
+from .snp.abi import SnpReport, parse_report
+from .snp.product import Product
+from .snp.verify import SnpVerification, verify_snp, verify_snp_attestation
+from .tdx.collateral import TdxCollateral
+from .tdx.quote import TdxQuote, parse_quote
+from .tdx.verify import TdxVerification, verify_tdx, verify_tdx_quote
+from .trust import AmdRoots, bundled_amd_roots, bundled_intel_root
+
+__all__ = [
+    "AmdRoots",
+    "AttestationError",
+    "CertificateError",
+    "CertificateExpiredError",
+    "CollateralError",
+    "ConfigfsTsmProvider",
+    "Evidence",
+    "EvidenceProvider",
+    "Mismatch",
+    "NoProviderError",
+    "ParseError",
+    "Platform",
+    "Product",
+    "ProviderError",
+    "ReferenceValues",
+    "ReferenceValuesError",
+    "RevokedError",
+    "SevGuestProvider",
+    "SignatureError",
+    "SimulatedAmdRoot",
+    "SimulatedSnpProvider",
+    "SnpReferenceValues",
+    "SnpReport",
+    "SnpVerification",
+    "TcbStatusError",
+    "TdxCollateral",
+    "TdxQuote",
+    "TdxReferenceValues",
+    "TdxVerification",
+    "ValidationError",
+    "VerificationError",
+    "bundled_amd_roots",
+    "bundled_intel_root",
+    "check_snp",
+    "check_tdx",
+    "detect_provider",
+    "parse_quote",
+    "parse_report",
+    "verify_snp",
+    "verify_snp_attestation",
+    "verify_tdx",
+    "verify_tdx_quote",
+]

@@ -1,0 +1,1 @@
+"""Evidence providers: /dev/sev-guest ioctls, configfs-tsm, a simulator, and detection."""

@@ -1,0 +1,40 @@
+"""Pick the best evidence provider on this machine.
+
+Order: configfs-tsm (the kernel's generic interface, SNP or TDX), then /dev/sev-guest, then, only
+if the caller allows it, the simulator. `ATTESTATION_SIMULATED_ROOT=<dir>` makes the simulator
+load a saved simulated AMD root (so a dev cluster's verifier can trust the same one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import NoProviderError
+from ..evidence import EvidenceProvider
+from .configfs_tsm import TSM_REPORT_ROOT, ConfigfsTsmProvider, probe_provider
+from .sevguest import DEVICE_PATH, SevGuestProvider
+from .simulated import SimulatedAmdRoot, SimulatedSnpProvider
+
+SIMULATED_ROOT_ENV = "ATTESTATION_SIMULATED_ROOT"
+
+
+def detect_provider(
+    allow_simulated: bool = False, *, configfs_root: Path = TSM_REPORT_ROOT, sev_guest_path: str = DEVICE_PATH
+) -> EvidenceProvider:
+    platform = probe_provider(configfs_root)
+    if platform is not None:
+        return ConfigfsTsmProvider(platform, root=configfs_root)
+    if os.path.exists(sev_guest_path):
+        from .sevguest import LinuxSevGuestDevice
+
+        return SevGuestProvider(LinuxSevGuestDevice(sev_guest_path))
+    if allow_simulated:
+        root_dir = os.environ.get(SIMULATED_ROOT_ENV)
+        if root_dir:
+            return SimulatedSnpProvider(root=SimulatedAmdRoot.load(root_dir))
+        return SimulatedSnpProvider()
+    raise NoProviderError(
+        "no TEE found: no configfs-tsm provider and no /dev/sev-guest "
+        "(pass allow_simulated=True to use the simulator)"
+    )

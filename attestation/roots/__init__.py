@@ -1,0 +1,1 @@
+"""Bundled AMD and Intel trust anchors (package data, pinned in attestation.trust)."""

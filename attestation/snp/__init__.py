@@ -1,0 +1,1 @@
+"""AMD SEV-SNP: report ABI, certificates, verification and validation."""

@@ -1,0 +1,1 @@
+"""Intel TDX: quote ABI, PCK certificates, collateral, verification and validation."""
