@@ -23,7 +23,7 @@ from typing import Any
 __all__ = ["Explainer", "failed_bodies"]
 
 _PREFIX = re.compile(r"^.*?:\d+: ")
-_LABEL = re.compile(r"^([A-Za-z_]\w*) (\d+): ?(.*)$", re.DOTALL)
+_LABEL = re.compile(r"^([A-Za-z_]\w*)(?: (\d+))?: ?(.*)$", re.DOTALL)
 _PLACEHOLDER = re.compile(r"\$\([^)]*\)")
 _MAX_SHOWN = 60
 
@@ -33,20 +33,35 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
-def failed_bodies(endpoint: str, print_lines: Sequence[str]) -> list[str]:
-    """Bodies of ``endpoint``'s rule that started (printed) but never printed ``<label>: true``."""
+def failed_bodies(endpoint: str, print_lines: Sequence[str], limit: int = 6) -> list[str]:
+    """Rule bodies that started (printed) but never printed ``<label>: true``.
+
+    The endpoint's own bodies come first; then helper rules none of whose bodies ever succeeded in this
+    evaluation (e.g. ``allow_env``), in the order they were first tried.
+    """
     started: list[str] = []
     succeeded: set[str] = set()
+    rule_ok: set[str] = set()
     for line in print_lines:
         m = _LABEL.match(_PREFIX.sub("", line, count=1))
-        if not m or m.group(1) != endpoint:
+        if not m:
             continue
-        label = f"{m.group(1)} {m.group(2)}"
-        if m.group(3).strip() == "true":
+        name, number, rest = m.group(1), m.group(2), m.group(3).strip()
+        label = f"{name} {number}" if number else name
+        if rest == "true":
             succeeded.add(label)
+            rule_ok.add(name)
         elif label not in started:
             started.append(label)
-    return [label for label in started if label not in succeeded]
+    own = [lb for lb in started if lb.split(" ")[0] == endpoint and lb not in succeeded]
+    if not own and endpoint not in rule_ok and any(lb.split(" ")[0] == endpoint for lb in started):
+        own = [endpoint]
+    helpers: list[str] = []
+    for lb in started:
+        name = lb.split(" ")[0]
+        if name != endpoint and name not in rule_ok and name not in helpers:
+            helpers.append(name)
+    return own + helpers[: max(0, limit - len(own))]
 
 
 def _loose_equal(policy_value: Any, input_value: Any) -> bool:
@@ -108,9 +123,11 @@ class Explainer:
                 "io.kubernetes.cri.container-name", "<sandbox>")) for c in containers})
             return [f"OCI.Annotations[io.kubernetes.cri.container-name]: got {_short(name)!r} "
                     f"(type {kind!r}), policy allows {allowed}"]
+        defaults = (data.get("request_defaults") or {}).get("CreateContainerRequest") or {}
+        env_regex = defaults.get("allow_env_regex") or []
         best: list[str] | None = None
         for index, p in candidates:
-            found = _container_mismatches(index, p, req)
+            found = _container_mismatches(index, p, req, env_regex)
             if best is None or len(found) < len(best):
                 best = found
         return (best or [])[:3]
@@ -160,7 +177,18 @@ def _input_sanity(req: dict[str, Any], oci: dict[str, Any]) -> list[str]:
     return out
 
 
-def _container_mismatches(index: int, p: dict[str, Any], req: dict[str, Any]) -> list[str]:
+def _re_match(pattern: Any, text: str) -> bool:
+    if not isinstance(pattern, str) or "$(" in pattern:
+        return False
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def _container_mismatches(
+    index: int, p: dict[str, Any], req: dict[str, Any], env_regex: Sequence[Any] = ()
+) -> list[str]:
     where = f"containers[{index}]"
     out: list[str] = []
     p_oci, i_oci = p.get("OCI") or {}, req.get("OCI") or {}
@@ -184,24 +212,66 @@ def _container_mismatches(index: int, p: dict[str, Any], req: dict[str, Any]) ->
     for key in ("UID", "GID"):
         if key in p_user and p_user[key] != i_user.get(key):
             out.append(f"{where}.OCI.Process.User.{key}: got {i_user.get(key)}, policy allows {p_user[key]}")
+    p_gids, i_gids = p_user.get("AdditionalGids"), i_user.get("AdditionalGids")
+    if p_gids is not None and set(p_gids) != set(i_gids or []):
+        out.append(f"{where}.OCI.Process.User.AdditionalGids: got {sorted(set(i_gids or []))}, "
+                   f"policy allows {sorted(set(p_gids))}")
+    p_anno = p_oci.get("Annotations") or {}
+    i_anno = i_oci.get("Annotations") or {}
+    name_re = p_anno.get("io.kubernetes.cri.sandbox-name")
+    i_name = i_anno.get("io.kubernetes.cri.sandbox-name", "")
+    if isinstance(name_re, str) and isinstance(i_name, str) and not _re_match(name_re, i_name):
+        out.append(f"{where}.OCI.Annotations[io.kubernetes.cri.sandbox-name]: got {_short(i_name)!r}, "
+                   f"policy allows {_short(name_re)!r}")
     p_env = p_proc.get("Env") or []
-    p_names = {_env_name(v) for v in p_env}
+    templated = {_env_name(v) for v in p_env if "$(" in v}
     for i, var in enumerate(i_proc.get("Env") or []):
-        if var in p_env or _env_name(var) in p_names:
+        name = _env_name(var)
+        if var in p_env or name in templated or any(_re_match(r, var) for r in env_regex):
             continue
-        out.append(f"{where}.OCI.Process.Env[{i}]: variable {_short(_env_name(var))!r} is not in the policy "
-                   "(value not shown)")
+        known = any(_env_name(v) == name for v in p_env)
+        what = "has a value the policy does not allow" if known else "is not in the policy"
+        out.append(f"{where}.OCI.Process.Env[{i}]: variable {_short(name)!r} {what} (value not shown)")
         break
-    p_dests = {m.get("destination") for m in p_oci.get("Mounts") or []}
+    p_mounts = {m.get("destination"): m for m in p_oci.get("Mounts") or []}
+    seen: set[Any] = set()
     for i, mount in enumerate(i_oci.get("Mounts") or []):
-        if mount.get("destination") not in p_dests:
-            out.append(f"{where}.OCI.Mounts[{i}].destination: got {_short(mount.get('destination'))!r}, "
-                       "no policy mount has it")
+        dest = mount.get("destination")
+        p_mount = p_mounts.get(dest)
+        if p_mount is None:
+            out.append(f"{where}.OCI.Mounts[{i}].destination: got {_short(dest)!r}, no policy mount has it")
+            break
+        if dest in seen:
+            out.append(f"{where}.OCI.Mounts[{i}].destination: {_short(dest)!r} appears twice")
+            break
+        seen.add(dest)
+        keys = ("type_", "options") if p_mount.get("source") == "" else ("type_", "options", "source")
+        bad = [k for k in keys if not _loose_equal(p_mount.get(k), mount.get(k))]
+        if bad:
+            k = bad[0]
+            out.append(f"{where}.OCI.Mounts[{i}].{k}: got {_short(mount.get(k))!r}, "
+                       f"policy allows {_short(p_mount.get(k))!r}")
             break
     p_storages, i_storages = p.get("storages") or [], req.get("storages") or []
     guest_pull = sum(1 for s in i_storages if s.get("driver") == "image_guest_pull")
     if len(p_storages) != len(i_storages) - guest_pull:
         out.append(f"{where}.storages: got {len(i_storages) - guest_pull}, policy allows {len(p_storages)}")
+    for i, st in enumerate(i_storages):
+        if st.get("driver") == "image_guest_pull":
+            continue
+        block = st.get("driver") in ("blk", "scsi")  # block emptyDir: the policy's driver is ""
+        same = [ps for ps in p_storages
+                if ps.get("driver") == st.get("driver") or (block and not ps.get("driver"))]
+        if not same:
+            out.append(f"{where}.storages[{i}].driver: got {_short(st.get('driver'))!r}, "
+                       f"policy allows {sorted({str(ps.get('driver')) for ps in p_storages})}")
+            break
+        fields = ("fstype", "options", "driver_options", "fs_group", "shared")
+        if not any(all(_loose_equal(ps.get(k), st.get(k)) for k in fields) for ps in same):
+            k = next(k for k in fields if not _loose_equal(same[0].get(k), st.get(k)))
+            out.append(f"{where}.storages[{i}].{k}: got {_short(st.get(k))!r}, "
+                       f"policy allows {_short(same[0].get(k))!r}")
+            break
     if p_oci.get("Version") != i_oci.get("Version"):
         out.append(f"{where}.OCI.Version: got {_short(i_oci.get('Version'))!r}, "
                    f"policy allows {_short(p_oci.get('Version'))!r}")

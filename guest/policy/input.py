@@ -31,6 +31,7 @@ from guest.policy.errors import PolicyInputError, PolicyInternalError
 from guest.protocols import agent_pb2
 
 __all__ = [
+    "canonical_copy_file_input",
     "copy_file_input",
     "copy_file_request_from_input",
     "from_policy_json",
@@ -317,3 +318,20 @@ def copy_file_request_from_input(obj: Mapping[str, Any]) -> agent_pb2.CopyFileRe
             raise PolicyInputError("symlink_target", "string", target)
         req.data = target.encode("utf-8")
     return req
+
+
+_COPY_FILE_DEFAULTS: dict[str, Any] = {
+    "path": "", "file_type": "Unknown", "symlink_target": None, "file_size": 0, "file_mode": 0,
+    "dir_mode": 0, "uid": 0, "gid": 0, "offset": 0,
+}
+
+
+def canonical_copy_file_input(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A partial PolicyCopyFileRequest with defaults filled and unknown keys dropped (kata's harness)."""
+    if not isinstance(obj, Mapping):
+        raise PolicyInputError("", "object", obj)
+    out = {key: obj.get(key, default) for key, default in _COPY_FILE_DEFAULTS.items()}
+    for key in out:
+        if out[key] is None and key != "symlink_target":
+            out[key] = _COPY_FILE_DEFAULTS[key]
+    return out

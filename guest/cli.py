@@ -1,0 +1,236 @@
+"""``python -m guest serve | eval | explain`` (console script ``guest-agent``).
+
+serve    the policy proxy in front of kata-agent: boot-time default policy, then measured initdata,
+         then every ttrpc request judged; SIGTERM/SIGINT close the listener and connections cleanly.
+eval     one request (``--endpoint --input``) or a kata-style case list (``--cases``) on one engine,
+         one JSON line per evaluation: {"allowed", "ops", "message"} (or "error" instead of "allowed"
+         where kata-agent would answer INTERNAL).
+explain  replay a policy log (``--policy-log`` of serve) on a fresh engine and print, per denied
+         request, which rule bodies failed and the first input field the policy did not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from guest.decisions import status_for
+from guest.explain import Explainer
+from guest.interceptor import PolicyInterceptor
+from guest.measured import (
+    DEFAULT_POLICY_FILE,
+    MEASURED_DIR,
+    EvidenceLaunchConfig,
+    FixedLaunchConfig,
+    LaunchConfigSource,
+    find_initdata_device,
+    install_measured_policy,
+)
+from guest.policy.engine import AgentPolicy
+from guest.policy.errors import PolicyDeniedError, PolicyError, PolicyInputError
+from guest.policy.input import canonical_copy_file_input, from_policy_json, to_policy_json
+from guest.policy.log import PolicyLog
+from guest.protocols import agent_pb2
+from guest.ttrpc import Proxy, parse_address
+
+__all__ = ["main"]
+
+log = logging.getLogger("guest.cli")
+
+
+# -- shared -------------------------------------------------------------------------------------------
+
+
+def canonical_input(endpoint: str, request: Any) -> Any:
+    """Fill defaults and drop unknown keys, as kata's test harness does with partial requests."""
+    if endpoint == "CopyFileRequest":
+        return canonical_copy_file_input(request)
+    message_type = getattr(agent_pb2, endpoint, None)
+    if message_type is None or not hasattr(message_type, "DESCRIPTOR"):
+        return request  # not a message (e.g. AllowRequestsFailingPolicy): used as given
+    return to_policy_json(from_policy_json(message_type, request))
+
+
+def _load_policy(path: str, rego_v0: bool) -> AgentPolicy:
+    policy = AgentPolicy(rego_v0=rego_v0)
+    policy.initialize(path)
+    return policy
+
+
+def _eval_line(policy: AgentPolicy, endpoint: str, request: Any) -> dict[str, Any]:
+    try:
+        value = canonical_input(endpoint, request)
+        decision = policy.evaluate(endpoint, value)
+    except PolicyInputError as exc:
+        return {"error": f"invalid request: {exc}", "ops": None, "message": None}
+    except PolicyError as exc:
+        return {"error": str(exc), "ops": None, "message": status_for(exc).message}
+    message = None
+    if not decision.allowed:
+        message = status_for(PolicyDeniedError(endpoint, decision.prints)).message
+    return {"allowed": decision.allowed, "ops": decision.ops, "message": message}
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+# -- eval ---------------------------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy, args.rego_v0)
+    if args.cases:
+        cases = json.loads(Path(args.cases).read_text())
+        for case in cases:
+            _print(_eval_line(policy, case["kind"], case.get("request", {})))
+        return 0
+    if not args.endpoint or not args.input:
+        raise SystemExit("eval: give --cases FILE, or --endpoint NAME and --input FILE")
+    request = json.loads(Path(args.input).read_text())
+    _print(_eval_line(policy, args.endpoint, request))
+    return 0
+
+
+# -- explain ------------------------------------------------------------------------------------------
+
+
+def _is_result_line(request: Any) -> bool:
+    return isinstance(request, dict) and set(request) <= {"allowed", "ops"} and "allowed" in request
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy, args.rego_v0)
+    explainer = Explainer(policy.policy_data)
+    for line_no, line in enumerate(Path(args.log).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        endpoint, request = entry.get("kind"), entry.get("request")
+        if not isinstance(endpoint, str) or _is_result_line(request):
+            continue
+        try:
+            decision = policy.evaluate(endpoint, request)
+        except PolicyError as exc:
+            _print({"line": line_no, "endpoint": endpoint, "error": str(exc)[:2000]})
+            continue
+        if decision.allowed and not args.all:
+            continue
+        out: dict[str, Any] = {"line": line_no, "endpoint": endpoint, "allowed": decision.allowed}
+        if not decision.allowed:
+            out["reasons"] = explainer(endpoint, request, decision.print_lines)
+        _print(out)
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------------------
+
+
+def _launch_source(spec: str) -> LaunchConfigSource | None:
+    if spec == "none":
+        return None
+    if spec.startswith(("snp:", "tdx:")):
+        platform, _, hex_value = spec.partition(":")
+        return FixedLaunchConfig(platform, bytes.fromhex(hex_value))
+    if spec == "auto":
+        from attestation import providers
+
+        detect = getattr(providers, "detect", None)
+        if detect is None:
+            raise SystemExit("serve: --evidence auto needs attestation.providers.detect")
+        return EvidenceLaunchConfig(detect())
+    raise SystemExit(f"serve: unknown --evidence {spec!r} (auto, none, snp:HEX, tdx:HEX)")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    policy_log = PolicyLog(args.policy_log) if args.policy_log else None
+    policy = AgentPolicy(rego_v0=args.rego_v0, input_logger=policy_log)
+    policy_file = Path(args.policy) if args.policy else DEFAULT_POLICY_FILE
+    policy.initialize(policy_file)  # like kata-agent: no usable default policy -> do not start
+    log.warning("event=default_policy_loaded path=%s", policy_file)
+    if args.initdata != "none":
+        device = find_initdata_device() if args.initdata == "auto" else Path(args.initdata)
+        if device is not None:
+            install_measured_policy(policy, device, _launch_source(args.evidence), Path(args.measured_dir))
+        else:
+            log.warning("event=no_initdata_device msg=%s", json.dumps("default policy stays in force"))
+    interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data))
+    proxy = Proxy(parse_address(args.upstream), interceptor)
+    bound = await proxy.start(parse_address(args.listen))
+    log.warning("event=serving listen=%s upstream=%s", bound, args.upstream)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.warning("event=shutting_down")
+        await proxy.close()
+        if policy_log is not None:
+            policy_log.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(args))
+
+
+# -- entry --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guest-agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the policy proxy")
+    serve.add_argument("--listen", default="vsock://-1:1024")
+    serve.add_argument("--upstream", default="unix:///run/kata-agent.sock")
+    serve.add_argument("--policy", help=f"default policy file (default {DEFAULT_POLICY_FILE})")
+    serve.add_argument("--initdata", default="auto", help="auto | none | DEVICE")
+    serve.add_argument("--evidence", default="auto",
+                       help="where HOST_DATA/MRCONFIGID come from: auto | none | snp:HEX | tdx:HEX")
+    serve.add_argument("--measured-dir", default=str(MEASURED_DIR))
+    serve.add_argument("--policy-log", help="write kata's policy log (request inputs) to this file")
+    serve.add_argument("--rego-v0", action="store_true", help="parse policies as Rego v0")
+    serve.set_defaults(func=cmd_serve)
+
+    ev = sub.add_parser("eval", help="evaluate requests against a policy")
+    ev.add_argument("--policy", required=True)
+    ev.add_argument("--endpoint")
+    ev.add_argument("--input")
+    ev.add_argument("--cases")
+    ev.add_argument("--rego-v0", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("explain", help="explain denials in a policy log")
+    ex.add_argument("--policy", required=True)
+    ex.add_argument("--log", required=True)
+    ex.add_argument("--all", action="store_true", help="also list allowed requests")
+    ex.add_argument("--rego-v0", action="store_true")
+    ex.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result: int = args.func(args)
+    except (OSError, PolicyError, ValueError) as exc:
+        reason = json.dumps(f"{type(exc).__name__}: {exc}")
+        log.error("event=failed command=%s error=%s", args.command, reason)
+        return 1
+    return result
