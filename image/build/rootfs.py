@@ -1,0 +1,160 @@
+"""The pod VM's root filesystem, described as a ``FileTree``.
+
+Contents, all from the build host's Debian packages and the project's pinned environment:
+busybox-static (init scripts, mount, ip), Debian's python3.11 interpreter and standard library
+(files listed by ``dpkg -L``, test suites and GUI modules left out), the shared libraries they
+load (``ldd`` closure), the project's pinned runtime dependencies (from the build venv, by the
+names in pyproject.toml and their requirements), and the project's own packages. ``.pyc`` files
+are compiled after staging (see ``erofs.compile_bytecode``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+from .elf import is_elf, library_closure
+from .errors import BuildError, ToolError
+from .initramfs import BUSYBOX, merged_usr_links
+from .inside import INIT_SCRIPT
+from .tree import FileTree
+
+__all__ = [
+    "PROJECT_PACKAGES", "PYTHON_PACKAGES", "build_rootfs_tree", "project_files", "runtime_distributions",
+]
+
+PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
+PROJECT_PACKAGES = ("guest", "initializer", "meshproxy", "image", "attestation", "coordinator")
+_PROJECT_SUFFIXES = {".py", ".proto", ".pem", ".json", ".rego", ".typed"}
+_STDLIB_SKIP = re.compile(
+    r"^usr/lib/python3\.11/(test|idlelib|tkinter|turtledemo|ensurepip|lib2to3|pydoc_data|"
+    r"config-3\.11-[^/]*|site-packages|dist-packages|sitecustomize\.py|"
+    r"[^/]*/tests?|unittest/test)(/|$)|/__pycache__/"
+)
+_DIST_PACKAGES = "usr/lib/python3/dist-packages"
+_BUSYBOX_APPLETS = ("sh", "mount", "umount", "cat", "echo", "sleep", "reboot", "poweroff", "ip",
+                    "hostname", "grep", "sed", "ls", "mkdir", "dmesg", "sha256sum", "dd", "losetup",
+                    "head", "tail", "cut", "tr", "wc", "ps", "kill", "true", "false", "test", "[",
+                    "uname", "sync", "xxd", "cmp", "od", "rm", "cp", "ln", "stat", "env", "printf")
+
+
+def _dpkg_files(package: str) -> list[str]:
+    argv = ["dpkg", "-L", package]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ToolError(argv, proc.returncode, proc.stderr or f"package {package} not installed")
+    return proc.stdout.splitlines()
+
+
+def _add_python(tree: FileTree) -> list[Path]:
+    elves = []
+    for package in PYTHON_PACKAGES:
+        for path in _dpkg_files(package):
+            rel = path.lstrip("/")
+            keep = rel == "usr/bin/python3.11" or rel.startswith("usr/lib/python3.11/")
+            host = Path(path)
+            if not keep or _STDLIB_SKIP.search(rel) or not host.is_file() or host.is_symlink():
+                continue
+            tree.add_file(rel, source=host)
+            if rel.endswith(".so") or rel == "usr/bin/python3.11":
+                elves.append(host)
+    tree.add_symlink("usr/bin/python3", "python3.11")
+    return elves
+
+
+def _req_name(req: str) -> str | None:
+    name, _, marker = req.partition(";")
+    if "extra" in marker:
+        return None
+    m = re.match(r"\s*([A-Za-z0-9._-]+)", name)
+    return m.group(1) if m else None
+
+
+def runtime_distributions(pyproject: Path) -> list[metadata.Distribution]:
+    """The pinned runtime dependencies and their (installed) requirements, sorted by name."""
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    todo = [n for n in (_req_name(d) for d in deps) if n]
+    found: dict[str, metadata.Distribution] = {}
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            if name in deps or any(d.startswith(name) for d in deps):
+                raise BuildError(f"pinned dependency {name} is not installed in the build venv") from None
+            continue  # an optional requirement for another interpreter version
+        found[key] = dist
+        todo.extend(n for n in (_req_name(r) for r in dist.requires or []) if n)
+    return [found[k] for k in sorted(found)]
+
+
+def _add_distributions(tree: FileTree, dists: list[metadata.Distribution]) -> tuple[list[Path], set[Path]]:
+    elves: list[Path] = []
+    roots: set[Path] = set()
+    for dist in dists:
+        for f in dist.files or []:
+            rel = str(f)
+            if rel.startswith("..") or "__pycache__" in rel or rel.endswith(".pyc"):
+                continue
+            host = Path(str(dist.locate_file(f)))
+            if not host.is_file():
+                continue
+            roots.add(Path(str(dist.locate_file(""))).resolve())
+            tree.add_file(f"{_DIST_PACKAGES}/{rel}", source=host)
+            if rel.endswith(".so") or ".so." in rel:
+                elves.append(host)
+    return elves, roots
+
+
+def project_files(repo: Path) -> list[Path]:
+    """The project's package files: ``git ls-files`` in a checkout (what a clean clone has), else
+    every file below the package directories."""
+    proc = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--", *PROJECT_PACKAGES],
+                          capture_output=True, check=False)
+    if proc.returncode == 0:
+        paths = [repo / p for p in proc.stdout.decode().split("\0") if p]
+    else:
+        paths = [p for pkg in PROJECT_PACKAGES if (repo / pkg).is_dir() for p in (repo / pkg).rglob("*")]
+    return sorted(p for p in paths if p.is_file() and p.suffix in _PROJECT_SUFFIXES
+                  and "__pycache__" not in p.parts)
+
+
+def _add_project(tree: FileTree, repo: Path) -> None:
+    for host in project_files(repo):
+        tree.add_file(f"{_DIST_PACKAGES}/{host.relative_to(repo)}", source=host, mode=0o644)
+
+
+def build_rootfs_tree(repo: Path) -> FileTree:
+    tree = FileTree()
+    merged_usr_links(tree)
+    for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc", "var", "usr/sbin"):
+        tree.add_dir(d, 0o700 if d == "root" else 0o755)
+    tree.add_symlink("var/run", "../run")
+    tree.add_symlink("var/tmp", "../tmp")
+    tree.add_host_file(BUSYBOX, "usr/bin/busybox")
+    for applet in _BUSYBOX_APPLETS:
+        tree.add_symlink(f"usr/bin/{applet}", "busybox")
+    tree.add_file("usr/sbin/init", data=INIT_SCRIPT.encode(), mode=0o755)
+    tree.add_file("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")
+    tree.add_file("etc/group", data=b"root:x:0:\n")
+    tree.add_file("etc/hostname", data=b"pod-vm\n")
+    tree.add_file("etc/hosts", data=b"127.0.0.1 localhost pod-vm\n::1 localhost\n")
+    tree.add_file("etc/os-release", data=b'ID=confidential-guest\nNAME="Confidential pod VM"\n')
+    tree.add_file("etc/resolv.conf", data=b"")
+    tree.add_file("etc/machine-id", data=b"")
+    elves = _add_python(tree)
+    more, venv_roots = _add_distributions(tree, runtime_distributions(repo / "pyproject.toml"))
+    elves += more
+    _add_project(tree, repo)
+    for dest, src in sorted(library_closure(e for e in elves if is_elf(e)).items()):
+        if any(src.is_relative_to(r) for r in venv_roots):
+            continue  # a wheel's bundled library, already copied with the wheel
+        if dest.lstrip("/") not in tree:
+            tree.add_file(dest, source=src)
+    return tree
