@@ -25,6 +25,7 @@ from typing import Any, Final
 from image.measure.errors import ImageDescriptionError, UnsupportedInputError
 from image.measure.firmware import Firmware
 from image.measure.idblock import GuestPolicy, IdBlock, contrast_id_auth
+from image.measure.platforms import PRODUCTS
 from image.measure.sev_hashes import BootHashes
 from image.measure.snp import add_vcpus, snp_prefix, snp_vmsa_pages
 from image.measure.tdvf import PageOrder, mrtd
@@ -44,12 +45,9 @@ __all__ = [
     "tdx_reference_values",
 ]
 
-# Product name -> QEMU CPU model the runtime emulates (Contrast patches Kata to use the host model).
-PRODUCTS: Final[dict[str, str]] = {"Milan": "EPYC-Milan", "Genoa": "EPYC-Genoa", "Turin": "EPYC-Turin"}
 DEFAULT_GUEST_POLICY: Final = GuestPolicy(SMT=True)
 DEFAULT_GUEST_FEATURES: Final = 0x1
 DEFAULT_XFAM: Final = "e702060000000000"
-PLATFORM_NAMES: Final = {"metal-qemu-snp": "Metal-QEMU-SNP", "metal-qemu-tdx": "Metal-QEMU-TDX"}
 
 
 @dataclass(frozen=True, slots=True)
