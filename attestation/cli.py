@@ -1,0 +1,189 @@
+"""`python -m attestation`: verify SNP reports / TDX quotes, or fetch local evidence.
+
+    verify snp REPORT [--cert FILE]... [--cert-table FILE] [--crl FILE] [--reference-values FILE]
+                      [--report-data HEX] [--at RFC3339]
+    verify tdx QUOTE [--collateral DIR] [--reference-values FILE] [--report-data HEX] [--at RFC3339]
+    report [--report-data HEX] [--simulated]
+
+`verify` prints one JSON object (claims + checks) on stdout and exits 0 if every check that ran
+passed, 1 with the reason on stderr otherwise, 2 on bad usage. It always anchors in the bundled
+AMD / Intel roots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .api import check_snp, check_tdx
+from .claims import snp_claims, tdx_claims
+from .errors import AttestationError
+from .providers.detect import detect_provider
+from .reference_values import ReferenceValues
+from .snp.verify import verify_snp_attestation
+from .tdx.collateral import TdxCollateral
+from .tdx.verify import verify_tdx_quote
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _hex64(value: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not hex: {value!r}") from None
+    if len(raw) > 64:
+        raise argparse.ArgumentTypeError("report data is at most 64 bytes")
+    return raw.ljust(64, b"\0")
+
+
+def _time(value: str) -> _dt.datetime:
+    try:
+        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {value!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError("the time needs a zone (e.g. Z)")
+    return t
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="python -m attestation", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    verify = sub.add_parser("verify", help="verify evidence")
+    vsub = verify.add_subparsers(dest="platform", required=True, parser_class=_Parser)
+    snp = vsub.add_parser("snp", help="verify an SEV-SNP report")
+    snp.add_argument("report", type=Path)
+    snp.add_argument("--cert", type=Path, action="append", default=[], help="PEM bundle or DER certificate")
+    snp.add_argument("--cert-table", type=Path, help="extended-report certificate table (auxblob)")
+    snp.add_argument("--crl", type=Path, help="AMD CRL (DER or PEM) signed by the ARK")
+    tdx = vsub.add_parser("tdx", help="verify a TDX quote")
+    tdx.add_argument("quote", type=Path)
+    tdx.add_argument("--collateral", type=Path, help="directory with tcb_info/qe_identity/CRLs")
+    for sp in (snp, tdx):
+        sp.add_argument("--reference-values", type=Path, help="ReferenceValues JSON (or a manifest)")
+        sp.add_argument("--report-data", type=_hex64, help="expected report data (hex, zero-padded to 64)")
+        sp.add_argument("--at", type=_time, help="reference time (RFC 3339), default now")
+    rep = sub.add_parser("report", help="fetch local evidence and write it to stdout")
+    rep.add_argument("--report-data", type=_hex64, default=bytes(64))
+    rep.add_argument("--simulated", action="store_true", help="fall back to the simulated SNP provider")
+    return p
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _verify_snp(args: argparse.Namespace) -> dict[str, Any]:
+    certs = [_read(p) for p in args.cert]
+    table = _read(args.cert_table) if args.cert_table else None
+    crl = _read(args.crl) if args.crl else None
+    rv = ReferenceValues.from_json(_read(args.reference_values)) if args.reference_values else None
+    res = verify_snp_attestation(_read(args.report), certs, cert_table=table, crl=crl, now=args.at)
+    checks = list(res.checks)
+    out: dict[str, Any] = {
+        "platform": "snp",
+        "product": res.product.value,
+        "claims": snp_claims(res.report, res.product),
+    }
+    if args.report_data is not None and rv is None and res.report.report_data != args.report_data:
+        raise _FailedCheckError(
+            out, checks, f"report_data is {res.report.report_data.hex()}, expected {args.report_data.hex()}"
+        )
+    if args.report_data is not None and rv is None:
+        checks.append("report_data")
+    if rv is not None:
+        try:
+            check_snp(res, rv, report_data=args.report_data)
+        except AttestationError as exc:
+            raise _FailedCheckError(out, checks, str(exc)) from None
+        checks.append("reference_values")
+    out["checks"] = checks
+    return out
+
+
+def _verify_tdx(args: argparse.Namespace) -> dict[str, Any]:
+    rv = ReferenceValues.from_json(_read(args.reference_values)) if args.reference_values else None
+    quote = _read(args.quote)
+    col = None
+    if args.collateral:
+        if not args.collateral.is_dir():
+            raise _UsageError(f"{args.collateral} is not a directory")
+        from .tdx.pck import parse_pck_chain, parse_pck_extensions
+        from .tdx.quote import parse_quote
+
+        fmspc = parse_pck_extensions(parse_pck_chain(parse_quote(quote).pck_chain_pem).leaf).fmspc
+        col = TdxCollateral.from_directory(args.collateral, fmspc=fmspc)
+    res = verify_tdx_quote(quote, collateral=col, now=args.at)
+    checks = list(res.checks)
+    out: dict[str, Any] = {
+        "platform": "tdx",
+        "claims": tdx_claims(res.quote, res.pck, res.chain),
+        "tcb_status": res.tcb_status,
+    }
+    if res.tcb is not None:
+        out["tcb_date"] = res.tcb.tcb_date.isoformat()
+        out["qe_tcb_status"] = res.qe_tcb_status
+    if args.report_data is not None and rv is None:
+        if res.quote.body.report_data != args.report_data:
+            raise _FailedCheckError(
+                out,
+                checks,
+                f"report_data is {res.quote.body.report_data.hex()}, expected {args.report_data.hex()}",
+            )
+        checks.append("report_data")
+    if rv is not None:
+        try:
+            check_tdx(res, rv, report_data=args.report_data)
+        except AttestationError as exc:
+            raise _FailedCheckError(out, checks, str(exc)) from None
+        checks.append("reference_values")
+    out["checks"] = checks
+    return out
+
+
+class _FailedCheckError(Exception):
+    def __init__(self, out: dict[str, Any], checks: list[str], reason: str) -> None:
+        self.out = out
+        self.out["checks"] = checks
+        self.reason = reason
+        super().__init__(reason)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "report":
+            provider = detect_provider(allow_simulated=args.simulated)
+            evidence = provider.get_evidence(args.report_data)
+            sys.stdout.buffer.write(evidence.report)
+            sys.stdout.buffer.flush()
+            return 0
+        out = _verify_snp(args) if args.platform == "snp" else _verify_tdx(args)
+    except _UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except _FailedCheckError as exc:
+        print(json.dumps(exc.out, indent=1, sort_keys=False))
+        print(f"verification failed: {exc.reason}", file=sys.stderr)
+        return 1
+    except AttestationError as exc:
+        print(f"verification failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=1))
+    return 0

@@ -1,0 +1,35 @@
+"""Helpers for the attestation tests: the shared vector index and its files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO / ".." / "shared"
+VECTORS = SHARED / "testdata" / "attestation"
+CONTRAST = SHARED / "testdata" / "contrast"
+
+
+@cache
+def index() -> dict[str, Any]:
+    return json.loads((VECTORS / "index.json").read_text())
+
+
+def vectors(kind_prefix: str) -> list[dict[str, Any]]:
+    return [v for v in index()["vectors"] if v["kind"].startswith(kind_prefix)]
+
+
+def vector(vid: str) -> dict[str, Any]:
+    return next(v for v in index()["vectors"] if v["id"] == vid)
+
+
+def read(rel: str) -> bytes:
+    return (VECTORS / rel).read_bytes()
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.split(" ")[0].replace("Z", "+00:00"))
