@@ -27,12 +27,14 @@ from .geometry import TreeGeometry
 from .params import DEFAULT_SALT_SIZE, VerityParams
 from .pipeline import DEFAULT_CHUNK_BYTES, leaf_chunks
 from .result import VerityResult
-from .superblock import Superblock
+from .superblock import SUPERBLOCK_SIZE, Superblock
 from .tree import BlockHasher, TreeAssembler
 
-__all__ = ["format_hash_tree", "resolve"]
+__all__ = ["check_overlap", "format_hash_tree", "resolve"]
 
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
 StrPath = str | os.PathLike[str]
 
@@ -82,11 +84,54 @@ def resolve(data_path: StrPath, params: VerityParams, *,
     return resolved, geometry
 
 
+def _superblock_span(hash_path: Path, geometry: TreeGeometry) -> int | None:
+    """End of the block cryptsetup rewrites around the superblock on a regular file, or None.
+
+    cryptsetup writes the 512-byte superblock with read-modify-write of one I/O block of
+    min(page size, hash block size) bytes: the file grows to the end of that block (zero filled),
+    and a superblock that starts inside such a block needs the bytes before and under it to
+    exist already (else "Error during update of verity header"). We reproduce the first and
+    refuse the second up front, before anything is written.
+    """
+    try:
+        st = hash_path.stat()
+    except FileNotFoundError:
+        size = 0
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        size = st.st_size
+    io_block = min(PAGE_SIZE, geometry.hash_block_size)
+    offset = geometry.hash_offset
+    if geometry.levels:
+        size = max(size, geometry.hash_end)
+    if offset % io_block and size < offset + SUPERBLOCK_SIZE:
+        raise DeviceError(f"superblock at byte {offset} lies inside a {io_block}-byte block beyond the end "
+                          f"of {hash_path} ({size} bytes); veritysetup cannot write it either: "
+                          f"use an offset that is a multiple of {io_block}")
+    return offset - offset % io_block + io_block
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def check_overlap(data: Path, hash_path: Path, geometry: TreeGeometry) -> None:
+    """Data and tree on one file: the data area must end before the hash area.
+
+    veritysetup compares with the hash offset only; without a superblock the tree starts at the
+    offset rounded down to a hash block, and veritysetup then silently overwrites the last data
+    blocks with the tree. We refuse that too.
+    """
+    start = geometry.hash_offset
+    if geometry.hash_blocks:
+        start = min(start, geometry.hash_start_block * geometry.hash_block_size)
+    if hash_path.exists() and _same_file(data, hash_path) and geometry.data_size > start:
+        raise DeviceError(f"data area (bytes 0..{geometry.data_size}) overlaps with hash area "
+                          f"(from byte {start}) on {hash_path}")
 
 
 @contextlib.contextmanager
@@ -148,11 +193,10 @@ def format_hash_tree(data_path: StrPath, hash_path: StrPath, params: VerityParam
     target = Path(hash_path)
     resolved, geometry = resolve(data, params)
     salt = resolved.salt or b""
-    if target.exists() and _same_file(data, target) and geometry.data_size > params.hash_offset:
-        raise DeviceError(f"data area (bytes 0..{geometry.data_size}) overlaps with hash area "
-                          f"(from byte {params.hash_offset}) on {target}")
+    check_overlap(data, target, geometry)
     if target.is_dir():
         raise DeviceError(f"hash device {target} is a directory")
+    sb_end = _superblock_span(target, geometry) if resolved.superblock else None
     hasher = BlockHasher(params.algorithm, salt, params.hash_type)
     log.debug("verity format data=%s hash=%s blocks=%d levels=%d", data, target, geometry.data_blocks,
               geometry.levels)
@@ -176,6 +220,8 @@ def format_hash_tree(data_path: StrPath, hash_path: StrPath, params: VerityParam
                 raise AssertionError("superblock without UUID")
             sb = Superblock.from_params(resolved, uuid=resolved.uuid, salt=salt,
                                         data_blocks=geometry.data_blocks)
+            if sb_end is not None and os.fstat(fd).st_size < sb_end:
+                os.ftruncate(fd, sb_end)
             _pwrite_all(fd, sb.encode(), params.hash_offset)
     log.info("verity formatted data=%s hash=%s data_blocks=%d hash_blocks=%d root=%s", data, target,
              geometry.data_blocks, geometry.hash_blocks, root.hex())

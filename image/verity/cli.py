@@ -55,6 +55,7 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-blocks", type=_int, default=0, help="number of data blocks (default: whole file)")
     p.add_argument("--hash-offset", type=_int, default=0,
                    help="byte offset of the hash area on the hash device")
+    p.add_argument("--uuid", default=None, help="superblock UUID for format (default: random)")
     p.add_argument("--workers", type=_int, default=None, help="hashing processes (default: available CPUs)")
 
 
@@ -169,7 +170,6 @@ def add_parser(subparsers: Any) -> None:
     fmt.add_argument("data_device")
     fmt.add_argument("hash_device")
     _common_options(fmt)
-    fmt.add_argument("--uuid", default=None, help="superblock UUID (default: random)")
     fmt.add_argument("--root-hash-file", default=None, help="also write the root hash (hex) to this file")
     fmt.set_defaults(func=_guarded(_cmd_format))
 

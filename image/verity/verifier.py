@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from .builder import StrPath, resolve
+from .builder import StrPath, check_overlap, resolve
 from .errors import DeviceError, HashAreaCorruptError, ParameterError, RootHashMismatchError, SuperblockError
 from .geometry import TreeGeometry
 from .params import VerityParams
@@ -71,6 +71,7 @@ def verify(data_path: StrPath, hash_path: StrPath, root_hash: bytes | str,
     elif params.salt is None:
         raise ParameterError("salt", None, "the salt used at format time ('-' for none)")
     resolved, geometry = resolve(data_path, params, pick_random=False)
+    check_overlap(Path(data_path), Path(hash_path), geometry)
     algorithm = params.algorithm
     if isinstance(root_hash, str):
         try:
