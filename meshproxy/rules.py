@@ -1,0 +1,88 @@
+"""Netfilter rules as data: the configuration turned into iptables rule specifications (pure).
+
+The shape is Contrast's (service-mesh/iptables.go and internal/defaultdeny):
+
+* table ``mangle``: ``PREROUTING -p tcp -j CONTRAST_INBOUND``;
+  ``CONTRAST_INBOUND`` returns for loopback and for established/related flows (so only the first packet of a
+  connection is steered, and the proxy's own connections to the application over ``lo`` pass), then jumps
+  to ``CONTRAST_IN_REDIRECT``, which returns for plain ports, sends TLS-without-client-auth ports to
+  15007 and everything else to 15006.
+* table ``filter``: the default-deny rule ``INPUT -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP``
+  that the pod image installs before anything runs and the sidecar removes once it listens.
+
+Contrast sets no TPROXY mark (delivery to a local address needs none). ``tproxy_mark`` adds
+``--tproxy-mark`` for setups that also steer non-local destinations via a fwmark routing rule
+(see ``routing.py``); it is off by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshproxy.config import MTLS_PORT, TLS_NO_CLIENT_AUTH_PORT, ProxyConfig
+
+MANGLE = "mangle"
+FILTER = "filter"
+INBOUND_CHAIN = "CONTRAST_INBOUND"
+REDIRECT_CHAIN = "CONTRAST_IN_REDIRECT"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+
+    def render(self) -> str:
+        """The rule as ``iptables -S`` would print it (used by golden files and logs)."""
+        return f"-t {self.table} -A {self.chain} {' '.join(self.spec)}"
+
+
+#: Drop every new inbound connection; installed for the image, removed by the proxy once it listens.
+DEFAULT_DENY = Rule(FILTER, "INPUT",
+                    ("-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED", "-j", "DROP"))
+
+#: The jump from the built-in chain into ours; the only rule we add outside our own chains.
+PREROUTING_JUMP = Rule(MANGLE, "PREROUTING", ("-p", "tcp", "-j", INBOUND_CHAIN))
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRules:
+    """Our chains with their full contents, plus the hook rule that enters them."""
+
+    chains: dict[str, tuple[Rule, ...]]
+    hooks: tuple[Rule, ...]
+
+    def render(self) -> list[str]:
+        lines = [f"-t {MANGLE} -N {chain}" for chain in self.chains]
+        for rules in self.chains.values():
+            lines.extend(rule.render() for rule in rules)
+        lines.extend(rule.render() for rule in self.hooks)
+        return lines
+
+
+def _tproxy(port: int, mark: int | None) -> tuple[str, ...]:
+    target = ("-j", "TPROXY", "--on-port", str(port))
+    return target if mark is None else (*target, "--tproxy-mark", f"{mark:#x}/{mark:#x}")
+
+
+def ingress_rules(config: ProxyConfig, tproxy_mark: int | None = None) -> IngressRules:
+    """The mangle-table TPROXY rules for ``config``; empty when ingress is disabled."""
+    if config.ingress_disabled:
+        return IngressRules(chains={}, hooks=())
+    inbound = (
+        Rule(MANGLE, INBOUND_CHAIN, ("-i", "lo", "-j", "RETURN")),
+        Rule(MANGLE, INBOUND_CHAIN, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")),
+        Rule(MANGLE, INBOUND_CHAIN, ("-j", REDIRECT_CHAIN)),
+    )
+    redirect: list[Rule] = []
+    for entry in config.ingress:
+        match = ("-p", "tcp", "-m", "tcp", "--dport", str(entry.port))
+        if entry.disable_tls:
+            redirect.append(Rule(MANGLE, REDIRECT_CHAIN, (*match, "-j", "RETURN")))
+        else:
+            target = _tproxy(TLS_NO_CLIENT_AUTH_PORT, tproxy_mark)
+            redirect.append(Rule(MANGLE, REDIRECT_CHAIN, (*match, *target)))
+    redirect.append(Rule(MANGLE, REDIRECT_CHAIN, ("-p", "tcp", *_tproxy(MTLS_PORT, tproxy_mark))))
+    chains = {INBOUND_CHAIN: inbound, REDIRECT_CHAIN: tuple(redirect)}
+    return IngressRules(chains=chains, hooks=(PREROUTING_JUMP,))
