@@ -1,0 +1,86 @@
+"""python -m coordinator [--state-dir DIR] [--simulate-tee] [--listen-host HOST]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from attestation.atls import Issuer
+from attestation.atls.platforms import SnpIssuer
+from attestation.providers.detect import detect_provider
+from coordinator import simulation
+from coordinator.server import Config, Coordinator, Ports
+
+log = logging.getLogger("coordinator")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m coordinator", description="Contrast-compatible Coordinator")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/coordinator"), help="history store")
+    p.add_argument("--simulate-tee", action="store_true",
+                   help="use the simulated SNP provider (no TEE); trusts simulated evidence only for "
+                        "reference values with Platform 'Simulated-SNP'")
+    p.add_argument("--simulate-initdata", type=Path, help="initdata whose digest is the simulated HOST_DATA")
+    p.add_argument("--simulate-measurement", default="00" * 48, help="simulated launch measurement (hex)")
+    p.add_argument("--listen-host", default="0.0.0.0", help="address for all listeners")  # noqa: S104
+    p.add_argument("--user-port", type=int, default=1313)
+    p.add_argument("--mesh-port", type=int, default=7777)
+    p.add_argument("--http-port", type=int, default=1314)
+    p.add_argument("--probe-port", type=int, default=9102)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    issuer: Issuer
+    simulated_roots = None
+    if args.simulate_tee:
+        initdata = args.simulate_initdata.read_bytes() if args.simulate_initdata else None
+        measurement = bytes.fromhex(args.simulate_measurement)
+        prov = simulation.provider(state_dir / "simulated-amd", initdata, measurement)
+        simulated_roots = prov.trusted_roots()
+        issuer = SnpIssuer(prov)
+    else:
+        issuer = SnpIssuer(detect_provider(allow_simulated=False))
+    ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port)
+    return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
+                  simulated_roots=simulated_roots)
+
+
+async def serve(config: Config) -> None:
+    coordinator = Coordinator(config)
+    await coordinator.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ready userapi={coordinator.ports.user} meshapi={coordinator.ports.mesh} "
+          f"http={coordinator.ports.http} probes={coordinator.ports.probes}", flush=True)
+    await stop.wait()
+    log.info("event=shutdown")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(coordinator.stop(), 20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    try:
+        config = build_config(args)
+    except Exception as exc:
+        log.error("event=startup_failed error=%r", str(exc))
+        return 1
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""A minimal asyncio HTTP/1.1 server for the attestation endpoint (1314) and probes/metrics (9102).
+
+One request per connection (``Connection: close``), strict limits: request head 8 KiB, body at most
+the route's limit (413 above it), 10 s to send the request. Enough for ``POST /attest`` and the GET
+probes; nothing here is meant to be a general web server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("coordinator.http")
+
+MAX_HEAD = 8192
+REQUEST_TIMEOUT = 10.0
+REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
+    413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    handler: Callable[[Request], Awaitable[Response]]
+    max_body: int = 0
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes everything
+        raise HttpError(400, "bad request head") from exc
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HttpError(400, "bad request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise HttpError(400, "bad header line")
+        headers[name.lower()] = value.strip()
+    return parts[0], parts[1].split("?", 1)[0], headers
+
+
+class HttpServer:
+    def __init__(self, host: str, port: int, routes: dict[str, Route], name: str) -> None:
+        self.host, self.port, self.routes, self.name = host, port, routes, name
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+
+    async def _read(self, reader: asyncio.StreamReader) -> Request:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError as exc:
+            raise HttpError(413, "request head too large") from exc
+        except asyncio.IncompleteReadError as exc:
+            raise HttpError(400, "incomplete request") from exc
+        if len(head) > MAX_HEAD:
+            raise HttpError(413, "request head too large")
+        method, path, headers = _parse_head(head[:-4])
+        route = self.routes.get(path)
+        if route is None:
+            raise HttpError(404, f"no such path {path[:100]}")
+        if method != route.method:
+            raise HttpError(405, f"{path} expects {route.method}")
+        if "transfer-encoding" in headers:
+            raise HttpError(400, "chunked requests are not supported")
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError as exc:
+            raise HttpError(400, "bad Content-Length") from exc
+        if length < 0:
+            raise HttpError(400, "bad Content-Length")
+        if length > route.max_body:
+            raise HttpError(413, f"body has {length} bytes, limit {route.max_body}")
+        body = await reader.readexactly(length) if length else b""
+        return Request(method, path, headers, body)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                request = await asyncio.wait_for(self._read(reader), REQUEST_TIMEOUT)
+                response = await self.routes[request.path].handler(request)
+            except HttpError as exc:
+                response = Response(exc.status, _error_body(str(exc)))
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                return
+            except Exception:
+                log.exception("event=http_handler_failed server=%s", self.name)
+                response = Response(500, _error_body("internal error"))
+            reason = REASONS.get(response.status, "Unknown")
+            head = (
+                f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
+                f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode("latin-1") + response.body)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+
+def _error_body(message: str) -> bytes:
+    import json
+
+    return json.dumps({"error": message}).encode()

@@ -1,0 +1,214 @@
+"""Wires the Coordinator together: state guard, gRPC backends behind aTLS terminators, HTTP servers.
+
+    UserAPI  :1313  aTLS, server attests, client cert optional (owner keys)   -> grpcio on 127.0.0.1
+    MeshAPI  :7777  aTLS, mutual; validators rebuilt per handshake from the current manifest
+    HTTP     :1314  POST /attest
+    probes   :9102  /probe/startup, /probe/liveness, /probe/readiness, /metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from attestation.atls import Issuer, ServerConfig, Validator
+from attestation.atls.platforms import SnpValidator
+from attestation.atls.tunnel import PeerRegistry, Terminator
+from attestation.errors import AttestationError
+from attestation.reference_values import ReferenceValues
+from attestation.trust import AmdRoots
+from coordinator.api import MeshApi, UserApi
+from coordinator.errors import StateError
+from coordinator.history import History
+from coordinator.httpserver import HttpError, HttpServer, Request, Response, Route
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.state import Guard, State, Status
+from coordinator.store import FileStore
+
+log = logging.getLogger("coordinator")
+
+# Reference-value entries with this Platform are checked against the simulated AMD root, and only
+# when the Coordinator runs with --simulate-tee. Real entries always use the bundled AMD roots.
+SIMULATED_PLATFORM = "Simulated-SNP"
+USER_MAX_MESSAGE = 16 * 1024 * 1024
+MESH_MAX_MESSAGE = 64 * 1024
+ATTEST_MAX_BODY = 1024
+
+
+@dataclass
+class Ports:
+    user: int = 1313
+    mesh: int = 7777
+    http: int = 1314
+    probes: int = 9102
+
+
+@dataclass
+class Config:
+    state_dir: Path
+    issuer: Issuer
+    listen_host: str = "0.0.0.0"  # noqa: S104 - the Coordinator serves the cluster
+    ports: Ports = field(default_factory=Ports)
+    simulated_roots: AmdRoots | None = None
+    handshake_timeout: float = 25.0
+
+
+def attest_report_data(nonce: bytes, transition_hash: bytes, root_pem: bytes, mesh_pem: bytes) -> bytes:
+    """/attest report data: SHA-256(nonce || transition || SHA-256(root) || SHA-256(mesh)), zero padded."""
+    digest = hashlib.sha256(
+        nonce + transition_hash + hashlib.sha256(root_pem).digest() + hashlib.sha256(mesh_pem).digest()
+    ).digest()
+    return digest + bytes(32)
+
+
+def mesh_validators(state: State, simulated_roots: AmdRoots | None) -> list[Validator]:
+    real = [e for e in state.manifest.snp if e.get("Platform") != SIMULATED_PLATFORM]
+    simulated = [e for e in state.manifest.snp if e.get("Platform") == SIMULATED_PLATFORM]
+    out: list[Validator] = []
+    if real:
+        out.append(SnpValidator(ReferenceValues.from_obj({"snp": real}).snp))
+    if simulated and simulated_roots is not None:
+        entries = ReferenceValues.from_obj({"snp": simulated}).snp
+        out.append(SnpValidator(entries, trusted_roots=simulated_roots))
+    return out
+
+
+class Coordinator:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = CoordinatorMetrics()
+        self.guard = Guard(History(FileStore(config.state_dir / "history")))
+        self.guard.on_change.append(lambda s: self.metrics.manifest_generation.set(s.generation))
+        self.started = False
+        self._grpc: list[Any] = []
+        self._servers: list[Terminator | HttpServer] = []
+        self.user_registry = PeerRegistry()
+        self.mesh_registry = PeerRegistry()
+        self.ports = Ports(**vars(config.ports))
+
+    # -- aTLS configs per handshake ----------------------------------------------------------------------
+    def _user_config(self) -> ServerConfig:
+        return ServerConfig(issuer=self.config.issuer, validators=None)
+
+    def _mesh_config(self) -> ServerConfig:
+        try:
+            validators = mesh_validators(self.guard.state(), self.config.simulated_roots)
+        except (StateError, AttestationError) as exc:
+            log.info("event=mesh_handshake_without_manifest reason=%r", str(exc))
+            validators = []
+        return ServerConfig(issuer=self.config.issuer, validators=validators)
+
+    def _attestation_failed(self, _exc: Exception) -> None:
+        self.metrics.attestation_failures.inc()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def _grpc_backend(self, handler: Any, max_message: int) -> int:
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=8),
+            handlers=[handler],
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_time_ms", 15000),
+            ],
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._grpc.append(server)
+        return int(port)
+
+    async def start(self) -> None:
+        host, ports = self.config.listen_host, self.ports
+        user_handler = UserApi(self.guard).handler(self.user_registry, self.metrics)
+        mesh_handler = MeshApi(self.guard).handler(self.mesh_registry, self.metrics)
+        user_backend = self._grpc_backend(user_handler, USER_MAX_MESSAGE)
+        mesh_backend = self._grpc_backend(mesh_handler, MESH_MAX_MESSAGE)
+        timeout = self.config.handshake_timeout
+        user = Terminator(
+            host, ports.user, user_backend, self._user_config, self.user_registry, timeout, name="userapi"
+        )
+        mesh = Terminator(
+            host, ports.mesh, mesh_backend, self._mesh_config, self.mesh_registry, timeout,
+            on_failure=self._attestation_failed, name="meshapi",
+        )
+        attest_route = Route("POST", self._attest, ATTEST_MAX_BODY)
+        attest = HttpServer(host, ports.http, {"/attest": attest_route, "/verify": attest_route}, "attest")
+        probes = HttpServer(host, ports.probes, {
+            "/probe/startup": Route("GET", self._probe_started),
+            "/probe/liveness": Route("GET", self._probe_started),
+            "/probe/readiness": Route("GET", self._probe_ready),
+            "/metrics": Route("GET", self._metrics),
+        }, "probes")
+        for server in (user, mesh, attest, probes):
+            await server.start()
+            self._servers.append(server)
+        ports.user, ports.mesh, ports.http, ports.probes = user.port, mesh.port, attest.port, probes.port
+        self.started = True
+        log.info(
+            "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",
+            self.guard.status().value, ports.user, ports.mesh, ports.http, ports.probes,
+            self.config.state_dir,
+        )
+
+    async def stop(self) -> None:
+        self.started = False
+        for server in self._servers:
+            await server.close()
+        for g in self._grpc:
+            g.stop(grace=None)
+        self._servers.clear()
+        self._grpc.clear()
+
+    # -- HTTP handlers -----------------------------------------------------------------------------------
+    async def _attest(self, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if ctype != "application/json":
+            raise HttpError(415, "Content-Type must be application/json")
+        try:
+            doc = json.loads(request.body)
+            nonce = base64.b64decode(doc["nonce"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise HttpError(400, "body must be {\"nonce\": <base64 of 32 bytes>}") from exc
+        if len(nonce) != 32:
+            raise HttpError(400, f"nonce has {len(nonce)} bytes, expected 32")
+        try:
+            state = self.guard.state()
+        except StateError as exc:
+            raise HttpError(412, str(exc)) from exc
+        manifests, policies = await asyncio.to_thread(self.guard.history_documents, state)
+        root, mesh = state.authority.root_pem, state.authority.mesh_ca_pem
+        report_data = attest_report_data(nonce, state.latest.transition_hash, root, mesh)
+        evidence = await asyncio.to_thread(self.config.issuer.issue, report_data)
+        body = {
+            "raw_attestation_doc": _b64(evidence),
+            "manifests": [_b64(m) for m in manifests],
+            "policies": [_b64(p) for p in policies],
+            "root_ca": _b64(root),
+            "mesh_ca": _b64(mesh),
+            "attestation_type": [int(x) for x in self.config.issuer.oid.dotted_string.split(".")],
+        }
+        return Response(200, json.dumps(body).encode())
+
+    async def _probe_started(self, _request: Request) -> Response:
+        return Response(200 if self.started else 503, b"", "text/plain")
+
+    async def _probe_ready(self, _request: Request) -> Response:
+        ready = self.started and self.guard.status() is Status.ACTIVE
+        return Response(200 if ready else 503, self.guard.status().value.encode(), "text/plain")
+
+    async def _metrics(self, _request: Request) -> Response:
+        return Response(200, self.metrics.registry.render().encode(), "text/plain; version=0.0.4")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
