@@ -251,6 +251,12 @@ class TdxReferenceValues:
             "TdAttributes",
         }
         o = _obj(obj, path, allowed, {"MrTd", "MrSeam", "Xfam"})
+        legacy = ("MinimumQeSvn", "MinimumPceSvn", "MinimumTeeTcbSvn", "TdAttributes")
+        if "Rtrms" in o or any(k in o for k in legacy):
+            # The v1.x layout: every one of its fields is required ("expected missing" otherwise).
+            missing = [k for k in legacy if k not in o]
+            if missing:
+                raise ReferenceValuesError(f"missing required field(s) {', '.join(missing)}", path=path)
         if ("Rtmrs" in o) == ("Rtrms" in o):
             raise ReferenceValuesError("exactly one of Rtmrs (or the older Rtrms) is required", path=path)
         rkey = "Rtmrs" if "Rtmrs" in o else "Rtrms"
