@@ -10,6 +10,7 @@ the same set Python's ``str.isprintable`` rejects.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from guest.policy.errors import InvalidPolicyError, PolicyDeniedError, PolicyError, PolicyInternalError
@@ -18,21 +19,26 @@ from guest.ttrpc import Code, Status
 __all__ = ["rust_debug_str", "status_for"]
 
 _SIMPLE = {"\t": "\\t", "\r": "\\r", "\n": "\\n", "\0": "\\0", '"': '\\"', "\\": "\\\\"}
+# Denial texts are long (every print of the evaluation, full of JSON quotes) and mostly ASCII: quote and
+# backslash are escaped with str.replace, and only characters outside printable ASCII are looked at one
+# by one.
+_CANDIDATES = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    simple = _SIMPLE.get(ch)
+    if simple is not None:
+        return simple
+    if ch.isprintable() and unicodedata.category(ch) not in ("Mn", "Me"):
+        return ch
+    return f"\\u{{{ord(ch):x}}}"
 
 
 def rust_debug_str(text: str) -> str:
     """``format!("{:?}", text)`` in Rust."""
-    out = ['"']
-    for ch in text:
-        simple = _SIMPLE.get(ch)
-        if simple is not None:
-            out.append(simple)
-        elif ch == " " or (ch.isprintable() and unicodedata.category(ch) not in ("Mn", "Me")):
-            out.append(ch)
-        else:
-            out.append(f"\\u{{{ord(ch):x}}}")
-    out.append('"')
-    return "".join(out)
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CANDIDATES.sub(_escape, text) + '"'
 
 
 def status_for(error: PolicyError) -> Status:

@@ -25,9 +25,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from attestation import initdata
 from guest.api import RPCS
 from guest.policy.engine import AgentPolicy
 from guest.policy.errors import PolicyError
@@ -50,7 +49,10 @@ log = logging.getLogger("guest.measured")
 DEFAULT_POLICY_FILE = Path("/etc/kata-opa/default-policy.rego")
 MEASURED_DIR = Path("/run/measured-cfg")
 POLICY_KEY = "policy.rego"
-FIELD_SIZES = {"snp": initdata.SNP_HOST_DATA_SIZE, "tdx": initdata.TDX_MRCONFIGID_SIZE}
+FIELD_SIZES = {"snp": 32, "tdx": 48}  # HOST_DATA, MRCONFIGID (attestation.initdata has the same names)
+INITDATA_MAGIC = b"initdata"
+# attestation.initdata is imported where it is used: the attestation package pulls in `cryptography`
+# (about 14 MiB of RSS), which a guest without an initdata device never needs.
 
 
 class MeasuredConfigError(Exception):
@@ -108,7 +110,7 @@ def find_initdata_device(candidates: Iterable[Path] | None = None) -> Path | Non
     for path in candidates:
         try:
             with open(path, "rb") as stream:
-                if stream.read(len(initdata.MAGIC)) == initdata.MAGIC:
+                if stream.read(len(INITDATA_MAGIC)) == INITDATA_MAGIC:
                     return path
         except OSError:
             continue
@@ -154,7 +156,9 @@ def deny_all_policy(reason: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _verified(raw: bytes, source: LaunchConfigSource | None) -> initdata.Initdata:
+def _verified(raw: bytes, source: LaunchConfigSource | None) -> Any:
+    from attestation import initdata
+
     parsed = initdata.parse(raw)
     if source is None:
         log.warning("event=initdata_unbound msg=%s",
@@ -183,6 +187,8 @@ def install_measured_policy(
 
     On failure a deny-all policy carrying the error is installed instead and False is returned.
     """
+    from attestation import initdata
+
     try:
         raw = initdata.read_device(device)
         parsed = _verified(raw, source)

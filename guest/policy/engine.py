@@ -130,7 +130,8 @@ class AgentPolicy:
     def _eval(self, endpoint: str, request: Any) -> tuple[Any, bool, list[str]]:
         """(value, defined, prints) of ``data.agent_policy.<endpoint>``; engine errors -> internal."""
         engine = self._engine
-        engine.set_input(request)
+        # JSON text is the cheaper and more predictable way into regorus than Python-object conversion.
+        engine.set_input_json(json.dumps(request, separators=(",", ":")))
         rule = f"data.agent_policy.{endpoint}"
         try:
             value = engine.eval_rule(rule)
