@@ -141,7 +141,8 @@ async def _proxy_rows(decisions: int) -> list[list[str]]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "guest", "--log-level", "ERROR", "serve", "--listen",
             f"unix://{tmp}/proxy.sock", "--upstream", f"unix://{tmp}/agent.sock",
-            "--policy", str(KATA_POLICY), "--initdata", "none", cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            "--policy", str(KATA_POLICY), "--initdata", "none",
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         try:
             for _ in range(400):
