@@ -27,10 +27,10 @@ PAGE_ORDERS = ("two-pass", "single-pass")
 INITRD_ARGS = ("prepend", "append", "none")
 
 
-def _handler(name: str) -> Callable[[argparse.Namespace], int]:
-    """A handler that imports ``commands`` on first use and reports MeasureError as exit status 1."""
+def _handler(name: str, module: str = "commands") -> Callable[[argparse.Namespace], int]:
+    """A handler that imports its commands module on first use and reports MeasureError as exit 1."""
     def run(args: argparse.Namespace) -> int:
-        commands = importlib.import_module("image.measure.commands")
+        commands = importlib.import_module(f"image.measure.{module}")
         try:
             result: int = getattr(commands, name)(args)
             return result
@@ -111,16 +111,16 @@ def _add_measure(sub: Any) -> None:
     t.add_argument("--ovmf", required=True)
     t.add_argument("--page-order", choices=PAGE_ORDERS, default="two-pass",
                    help="two-pass: QEMU 8.x/Contrast; single-pass: QEMU >= 9")
-    t.set_defaults(func=_handler("run_tdx_mrtd"))
+    t.set_defaults(func=_handler("run_tdx_mrtd", "commands_tdx"))
     r = modes.add_parser("tdx-replay", help="RTMR0-3 replayed from a CCEL or JSON event log")
     r.add_argument("--event-log", required=True)
-    r.set_defaults(func=_handler("run_tdx_replay"))
+    r.set_defaults(func=_handler("run_tdx_replay", "commands_tdx"))
     k = modes.add_parser("tdx-rtmr", help="RTMR predictions for direct kernel boot")
     k.add_argument("--kernel", required=True)
     k.add_argument("--initrd")
     k.add_argument("--append", default="")
     _add_tdx_boot_options(k)
-    k.set_defaults(func=_handler("run_tdx_rtmr"))
+    k.set_defaults(func=_handler("run_tdx_rtmr", "commands_tdx"))
 
 
 def _add_reference_values(sub: Any) -> None:
@@ -141,7 +141,7 @@ def _add_reference_values(sub: Any) -> None:
     p.add_argument("--mrseam", help="TDX module measurement (hex); required for metal-qemu-tdx")
     _add_tdx_boot_options(p)
     p.add_argument("--output", help="write here atomically instead of stdout")
-    p.set_defaults(func=_handler("run_reference_values"))
+    p.set_defaults(func=_handler("run_reference_values", "commands_tdx"))
 
 
 def add_parser(subparsers: Any) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import enum
 import struct
-import uuid
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
 from image.measure.errors import FirmwareError
+from image.measure.guid import guid_str
 
 __all__ = [
     "FOUR_GIB",
@@ -39,12 +39,12 @@ _TRAILER_SIZE: Final = 32
 # Every table entry ends with u16 length + 16-byte GUID.
 _ENTRY_HEADER_SIZE: Final = 18
 
-FOOTER_GUID: Final = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
-SEV_ES_RESET_BLOCK_GUID: Final = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
-SEV_HASH_TABLE_GUID: Final = uuid.UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
-SEV_METADATA_GUID: Final = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
-TDX_METADATA_GUID: Final = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
-SVSM_INFO_GUID: Final = uuid.UUID("a789a612-0597-4c4b-a49f-cbb1fe9d1ddd")
+FOOTER_GUID: Final = "96b582de-1fb2-45f7-baea-a366c55a082d"
+SEV_ES_RESET_BLOCK_GUID: Final = "00f771de-1a7e-4fcb-890e-68c77e2fb44e"
+SEV_HASH_TABLE_GUID: Final = "7255371f-3a3b-4b04-927b-1da6efa8d454"
+SEV_METADATA_GUID: Final = "dc886566-984a-4798-a75e-5585a7bf67cc"
+TDX_METADATA_GUID: Final = "e47a6535-984a-4798-865e-4685a7bf8ec2"
+SVSM_INFO_GUID: Final = "a789a612-0597-4c4b-a49f-cbb1fe9d1ddd"
 
 _SEV_META_HEADER = struct.Struct("<4sIII")  # signature, size, version, item count
 _SEV_META_ITEM = struct.Struct("<III")  # gpa, size, type
@@ -85,7 +85,7 @@ class Firmware:
 
     data: bytes
     gpa: int
-    table: MappingProxyType[uuid.UUID, bytes]
+    table: MappingProxyType[str, bytes]
     sev_sections: tuple[SevSection, ...]
 
     @property
@@ -95,7 +95,7 @@ class Firmware:
     def has_section(self, section_type: SectionType) -> bool:
         return any(s.type == section_type for s in self.sev_sections)
 
-    def _u32_entry(self, guid: uuid.UUID, what: str, index: int = 0) -> int | None:
+    def _u32_entry(self, guid: str, what: str, index: int = 0) -> int | None:
         entry = self.table.get(guid)
         if entry is None:
             return None
@@ -134,14 +134,14 @@ class Firmware:
         return self._u32_entry(SVSM_INFO_GUID, "SVSM info")
 
 
-def parse_guid_table(data: bytes) -> dict[uuid.UUID, bytes]:
+def parse_guid_table(data: bytes) -> dict[str, bytes]:
     """Walk the GUIDed footer table; an image without the footer GUID has an empty table."""
     size = len(data)
     footer_at = size - _TRAILER_SIZE - _ENTRY_HEADER_SIZE
     if footer_at < 0:
         raise FirmwareError("size", None, f"at least {_TRAILER_SIZE + _ENTRY_HEADER_SIZE} bytes", str(size))
     total_len, guid_bytes = struct.unpack_from("<H16s", data, footer_at)
-    if uuid.UUID(bytes_le=guid_bytes) != FOOTER_GUID:
+    if guid_str(guid_bytes) != FOOTER_GUID:
         return {}
     if total_len < _ENTRY_HEADER_SIZE or total_len - _ENTRY_HEADER_SIZE > footer_at:
         raise FirmwareError(
@@ -149,7 +149,7 @@ def parse_guid_table(data: bytes) -> dict[uuid.UUID, bytes]:
             f"{_ENTRY_HEADER_SIZE}..{footer_at + _ENTRY_HEADER_SIZE}", str(total_len),
         )
     start = footer_at - (total_len - _ENTRY_HEADER_SIZE)
-    table: dict[uuid.UUID, bytes] = {}
+    table: dict[str, bytes] = {}
     end = footer_at  # entries occupy data[start:end], walked from the end
     while end > start:
         header_at = end - _ENTRY_HEADER_SIZE
@@ -160,7 +160,7 @@ def parse_guid_table(data: bytes) -> dict[uuid.UUID, bytes]:
         if entry_len < _ENTRY_HEADER_SIZE or entry_len > end - start:
             raise FirmwareError("GUID table entry length", header_at,
                                 f"{_ENTRY_HEADER_SIZE}..{end - start}", str(entry_len))
-        guid = uuid.UUID(bytes_le=guid_bytes)
+        guid = guid_str(guid_bytes)
         if guid in table:
             raise FirmwareError("GUID table entry", header_at, "each GUID once", f"{guid} twice")
         table[guid] = bytes(data[end - entry_len:header_at])

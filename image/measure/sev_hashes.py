@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import uuid
 from dataclasses import dataclass
 from typing import Final
 
 from image.measure.errors import UnsupportedInputError
+from image.measure.guid import guid_le
 
 __all__ = ["HASHES_TABLE_SIZE", "BootHashes"]
 
-_TABLE_GUID: Final = uuid.UUID("9438d606-4f22-4cc9-b479-a793d411fd21").bytes_le
-_CMDLINE_GUID: Final = uuid.UUID("97d02dd8-bd20-4c94-aa78-e7714d36ab2a").bytes_le
-_INITRD_GUID: Final = uuid.UUID("44baf731-3a2f-4bd7-9af1-41e29169781d").bytes_le
-_KERNEL_GUID: Final = uuid.UUID("4de79437-abd2-427f-b835-d5b172d2045b").bytes_le
+_TABLE_GUID: Final = guid_le("9438d606-4f22-4cc9-b479-a793d411fd21")
+_CMDLINE_GUID: Final = guid_le("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
+_INITRD_GUID: Final = guid_le("44baf731-3a2f-4bd7-9af1-41e29169781d")
+_KERNEL_GUID: Final = guid_le("4de79437-abd2-427f-b835-d5b172d2045b")
 _ENTRY_SIZE: Final = 16 + 2 + 32
 _TABLE_LEN: Final = 16 + 2 + 3 * _ENTRY_SIZE  # 168
 HASHES_TABLE_SIZE: Final = (_TABLE_LEN + 15) // 16 * 16  # 176: QEMU pads to 16 bytes

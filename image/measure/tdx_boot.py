@@ -21,13 +21,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from image.measure.errors import UnsupportedInputError
 from image.measure.eventlog import Event, replay, rtmr_extend
+from image.measure.guid import guid_le
 
 __all__ = [
     "InitrdArg",
@@ -49,8 +49,8 @@ SEPARATOR: Final = hashlib.sha384(bytes(4)).digest()
 _CALLING: Final = b"Calling EFI Application from Boot Option"
 _EXIT_INVOCATION: Final = b"Exit Boot Services Invocation"
 _EXIT_SUCCESS: Final = b"Exit Boot Services Returned with Success"
-EFI_GLOBAL_VARIABLE: Final = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
-EFI_IMAGE_SECURITY_DATABASE: Final = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+EFI_GLOBAL_VARIABLE: Final = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+EFI_IMAGE_SECURITY_DATABASE: Final = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
 
 
 class InitrdArg(enum.Enum):
@@ -184,14 +184,14 @@ def predict_rtmrs(inputs: TdxBootInputs, rtmr0: bytes) -> tuple[bytes, bytes, by
             rtmr2(inputs.cmdline, inputs.initrd, inputs.initrd_arg), ZERO48)
 
 
-def uefi_variable_data(vendor: uuid.UUID, name: str, data: bytes = b"") -> bytes:
+def uefi_variable_data(vendor: str, name: str, data: bytes = b"") -> bytes:
     """UEFI_VARIABLE_DATA as measured by EV_EFI_VARIABLE_* events."""
     encoded = name.encode("utf-16-le")
-    return vendor.bytes_le + struct.pack("<QQ", len(encoded) // 2, len(data)) + encoded + data
+    return guid_le(vendor) + struct.pack("<QQ", len(encoded) // 2, len(data)) + encoded + data
 
 
 def rtmr0_events(td_hob: bytes, cfv: bytes, acpi: Sequence[bytes], boot_order: bytes, boot0000: bytes,
-                 secure_boot_vars: Sequence[tuple[uuid.UUID, str, bytes]] | None = None) -> list[bytes]:
+                 secure_boot_vars: Sequence[tuple[str, str, bytes]] | None = None) -> list[bytes]:
     """RTMR0 digests of stock OVMF in direct boot, from the platform-dependent digests.
 
     ``td_hob``, ``cfv``, the three ``acpi`` digests and the BootOrder/Boot0000 digests depend on the

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from image.measure import FirmwareError, MeasureError, parse_firmware
 from image.measure.firmware import SEV_METADATA_GUID, SectionType
+from image.measure.guid import guid_le
 from image.measure.snp import snp_launch_digest
 from image.measure.tdvf import PageOrder, mrtd, parse_tdvf
 from tests.measure.vectors import MEASURE
@@ -90,7 +91,7 @@ def test_malformed_field(name: str, mutate: Callable[[bytes], bytes], field: str
 
 
 def test_duplicate_guid_rejected() -> None:
-    entry = struct.pack("<I", 0x1000) + struct.pack("<H", 22) + SEV_METADATA_GUID.bytes_le
+    entry = struct.pack("<I", 0x1000) + struct.pack("<H", 22) + guid_le(SEV_METADATA_GUID)
     footer = struct.pack("<H", 2 * 22 + 18) + uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
     table = entry + entry + footer
     data = _patch(bytes(8192), 8192 - 32 - len(table), table)
