@@ -29,6 +29,7 @@ from guest.measured import (
     EvidenceLaunchConfig,
     FixedLaunchConfig,
     LaunchConfigSource,
+    deny_all_policy,
     find_initdata_device,
     install_measured_policy,
 )
@@ -134,19 +135,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _launch_source(spec: str) -> LaunchConfigSource | None:
+    """``--evidence``: auto (configfs-tsm or /dev/sev-guest), none, or a fixed ``snp:HEX`` / ``tdx:HEX``."""
     if spec == "none":
         return None
     if spec.startswith(("snp:", "tdx:")):
         platform, _, hex_value = spec.partition(":")
         return FixedLaunchConfig(platform, bytes.fromhex(hex_value))
     if spec == "auto":
-        from attestation import providers
+        from attestation.providers.detect import detect_provider
 
-        detect = getattr(providers, "detect", None)
-        if detect is None:
-            raise SystemExit("serve: --evidence auto needs attestation.providers.detect")
-        return EvidenceLaunchConfig(detect())
-    raise SystemExit(f"serve: unknown --evidence {spec!r} (auto, none, snp:HEX, tdx:HEX)")
+        return EvidenceLaunchConfig(detect_provider(allow_simulated=False))
+    raise ValueError(f"unknown --evidence {spec!r} (auto, none, snp:HEX, tdx:HEX)")
+
+
+def _install_initdata(policy: AgentPolicy, args: argparse.Namespace) -> None:
+    device = find_initdata_device() if args.initdata == "auto" else Path(args.initdata)
+    if device is None:
+        log.warning("event=no_initdata_device msg=%s", json.dumps("default policy stays in force"))
+        return
+    try:
+        source = _launch_source(args.evidence)
+    except Exception as exc:  # no TEE, unreadable evidence: fail closed, but tell the host why
+        reason = f"reading launch config: {type(exc).__name__}: {exc}"
+        log.error("event=measured_config_failed device=%s error=%s", device, json.dumps(reason))
+        policy.set_policy(deny_all_policy(reason))
+        return
+    install_measured_policy(policy, device, source, Path(args.measured_dir))
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -156,11 +170,7 @@ async def _serve(args: argparse.Namespace) -> int:
     policy.initialize(policy_file)  # like kata-agent: no usable default policy -> do not start
     log.warning("event=default_policy_loaded path=%s", policy_file)
     if args.initdata != "none":
-        device = find_initdata_device() if args.initdata == "auto" else Path(args.initdata)
-        if device is not None:
-            install_measured_policy(policy, device, _launch_source(args.evidence), Path(args.measured_dir))
-        else:
-            log.warning("event=no_initdata_device msg=%s", json.dumps("default policy stays in force"))
+        _install_initdata(policy, args)
     interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data))
     proxy = Proxy(parse_address(args.upstream), interceptor)
     bound = await proxy.start(parse_address(args.listen))

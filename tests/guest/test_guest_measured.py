@@ -125,3 +125,23 @@ def test_real_generated_policy_via_initdata(tmp_path: Path) -> None:
     assert install_measured_policy(p, device, source, tmp_path / "m")
     assert p.policy_name == "agent_policy"
     assert p.evaluate("StartContainerRequest", {}).allowed
+
+
+def test_serve_initdata_without_tee_fails_closed(tmp_path: Path) -> None:
+    import argparse
+
+    from guest.cli import _install_initdata
+
+    device, raw = make_device(tmp_path, {"policy.rego": ALLOW_START})
+    if Path("/dev/sev-guest").exists() or Path("/sys/kernel/config/tsm/report").exists():
+        pytest.skip("this machine has a TEE interface")
+    p = default_policy()
+    args = argparse.Namespace(initdata=str(device), evidence="auto", measured_dir=str(tmp_path / "m"))
+    _install_initdata(p, args)
+    with pytest.raises(PolicyDeniedError) as err:
+        p.check("StartContainerRequest", {})
+    assert "reading launch config" in err.value.prints
+    args = argparse.Namespace(initdata=str(device), evidence="snp:" + hashlib.sha256(raw).hexdigest(),
+                              measured_dir=str(tmp_path / "m"))
+    _install_initdata(p, args)
+    assert p.evaluate("StartContainerRequest", {}).allowed
