@@ -1,1 +1,1 @@
-"""Init container: attests the pod to the Coordinator over aTLS and writes the mesh certificates and secrets."""
+"""Init container: attests the pod to the Coordinator over aTLS, writes mesh certificates and secrets."""

@@ -1,0 +1,66 @@
+"""Client side of gRPC over aTLS (used by the initializer and the data-owner CLI).
+
+grpcio dials a per-call `Forwarder` (Unix socket, this process only) that runs the aTLS client
+handshake; if the handshake fails, the aTLS reason is raised instead of grpcio's bare UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from attestation.atls import ClientConfig
+from attestation.atls.tunnel import Forwarder
+from coordinator import rpc
+
+MAX_RESPONSE = 64 * 1024 * 1024
+
+
+class CallError(Exception):
+    """A call to the Coordinator failed; `code` is the gRPC status code name ("UNAVAILABLE", ...)."""
+
+    def __init__(self, method: str, code: str, message: str) -> None:
+        super().__init__(f"{method}: {code}: {message}")
+        self.method, self.code, self.message = method, code, message
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and not host.endswith(":"):
+        return host.strip("[]"), int(port)
+    return address, default_port
+
+
+@contextlib.contextmanager
+def channel(host: str, port: int, config: ClientConfig) -> Iterator[tuple[Any, Forwarder]]:
+    forwarder = Forwarder(host, port, config)
+    ch = grpc.insecure_channel(
+        forwarder.target,
+        options=[
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.enable_retries", 0),
+            ("grpc.max_receive_message_length", MAX_RESPONSE),
+            ("grpc.max_send_message_length", MAX_RESPONSE),
+        ],
+    )
+    try:
+        yield ch, forwarder
+    finally:
+        ch.close()
+        forwarder.close()
+
+
+def call(
+    host: str, port: int, config: ClientConfig, method: rpc.Method, request: Any, timeout: float = 30
+) -> Any:
+    with channel(host, port, config) as (ch, forwarder):
+        try:
+            return rpc.call(ch, method, request, timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if forwarder.last_error is not None:
+                raise CallError(method.name, "UNAVAILABLE", f"aTLS: {forwarder.last_error}") from exc
+            raise CallError(method.name, code.name if code else "UNKNOWN", exc.details() or "") from exc

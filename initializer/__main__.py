@@ -1,0 +1,54 @@
+"""python -m initializer [--out-dir DIR]  (reads COORDINATOR_HOST like Contrast's initializer)"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from initializer.run import InitializerError, Settings, StoppedError, run
+
+log = logging.getLogger("initializer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m initializer")
+    p.add_argument("--out-dir", type=Path, default=Path("/contrast"))
+    p.add_argument("--done-file", type=Path, default=Path("/done"))
+    p.add_argument("--simulate-tee", action="store_true",
+                   help="allow the simulated SNP provider (root from ATTESTATION_SIMULATED_ROOT)")
+    p.add_argument("--simulate-initdata", type=Path, help="initdata to derive simulated HOST_DATA")
+    p.add_argument("--simulate-measurement", default="00" * 48)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    settings = Settings(
+        out_dir=args.out_dir, done_file=args.done_file, simulate_tee=args.simulate_tee,
+        simulate_initdata=args.simulate_initdata,
+        simulate_measurement=bytes.fromhex(args.simulate_measurement),
+    )
+    try:
+        run(settings, stop)
+    except StoppedError:
+        log.error("event=stopped reason=signal")
+        return 1
+    except InitializerError as exc:
+        log.error("event=failed step=%r error=%r", exc.step, str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
