@@ -39,7 +39,7 @@ class Metric:
         for key, value in items:
             label_text = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(self.labels, key, strict=True))
             suffix = "{" + label_text + "}" if label_text else ""
-            number = str(int(value)) if value.is_integer() else repr(value)
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))
             lines.append(f"{self.name}{suffix} {number}")
         return "\n".join(lines) + "\n"
 

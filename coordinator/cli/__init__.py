@@ -1,0 +1,1 @@
+"""The data owner's CLI (``python -m coordinator.cli``): generate, set, verify, recover."""

@@ -1,0 +1,216 @@
+"""generate / set / verify / recover (Contrast's CLI semantics, §8)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from attestation.atls import ClientConfig, Validator
+from attestation.atls.platforms import SnpValidator
+from attestation.initdata import InitdataError
+from attestation.initdata import parse as parse_initdata
+from attestation.reference_values import ReferenceValues
+from coordinator import manifest as manifest_mod
+from coordinator import rpc
+from coordinator.cli.workspace import (
+    INITDATA_DIR,
+    MANIFEST,
+    MESH_CA,
+    ROOT_CA,
+    SEED_SHARES,
+    VERIFY_DIR,
+    Workspace,
+)
+from coordinator.client import CallError, call, split_host_port
+from coordinator.errors import ManifestError
+from coordinator.proto import userapi_pb2
+from coordinator.server import SIMULATED_PLATFORM
+from coordinator.simulation import SIMULATED_ROOT_ENV
+from coordinator.state import decrypt_seed, key_digest
+
+log = logging.getLogger("contrast")
+USER_PORT = 1313
+
+
+class CliError(Exception):
+    """A failure the user can act on; printed without a traceback."""
+
+
+# -- generate ----------------------------------------------------------------------------------------------
+def generate(
+    ws: Workspace,
+    reference_values: Path | None,
+    workloads: Sequence[str],
+    coordinator_initdata: Path,
+    disable_updates: bool = False,
+    seedshare_key_bits: int = 4096,
+) -> list[str]:
+    """Write manifest.json from initdata documents; return the reference values still to fill in."""
+    existing: dict[str, Any] = {}
+    if ws.path(MANIFEST).exists():
+        existing = json.loads(ws.path(MANIFEST).read_bytes())
+    if reference_values is not None:
+        rvs = json.loads(reference_values.read_bytes())
+        rvs = rvs.get("ReferenceValues", rvs)
+    else:
+        rvs = existing.get("ReferenceValues", {})
+    policies: dict[str, Any] = {}
+    for role, spec in [("coordinator", f"{coordinator_initdata}:coordinator"), *(("", w) for w in workloads)]:
+        path_text, _, name = spec.partition(":")
+        path = Path(path_text)
+        name = name or path.stem
+        raw = path.read_bytes()
+        try:
+            doc = parse_initdata(raw)
+        except InitdataError as exc:
+            raise CliError(f"{path}: {exc}") from exc
+        if doc.algorithm != "sha256":
+            raise CliError(f"{path}: algorithm {doc.algorithm}, expected sha256 (the policy hash is SHA-256)")
+        digest = ws.store_initdata(raw)
+        entry: dict[str, Any] = {"SANs": [name, "*"], "WorkloadSecretID": name}
+        if role:
+            entry["Role"] = role
+        policies[digest] = entry
+    doc_out: dict[str, Any] = {"Policies": policies, "ReferenceValues": rvs}
+    if disable_updates:
+        doc_out["WorkloadOwnerKeyDigests"] = []
+    else:
+        owner = ws.workload_owner_key(create=True)
+        assert owner is not None
+        doc_out["WorkloadOwnerKeyDigests"] = sorted(
+            set(existing.get("WorkloadOwnerKeyDigests") or []) | {key_digest(owner.public_key()).hex()}
+        )
+    seedshare = ws.seedshare_owner_key(create=True, bits=seedshare_key_bits)
+    assert seedshare is not None
+    own = manifest_mod.pkcs1_der(seedshare.public_key()).hex()
+    doc_out["SeedshareOwnerPubKeys"] = existing.get("SeedshareOwnerPubKeys") or [own]
+    ws.write(MANIFEST, json.dumps(doc_out, indent=2).encode() + b"\n")
+    missing = [str(p) for p in manifest_mod.check(doc_out)]
+    return missing
+
+
+# -- validators ------------------------------------------------------------------------------------------
+def coordinator_validators(manifest: manifest_mod.Manifest) -> list[Validator]:
+    """Validators for the Coordinator: the manifest's SNP reference values, HOST_DATA pinned to the
+    Coordinator's policy hash. Simulated entries are trusted only with ATTESTATION_SIMULATED_ROOT."""
+    pinned = bytes.fromhex(manifest.coordinator_policy_hash())
+    real = [e for e in manifest.snp if e.get("Platform") != SIMULATED_PLATFORM]
+    simulated = [e for e in manifest.snp if e.get("Platform") == SIMULATED_PLATFORM]
+    out: list[Validator] = []
+    if real:
+        out.append(SnpValidator(ReferenceValues.from_obj({"snp": real}).snp, host_data=pinned))
+    root_dir = os.environ.get(SIMULATED_ROOT_ENV)
+    if simulated and root_dir:
+        from attestation.providers.simulated import SimulatedAmdRoot
+
+        roots = SimulatedAmdRoot.load(root_dir).roots()
+        entries = ReferenceValues.from_obj({"snp": simulated}).snp
+        out.append(SnpValidator(entries, trusted_roots=roots, host_data=pinned))
+    if not out:
+        raise CliError("no usable reference values in the manifest to verify the Coordinator with")
+    return out
+
+
+def _load_manifest(ws: Workspace) -> manifest_mod.Manifest:
+    try:
+        return manifest_mod.parse(ws.path(MANIFEST).read_bytes())
+    except FileNotFoundError as exc:
+        raise CliError(f"{ws.path(MANIFEST)} not found: run generate first") from exc
+    except ManifestError as exc:
+        raise CliError(f"manifest.json is invalid:\n{exc}") from exc
+
+
+# -- set ---------------------------------------------------------------------------------------------------
+def set_manifest(ws: Workspace, coordinator: str, retry_for: float = 180.0) -> Any:
+    m = _load_manifest(ws)
+    policies = [ws.load_initdata(h) for h in m.policies]
+    owner = ws.workload_owner_key(create=False)
+    if owner is None or key_digest(owner.public_key()).hex() not in m.workload_owner_key_digests:
+        log.warning("event=owner_key_not_in_manifest hint='later updates will be refused'")
+    config = ClientConfig(validators=coordinator_validators(m), key=owner)
+    host, port = split_host_port(coordinator, USER_PORT)
+    request = userapi_pb2.SetManifestRequest(Manifest=m.raw, Policies=policies)
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            response: userapi_pb2.SetManifestResponse = call(host, port, config, rpc.SET_MANIFEST, request)
+            break
+        except CallError as exc:
+            if exc.code != "UNAVAILABLE" or time.monotonic() >= deadline or "aTLS" in exc.message:
+                raise CliError(f"setting manifest: {exc}") from exc
+            time.sleep(1)
+    ws.write(ROOT_CA, response.RootCA)
+    ws.write(MESH_CA, response.MeshCA)
+    if response.HasField("SeedSharesDoc"):
+        doc = {
+            "SeedShares": [
+                {"PublicKey": s.PublicKey, "EncryptedSeed": base64.b64encode(s.EncryptedSeed).decode()}
+                for s in response.SeedSharesDoc.SeedShares
+            ],
+            "salt": base64.b64encode(response.SeedSharesDoc.salt).decode(),
+        }
+        ws.write(SEED_SHARES, json.dumps(doc, indent=2).encode(), 0o600)
+    return response
+
+
+# -- verify ------------------------------------------------------------------------------------------------
+def verify(ws: Workspace, coordinator: str) -> Any:
+    m = _load_manifest(ws)
+    config = ClientConfig(validators=coordinator_validators(m))
+    host, port = split_host_port(coordinator, USER_PORT)
+    try:
+        response: userapi_pb2.GetManifestsResponse = call(
+            host, port, config, rpc.GET_MANIFESTS, userapi_pb2.GetManifestsRequest()
+        )
+    except CallError as exc:
+        raise CliError(f"verifying Coordinator: {exc}") from exc
+    ws.write(f"{VERIFY_DIR}/{ROOT_CA}", response.RootCA)
+    ws.write(f"{VERIFY_DIR}/{MESH_CA}", response.MeshCA)
+    for i, raw in enumerate(response.Manifests):
+        ws.write(f"{VERIFY_DIR}/manifest.{i}.json", raw)
+    for doc in response.Policies:
+        ws.write(f"{VERIFY_DIR}/policy.{hashlib.sha256(doc).hexdigest()}.toml", doc)
+    if not response.Manifests or response.Manifests[-1] != m.raw:
+        raise CliError(
+            "the Coordinator's latest manifest differs from the local manifest.json; review "
+            f"{ws.path(VERIFY_DIR)} (history and policies) before trusting this deployment"
+        )
+    return response
+
+
+# -- recover -----------------------------------------------------------------------------------------------
+def recover(ws: Workspace, coordinator: str, force: bool = False) -> None:
+    m = _load_manifest(ws)
+    key = ws.seedshare_owner_key(create=False)
+    if key is None:
+        raise CliError("seedshare-owner.pem not found in the workspace")
+    own = manifest_mod.pkcs1_der(key.public_key()).hex()
+    try:
+        doc = ws.read_json(SEED_SHARES)
+    except FileNotFoundError as exc:
+        raise CliError("seed-shares.json not found in the workspace") from exc
+    share = next((s for s in doc.get("SeedShares", []) if s.get("PublicKey") == own), None)
+    if share is None:
+        raise CliError("no seed share for this seedshare-owner key in seed-shares.json")
+    try:
+        seed = decrypt_seed(base64.b64decode(share["EncryptedSeed"]), key)
+    except ValueError as exc:
+        raise CliError("decrypting the seed share failed: wrong key or corrupted share") from exc
+    salt = base64.b64decode(doc["salt"])
+    config = ClientConfig(validators=coordinator_validators(m), key=key)
+    host, port = split_host_port(coordinator, USER_PORT)
+    try:
+        request = userapi_pb2.RecoverRequest(Seed=seed, Salt=salt, Force=force)
+        call(host, port, config, rpc.USER_RECOVER, request)
+    except CallError as exc:
+        raise CliError(f"recovering Coordinator: {exc}") from exc
+
+
+__all__ = ["INITDATA_DIR", "CliError", "generate", "recover", "set_manifest", "verify"]

@@ -1,0 +1,97 @@
+"""Workspace files of the CLI (Contrast's names) and key handling."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from coordinator.store import atomic_write
+
+MANIFEST = "manifest.json"
+WORKLOAD_OWNER_KEY = "workload-owner.pem"
+SEEDSHARE_OWNER_KEY = "seedshare-owner.pem"
+SEED_SHARES = "seed-shares.json"
+ROOT_CA = "coordinator-root-ca.pem"
+MESH_CA = "mesh-ca.pem"
+VERIFY_DIR = "verify"
+INITDATA_DIR = "initdata"
+
+
+class Workspace:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write(self, name: str, data: bytes, mode: int = 0o644) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data, mode)
+        return path
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def workload_owner_key(self, create: bool) -> ec.EllipticCurvePrivateKey | None:
+        path = self.path(WORKLOAD_OWNER_KEY)
+        if not path.exists():
+            if not create:
+                return None
+            key = ec.generate_private_key(ec.SECP384R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+            self.write(WORKLOAD_OWNER_KEY, pem, 0o600)
+            return key
+        key_obj = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(key_obj, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{path} is not an ECDSA private key")
+        return key_obj
+
+    def seedshare_owner_key(self, create: bool, bits: int = 4096) -> rsa.RSAPrivateKey | None:
+        path = self.path(SEEDSHARE_OWNER_KEY)
+        if not path.exists():
+            if not create:
+                return None
+            key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+            self.write(SEEDSHARE_OWNER_KEY, pem, 0o600)
+            return key
+        key_obj = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(key_obj, rsa.RSAPrivateKey):
+            raise ValueError(f"{path} is not an RSA private key")
+        return key_obj
+
+    # -- documents -------------------------------------------------------------------------------------
+    def store_initdata(self, raw: bytes) -> str:
+        digest = hashlib.sha256(raw).hexdigest()
+        self.write(f"{INITDATA_DIR}/{digest}.toml", raw)
+        return digest
+
+    def load_initdata(self, digest: str) -> bytes:
+        path = self.path(f"{INITDATA_DIR}/{digest}.toml")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise ValueError(f"initdata for policy {digest} not found at {path}; run generate again") from exc
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise ValueError(f"{path} does not hash to {digest}")
+        return raw
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.path(name).read_bytes())
+
+
+def workspace_from(path: str | os.PathLike[str]) -> Workspace:
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    return Workspace(root)
