@@ -27,10 +27,9 @@ SIMULATED_REFERENCE_VALUES = {
 
 
 def initdata(name: str) -> bytes:
-    return (
-        'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
-        f'"policy.rego" = \'\'\'\npackage agent_policy\n# {name}\ndefault CreateContainerRequest := true\n\'\'\'\n'
-    ).encode()
+    rego = f"package agent_policy\n# {name}\ndefault CreateContainerRequest := true\n"
+    head = 'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
+    return (head + '"policy.rego" = """\n' + rego + '"""\n').encode()
 
 
 @dataclass
@@ -62,7 +61,8 @@ class CoordinatorProcess:
                 if not line:
                     break
                 if m := re.match(r"ready userapi=(\d+) meshapi=(\d+) http=(\d+) probes=(\d+)", line):
-                    self.ports = dict(zip(("user", "mesh", "http", "probes"), map(int, m.groups()), strict=True))
+                    names = ("user", "mesh", "http", "probes")
+                    self.ports = dict(zip(names, map(int, m.groups()), strict=True))
                     return
         self.stop()
         raise RuntimeError("coordinator did not start")

@@ -35,7 +35,9 @@ from tests.coordinator.vectors import load
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CoordinatorProcess, Workspace, Path]]:
+def env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[CoordinatorProcess, Workspace, Path]]:
     sim_root = tmp_path / "simroot"
     monkeypatch.setenv("ATTESTATION_SIMULATED_ROOT", str(sim_root))
     docs = tmp_path / "docs"
@@ -63,7 +65,9 @@ def load_pems(data: bytes) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(data)
 
 
-def verify_chain(leaf: x509.Certificate, roots: list[x509.Certificate], inter: list[x509.Certificate]) -> None:
+def verify_chain(
+    leaf: x509.Certificate, roots: list[x509.Certificate], inter: list[x509.Certificate]
+) -> None:
     PolicyBuilder().store(Store(roots)).build_client_verifier().verify(leaf, inter)
 
 
@@ -131,8 +135,8 @@ def test_end_to_end(env: tuple[CoordinatorProcess, Workspace, Path], tmp_path: P
 
     # /attest: report data binds nonce, transition hash and both CA certs.
     nonce = os.urandom(32)
-    status, body = coord.http("http", "/attest", json.dumps({"nonce": base64.b64encode(nonce).decode()}).encode(),
-                              {"Content-Type": "application/json"})
+    attest_body = json.dumps({"nonce": base64.b64encode(nonce).decode()}).encode()
+    status, body = coord.http("http", "/attest", attest_body, {"Content-Type": "application/json"})
     assert status == 200, body
     doc = json.loads(body)
     from attestation.atls.platforms import decode_snp
@@ -140,7 +144,8 @@ def test_end_to_end(env: tuple[CoordinatorProcess, Workspace, Path], tmp_path: P
     raw, _, _ = decode_snp(base64.b64decode(doc["raw_attestation_doc"]))
     manifests = [base64.b64decode(m) for m in doc["manifests"]]
     transition = hashlib.sha256(hashlib.sha256(manifests[0]).digest() + bytes(32)).digest()
-    want = attest_report_data(nonce, transition, base64.b64decode(doc["root_ca"]), base64.b64decode(doc["mesh_ca"]))
+    root_pem, mesh_pem = base64.b64decode(doc["root_ca"]), base64.b64decode(doc["mesh_ca"])
+    want = attest_report_data(nonce, transition, root_pem, mesh_pem)
     assert parse_report(raw).report_data == want
     assert coord.http("http", "/attest", b'{"nonce": "AAAA"}', {"Content-Type": "application/json"})[0] == 400
     assert coord.http("http", "/attest", b"x" * 2000, {"Content-Type": "application/json"})[0] == 413
@@ -153,7 +158,7 @@ def test_end_to_end(env: tuple[CoordinatorProcess, Workspace, Path], tmp_path: P
     assert mesh_ca_v2.public_key() != mesh_ca_v1.public_key()
     assert load_pems(ws.path("coordinator-root-ca.pem").read_bytes())[0].public_key() == root_ca.public_key()
     admitted = mesh_call(coord, docs, "intruder")
-    new_leaf, new_inter = load_pems(admitted.CertChain)
+    new_leaf, _new_inter = load_pems(admitted.CertChain)
     verify_chain(new_leaf, [mesh_ca_v2], [])
     with pytest.raises(VerificationError):
         verify_chain(leaves["web"], [mesh_ca_v2], [])
