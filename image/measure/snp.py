@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 from image.measure.digest import LaunchDigest, PageType
 from image.measure.errors import UnsupportedInputError
-from image.measure.firmware import Firmware, SectionType, parse_firmware
-from image.measure.sev_hashes import BootHashes
+from image.measure.firmware import Firmware, HashTableArea, SectionType, parse_firmware
+from image.measure.sev_hashes import HASHES_TABLE_SIZE, BootHashes
 from image.measure.vmsa import BSP_EIP, VmmType, sev_es_vmsa_page, snp_vmsa_page, svsm_vmsa_page
 
 __all__ = [
@@ -46,13 +46,25 @@ def ovmf_pages_digest(fw: Firmware) -> LaunchDigest:
     return LaunchDigest().update_normal_pages(fw.gpa, fw.data)
 
 
-def _hashes_page(fw: Firmware, boot: BootHashes, section_size: int) -> bytes:
+def _check_area(area: HashTableArea) -> None:
+    # QEMU refuses to launch when the table does not fit the area the firmware reserved.
+    if area.size < HASHES_TABLE_SIZE:
+        raise UnsupportedInputError(
+            f"SEV hash table area is 0x{area.size:x} bytes, smaller than the {HASHES_TABLE_SIZE}-byte table")
+
+
+def _hashes_page(fw: Firmware, boot: BootHashes, section_gpa: int, section_size: int) -> bytes:
     area = fw.hash_table_area
     if area is None:
         raise UnsupportedInputError(NO_KERNEL_HASHES_TABLE)
     if section_size != 0x1000:
         raise UnsupportedInputError(
             f"SNP_KERNEL_HASHES section must be one page, is 0x{section_size:x} bytes")
+    # The measured page must be the one QEMU writes the table into, or the hashes go unmeasured.
+    if area.gpa & ~0xFFF != section_gpa:
+        raise UnsupportedInputError(
+            f"SEV hash table at GPA 0x{area.gpa:x} is outside the SNP_KERNEL_HASHES page 0x{section_gpa:x}")
+    _check_area(area)
     return boot.page(area.gpa & 0xFFF)
 
 
@@ -82,7 +94,7 @@ def snp_prefix(
             if boot is None:
                 ld = ld.update_empty_pages(PageType.ZERO, section.gpa, section.size)
             else:
-                ld = ld.update_normal_pages(section.gpa, _hashes_page(fw, boot, section.size))
+                ld = ld.update_normal_pages(section.gpa, _hashes_page(fw, boot, section.gpa, section.size))
     if vmm is VmmType.EC2:  # EC2 measures the CPUID pages last
         for section in fw.sev_sections:
             if section.type is SectionType.CPUID:
@@ -152,8 +164,10 @@ def snp_launch_digest(
 def _sev_base(fw: Firmware, boot: BootHashes | None) -> hashlib._Hash:
     launch = hashlib.sha256(fw.data)
     if boot is not None:
-        if not fw.supports_kernel_hashes:
+        area = fw.hash_table_area
+        if area is None or not fw.supports_kernel_hashes:
             raise UnsupportedInputError(NO_KERNEL_HASHES_TABLE)
+        _check_area(area)
         launch.update(boot.table())
     return launch
 

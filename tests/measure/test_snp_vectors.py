@@ -257,3 +257,39 @@ def test_errors_are_measure_errors() -> None:
     for bad in (0, 5000):
         with pytest.raises(MeasureError):
             snp_launch_digest(fw, bad, 0xA00F11)
+
+
+def _with_hash_entry(gpa: int, size: int) -> bytes:
+    """S8K with its SEV hash-table entry (GPA, size) rewritten."""
+    data = bytearray((MEASURE / "synthetic/fw_s8k.bin").read_bytes())
+    table_end = len(data) - 32 - 18 - 22  # footer, then the metadata entry before it
+    entry_data_at = table_end - 26
+    struct.pack_into("<II", data, entry_data_at, gpa, size)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("gpa", "size", "message"),
+    [(0x804C00, 0x400, "outside the SNP_KERNEL_HASHES page"), (0x803C00, 0x10, "smaller than the 176-byte")],
+)
+def test_hash_table_area_checked(gpa: int, size: int, message: str) -> None:
+    fw = parse_firmware(_with_hash_entry(gpa, size))
+    assert fw.hash_table_area is not None and fw.hash_table_area.gpa == gpa
+    boot = BootHashes.of(b"kernel")
+    with pytest.raises(UnsupportedInputError, match=message):
+        snp_launch_digest(fw, 1, 0xA00F11, 0x1, boot)
+    assert len(snp_launch_digest(fw, 1, 0xA00F11, 0x1)) == 48  # no kernel: the area is not used
+    if size < 176:
+        with pytest.raises(UnsupportedInputError, match=message):
+            sev_digest(fw, boot)
+
+
+def test_ap_reset_address_zero_only_matters_with_aps() -> None:
+    data = bytearray((MEASURE / "synthetic/fw_s8k.bin").read_bytes())
+    table_end = len(data) - 32 - 18 - 22 - 26
+    struct.pack_into("<I", data, table_end - 22, 0)
+    fw = parse_firmware(bytes(data))
+    assert fw.sev_es_reset_eip == 0
+    assert len(snp_launch_digest(fw, 1, 0xA00F11)) == 48
+    with pytest.raises(UnsupportedInputError, match="AP reset address 0"):
+        snp_launch_digest(fw, 2, 0xA00F11)
