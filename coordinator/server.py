@@ -95,6 +95,7 @@ class Coordinator:
         self.user_registry = PeerRegistry()
         self.mesh_registry = PeerRegistry()
         self.ports = Ports(**vars(config.ports))
+        self.backend_ports: dict[str, int] = {}
 
     # -- aTLS configs per handshake ----------------------------------------------------------------------
     def _user_config(self) -> ServerConfig:
@@ -133,6 +134,7 @@ class Coordinator:
         mesh_handler = MeshApi(self.guard).handler(self.mesh_registry, self.metrics)
         user_backend = self._grpc_backend(user_handler, USER_MAX_MESSAGE)
         mesh_backend = self._grpc_backend(mesh_handler, MESH_MAX_MESSAGE)
+        self.backend_ports = {"user": user_backend, "mesh": mesh_backend}
         timeout = self.config.handshake_timeout
         user = Terminator(
             host, ports.user, user_backend, self._user_config, self.user_registry, timeout, name="userapi"

@@ -72,7 +72,14 @@ class AtlsStream:
 
 async def _drive(atls: AtlsConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     while True:
-        done = atls.advance_handshake()
+        try:
+            done = atls.advance_handshake()
+        except BaseException:
+            # Send the alert OpenSSL queued, so the peer learns why (e.g. "unknown ca").
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(atls.data_to_send())
+                await writer.drain()
+            raise
         out = atls.data_to_send()
         if out:
             writer.write(out)

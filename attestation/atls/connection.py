@@ -237,8 +237,10 @@ class AtlsConnection:
                 return bytes(out) if out else None
             except SSL.ZeroReturnError:
                 return bytes(out)
-            except SSL.SysCallError:
-                return bytes(out)
+            except SSL.SysCallError as exc:
+                if out:
+                    return bytes(out)
+                raise HandshakeError("peer closed the connection without close_notify") from exc
             except SSL.Error as exc:
                 raise HandshakeError(f"TLS record error: {_reason(exc)}") from exc
             if not chunk:

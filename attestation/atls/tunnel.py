@@ -84,32 +84,50 @@ async def _pump_plain_to_tls(plain: asyncio.StreamReader, tls: aio.AtlsStream) -
         await tls.write(data)
 
 
-async def _pump_tls_to_plain(tls: aio.AtlsStream, plain: asyncio.StreamWriter) -> None:
+async def _pump_tls_to_plain(
+    tls: aio.AtlsStream, plain: asyncio.StreamWriter, on_error: Callable[[AtlsError], None] | None = None
+) -> None:
     while True:
-        data = await tls.read()
+        try:
+            data = await tls.read()
+        except AtlsError as exc:
+            if on_error is not None:
+                on_error(exc)  # before the plain side closes, so the caller can report it
+            raise
         if not data:
             return
         plain.write(data)
         await plain.drain()
 
 
-async def _splice(tls: aio.AtlsStream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    tasks = [
-        asyncio.ensure_future(_pump_plain_to_tls(reader, tls)),
-        asyncio.ensure_future(_pump_tls_to_plain(tls, writer)),
-    ]
+async def _splice(
+    tls: aio.AtlsStream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    on_error: Callable[[AtlsError], None] | None = None,
+) -> BaseException | None:
+    """Pipe both ways until one side ends; return the TLS-side error, if any (e.g. a peer alert)."""
+    to_tls = asyncio.ensure_future(_pump_plain_to_tls(reader, tls))
+    from_tls = asyncio.ensure_future(_pump_tls_to_plain(tls, writer, on_error))
+    tasks = [to_tls, from_tls]
+    error: BaseException | None = None
     try:
         _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, AtlsError, OSError):
+            try:
                 await task
+            except (asyncio.CancelledError, ConnectionError, OSError):
+                pass
+            except AtlsError as exc:
+                error = error or exc
     finally:
         await tls.close()
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
+    return error
 
 
 class Terminator:
@@ -233,7 +251,11 @@ class Forwarder:
             return
         self.last_error = None
         self.last_peer = tls.peer
-        await _splice(tls, reader, writer)
+        # TLS 1.3: a refused client certificate shows up as an alert after the handshake.
+        await _splice(tls, reader, writer, on_error=self._record)
+
+    def _record(self, error: AtlsError) -> None:
+        self.last_error = error
 
     def close(self) -> None:
         if self._server is not None:
