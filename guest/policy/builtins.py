@@ -1,35 +1,41 @@
 """Lenient builtins: kata-agent's ``set_strict_builtin_errors(false)`` for the Python binding.
 
 kata-agent turns strict builtin errors off, so a builtin that fails (``to_number("abc")``) makes the
-rule body undefined instead of aborting the whole query. The Python binding of regorus has no such
-switch and aborts; 7 of kata's policy test cases depend on the difference (``is_ip`` in rules.rego
-calls ``to_number`` on parts of attacker-chosen env values).
+expression undefined, and with it the rule body, instead of aborting the whole query. The Python
+binding of regorus has no such switch and aborts; 6 of the 69 kata policy test cases available here
+depend on the difference (``is_ip`` in rules.rego calls ``to_number`` on parts of env values).
 
-Faithful fix: each builtin that can fail on request data is registered as an extension under its own
-name. The extension asks a private, plain regorus engine to evaluate the real builtin on the same
-arguments and returns its value; if that raises, it returns ``None``, which regorus treats as
-undefined. The values are regorus's own, so only the error behaviour changes, which is exactly what the
-strict flag does. Builtins regorus documents as ignoring the flag are unaffected either way.
+Faithful fix, in two parts:
+
+* an extension ``lenient_builtin.<name>`` evaluates the real builtin on a private, plain regorus engine
+  and returns ``[true, value]``, or ``[false, null]`` if the builtin raised — regorus's own values;
+* a small module in the policy's package defines a function with the builtin's name, which shadows the
+  builtin inside that package (regorus resolves package-local functions first)::
+
+      to_number(a0) := y if { r := lenient_builtin.to_number(a0); r[0]; y := r[1] }
+
+  When ``r[0]`` is false the function body fails, so the call is undefined — exactly the non-strict
+  semantics. An extension cannot return "undefined" itself (Python ``None`` becomes ``null``).
+
+Only builtins that rules.rego applies to request data and that fail on well-typed arguments are listed.
+``regex.match`` is deliberately not: it runs hundreds of times per CreateContainer and a Python round
+trip each time would cost milliseconds; with an invalid attacker-chosen pattern it still errors here
+(INTERNAL) where kata-agent would make the body undefined (usually a denial) — both refuse the request.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
-import regorus
+from guest.policy._regorus import regorus
 
-__all__ = ["LENIENT_BUILTINS", "install_lenient_builtins"]
+__all__ = ["LENIENT_BUILTINS", "LENIENT_MODULE", "install_lenient_builtins", "lenient_module"]
 
-# name -> number of arguments. Only builtins rules.rego applies to request-derived values and that
-# can fail on a well-typed argument are listed; regex builtins keep regorus's Rust regex semantics.
-LENIENT_BUILTINS: dict[str, int] = {
-    "to_number": 1,
-    "base64.decode": 1,
-    "base64url.decode": 1,
-    "json.unmarshal": 1,
-}
+# builtin name -> number of arguments
+LENIENT_BUILTINS: dict[str, int] = {"to_number": 1}
+LENIENT_MODULE = "lenient_builtins.rego"
+_EXTENSION_PREFIX = "lenient_builtin"
 
 
 class _Oracle:
@@ -38,25 +44,44 @@ class _Oracle:
     def __init__(self, name: str, nargs: int) -> None:
         args = ", ".join(f"input[{i}]" for i in range(nargs))
         self._engine = regorus.Engine()
-        self._engine.add_policy("lenient.rego", f"package lenient\n\nvalue := {name}({args})\n")
+        self._engine.add_policy("oracle.rego", f"package oracle\n\nvalue := {name}({args})\n")
         self._lock = threading.Lock()
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any) -> list[Any]:
         with self._lock:
             self._engine.set_input(list(args))
             try:
-                return self._engine.eval_rule("data.lenient.value")
+                return [True, self._engine.eval_rule("data.oracle.value")]
             except RuntimeError:
-                return None  # undefined: the rule body that called the builtin fails
+                return [False, None]
 
 
-def _extension(oracle: _Oracle, nargs: int) -> Callable[..., Any]:
-    if nargs == 1:
-        return lambda a: oracle(a)
-    return lambda *args: oracle(*args)  # pragma: no cover - all listed builtins take one argument
+def _extension_name(name: str) -> str:
+    return f"{_EXTENSION_PREFIX}.{name.replace('.', '_')}"
 
 
-def install_lenient_builtins(engine: Any) -> None:
-    """Register the lenient twins on ``engine`` (before its policies are added)."""
+def lenient_module(package: str = "agent_policy") -> str:
+    """The Rego module shadowing each lenient builtin inside ``package`` (v0- and v1-compatible)."""
+    lines = [f"package {package}", "", "import future.keywords.if", ""]
     for name, nargs in LENIENT_BUILTINS.items():
-        engine.add_extension(name, nargs, _extension(_Oracle(name, nargs), nargs))
+        params = ", ".join(f"a{i}" for i in range(nargs))
+        lines.append(f"{name}({params}) := y if {{")
+        lines.append(f"    r := {_extension_name(name)}({params})")
+        lines.append("    r[0]")
+        lines.append("    y := r[1]")
+        lines.append("}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def install_lenient_builtins(engine: Any, package: str = "agent_policy") -> None:
+    """Register the extensions and the shadowing module on ``engine`` (before its policies)."""
+    if not LENIENT_BUILTINS:
+        return
+    for name, nargs in LENIENT_BUILTINS.items():
+        oracle = _Oracle(name, nargs)
+        if nargs == 1:
+            engine.add_extension(_extension_name(name), 1, lambda a, o=oracle: o(a))
+        else:  # pragma: no cover - every listed builtin takes one argument
+            engine.add_extension(_extension_name(name), nargs, lambda *a, o=oracle: o(*a))
+    engine.add_policy(LENIENT_MODULE, lenient_module(package))

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import regorus
-
+from guest.policy._regorus import regorus
 from guest.policy.builtins import install_lenient_builtins
 from guest.policy.errors import InvalidPolicyError, PatchError, PolicyDeniedError, PolicyInternalError
 from guest.policy.patch import apply_patch

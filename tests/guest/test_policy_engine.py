@@ -190,9 +190,16 @@ def test_plain_regorus_aborts_on_failing_builtin() -> None:
     engine.add_policy("p.rego", HEADER + 'default A := false\nA if { to_number("x") == 1 }\n')
     with pytest.raises(RuntimeError, match="could not parse string as number"):
         engine.eval_rule("data.agent_policy.A")
-    p = make('default A := false\nA if { to_number("x") == 1 }\nB if { to_number("12") == 12 }\n')
+    p = make('default A := false\nA if { to_number("x") == 1 }\nB if { to_number("12") == 12 }\n'
+             'default C := false\nC if { x := to_number("x"); true }\n'
+             'default D := false\nD if { not to_number("x") }\n'
+             'E := to_number(input.v)\n')
     assert p.evaluate("A", {}).allowed is False  # lenient: the body is undefined, default applies
     assert p.evaluate("B", {}).allowed is True  # values are regorus's own
+    assert p.evaluate("C", {}).allowed is False  # undefined, not null: the assignment fails
+    assert p.evaluate("D", {}).allowed is True  # `not <undefined>` holds, as in non-strict regorus
+    with pytest.raises(PolicyInternalError):  # a complete rule whose value is undefined
+        p.evaluate("E", {"v": "nan?"})
 
 
 def test_strict_builtin_difference_on_kata_cases(monkeypatch: pytest.MonkeyPatch) -> None:
