@@ -82,11 +82,12 @@ def test_kill_9_during_set_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ws = Workspace(tmp_path / "ws")
     try:
         rv = write_reference_values(tmp_path / "rv.json")
-        commands.generate(ws, rv, [str(docs / "web.toml")], docs / "coordinator.toml", seedshare_key_bits=2048)
+        coord_doc = docs / "coordinator.toml"
+        commands.generate(ws, rv, [str(docs / "web.toml")], coord_doc, seedshare_key_bits=2048)
         commands.set_manifest(ws, coord.user, retry_for=5)
         first = ws.path("manifest.json").read_bytes()
-        commands.generate(ws, None, [str(docs / "web.toml"), str(docs / "db.toml")], docs / "coordinator.toml",
-                          seedshare_key_bits=2048)
+        both = [str(docs / "web.toml"), str(docs / "db.toml")]
+        commands.generate(ws, None, both, coord_doc, seedshare_key_bits=2048)
         second = ws.path("manifest.json").read_bytes()
         errors: list[Exception] = []
 
