@@ -114,9 +114,9 @@ def test_allow_requests_failing_policy_and_its_quirk() -> None:
     decision = p.evaluate("A", {})
     assert decision.allowed and decision.forced
     assert p.evaluate("Undefined", {}).allowed  # undefined -> allowed too
+    erroring = make("default AllowRequestsFailingPolicy := true\nX := 5\n")
     with pytest.raises(PolicyInternalError):  # errors are not covered
-        p.evaluate("Bad", {}) if False else make(
-            "default AllowRequestsFailingPolicy := true\nX := 5\n").evaluate("X", {})
+        erroring.evaluate("X", {})
     # Quirk: the flag is re-read through the request path, so a new policy cannot switch it off.
     p.set_policy(HEADER + "default AllowRequestsFailingPolicy := false\ndefault A := false\n")
     assert p.allow_failures
@@ -214,3 +214,20 @@ def test_strict_builtin_difference_on_kata_cases(monkeypatch: pytest.MonkeyPatch
     # With a plain (strict) engine 5 allowed CreateContainer cases come out as INTERNAL errors, and the
     # ExecProcess after one of them is then denied (its container was never recorded in the state).
     assert strict_mismatch == 6
+
+
+def test_policy_log_lines(tmp_path: Path) -> None:
+    import json
+
+    from guest.policy.log import PolicyLog
+
+    log = PolicyLog(tmp_path / "policy.jsonl")
+    p = AgentPolicy(input_logger=log)
+    p.set_policy(HEADER + 'default A := true\nB := {"allowed": true, "ops": []}\n')
+    p.evaluate("A", {"x": 1})
+    p.evaluate("B", {})
+    log.close()
+    lines = [json.loads(x) for x in (tmp_path / "policy.jsonl").read_text().splitlines()]
+    assert {"kind": "A", "request": {"x": 1}} in lines
+    assert lines[-2:] == [{"kind": "B", "request": {}}, {"kind": "B", "request": {"allowed": True, "ops": []}}]
+    assert (tmp_path / "policy.jsonl").stat().st_mode & 0o777 == 0o600
