@@ -53,18 +53,21 @@ def _check_area(area: HashTableArea) -> None:
             f"SEV hash table area is 0x{area.size:x} bytes, smaller than the {HASHES_TABLE_SIZE}-byte table")
 
 
-def _hashes_page(fw: Firmware, boot: BootHashes, section_gpa: int, section_size: int) -> bytes:
+def _hashes_page(fw: Firmware, boot: BootHashes, section_size: int) -> bytes:
+    """The page QEMU measures for a KERNEL_HASHES section: the table at the area's page offset."""
     area = fw.hash_table_area
     if area is None:
         raise UnsupportedInputError(NO_KERNEL_HASHES_TABLE)
     if section_size != 0x1000:
         raise UnsupportedInputError(
             f"SNP_KERNEL_HASHES section must be one page, is 0x{section_size:x} bytes")
-    # The measured page must be the one QEMU writes the table into, or the hashes go unmeasured.
-    if area.gpa & ~0xFFF != section_gpa:
-        raise UnsupportedInputError(
-            f"SEV hash table at GPA 0x{area.gpa:x} is outside the SNP_KERNEL_HASHES page 0x{section_gpa:x}")
     _check_area(area)
+    # OVMF reads the table at the area's GPA; unless that page is a measured KERNEL_HASHES page the
+    # host could put any hashes there without changing the measurement. QEMU does not check this.
+    pages = {s.gpa for s in fw.sev_sections if s.type is SectionType.SNP_KERNEL_HASHES}
+    if area.gpa & ~0xFFF not in pages:
+        raise UnsupportedInputError(
+            f"SEV hash table at GPA 0x{area.gpa:x} is outside every SNP_KERNEL_HASHES page")
     return boot.page(area.gpa & 0xFFF)
 
 
@@ -94,7 +97,7 @@ def snp_prefix(
             if boot is None:
                 ld = ld.update_empty_pages(PageType.ZERO, section.gpa, section.size)
             else:
-                ld = ld.update_normal_pages(section.gpa, _hashes_page(fw, boot, section.gpa, section.size))
+                ld = ld.update_normal_pages(section.gpa, _hashes_page(fw, boot, section.size))
     if vmm is VmmType.EC2:  # EC2 measures the CPUID pages last
         for section in fw.sev_sections:
             if section.type is SectionType.CPUID:

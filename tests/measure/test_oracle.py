@@ -7,6 +7,7 @@ modes: our digest must equal the oracle's, and where the oracle refuses we must 
 
 from __future__ import annotations
 
+import os
 import struct
 import tempfile
 import uuid
@@ -80,7 +81,11 @@ cmdlines = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("MEASURE_ORACLE_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     fw=firmwares(),
     mode=st.sampled_from(["snp", "seves", "sev"]),

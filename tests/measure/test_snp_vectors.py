@@ -270,7 +270,10 @@ def _with_hash_entry(gpa: int, size: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("gpa", "size", "message"),
-    [(0x804C00, 0x400, "outside the SNP_KERNEL_HASHES page"), (0x803C00, 0x10, "smaller than the 176-byte")],
+    [
+        (0x804C00, 0x400, "outside every SNP_KERNEL_HASHES page"),
+        (0x803C00, 0x10, "smaller than the 176-byte"),
+    ],
 )
 def test_hash_table_area_checked(gpa: int, size: int, message: str) -> None:
     fw = parse_firmware(_with_hash_entry(gpa, size))
