@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
@@ -55,8 +56,38 @@ class Role(enum.Enum):
     VLEK = "VLEK"
 
 
+def _eager(cert: x509.Certificate) -> x509.Certificate:
+    """`cryptography` decodes names, extensions and keys lazily, so a malformed field would
+    surface as a ValueError deep inside verification. Touch everything we use once, here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            _ = (
+                cert.subject,
+                cert.issuer,
+                cert.version,
+                cert.serial_number,
+                cert.not_valid_before_utc,
+                cert.not_valid_after_utc,
+                cert.signature_algorithm_oid,
+                cert.public_key(),
+                cert.tbs_certificate_bytes,
+            )
+            for ext in cert.extensions:
+                _ = ext.value
+    except (
+        ValueError,
+        TypeError,
+        x509.UnsupportedGeneralNameType,
+        x509.InvalidVersion,
+        UnsupportedAlgorithm,
+    ) as exc:
+        raise ParseError(f"malformed certificate: {type(exc).__name__}: {exc}", field="certificate") from None
+    return cert
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
-    """Load one DER or PEM certificate.
+    """Load one DER or PEM certificate, every field we use decoded up front.
 
     KDS issues VCEKs with serial number 0, which `cryptography` reports with a deprecation
     warning; that is expected for AMD's certificates and silenced here only.
@@ -65,10 +96,12 @@ def load_certificate(data: bytes) -> x509.Certificate:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             if data.lstrip().startswith(b"-----BEGIN"):
-                return x509.load_pem_x509_certificate(data)
-            return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+                cert = x509.load_pem_x509_certificate(data)
+            else:
+                cert = x509.load_der_x509_certificate(data)
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise ParseError(f"malformed certificate: {exc}", field="certificate") from None
+    return _eager(cert)
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
@@ -78,9 +111,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CryptographyDeprecationWarning)
                 certs = x509.load_pem_x509_certificates(data)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
             raise ParseError(f"malformed PEM bundle: {exc}", field="certificate") from None
-        return certs
+        return [_eager(c) for c in certs]
     return [load_certificate(data)]
 
 

@@ -165,17 +165,25 @@ def verify_report_signature(report: SnpReport, vek: x509.Certificate) -> None:
         ) from None
 
 
+def load_crl(data: bytes, what: str = "CRL") -> x509.CertificateRevocationList:
+    """Load a DER or PEM CRL with every field we use decoded up front (cryptography is lazy)."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            crl = x509.load_pem_x509_crl(data)
+        else:
+            crl = x509.load_der_x509_crl(data)
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid)
+        for entry in crl:
+            _ = (entry.serial_number, entry.revocation_date_utc)
+    except (ValueError, TypeError) as exc:
+        raise ParseError(f"malformed {what}: {exc}", field="crl") from None
+    return crl
+
+
 def check_crl(
     crl_data: bytes, ark: x509.Certificate, revocable: list[tuple[str, x509.Certificate]], now: _dt.datetime
 ) -> None:
-    try:
-        crl = (
-            x509.load_pem_x509_crl(crl_data)
-            if crl_data.lstrip().startswith(b"-----BEGIN")
-            else x509.load_der_x509_crl(crl_data)
-        )
-    except ValueError as exc:
-        raise ParseError(f"malformed CRL: {exc}", field="crl") from None
+    crl = load_crl(crl_data)
     if crl.issuer != ark.subject:
         raise VerificationError(
             f"CRL issuer {crl.issuer.rfc4514_string()!r} is not the ARK {ark.subject.rfc4514_string()!r}",

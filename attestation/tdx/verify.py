@@ -22,13 +22,12 @@ from ..errors import (
     CertificateError,
     CertificateExpiredError,
     CollateralError,
-    ParseError,
     RevokedError,
     SignatureError,
     TcbStatusError,
 )
 from ..snp.certs import common_name, load_certificates
-from ..snp.verify import check_validity
+from ..snp.verify import check_validity, load_crl
 from ..trust import bundled_intel_root
 from .collateral import (
     QeIdentity,
@@ -143,19 +142,10 @@ def verify_pck_chain(chain: PckChain, root: x509.Certificate, now: _dt.datetime)
         check_validity(cert, now, what)
 
 
-def _load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise ParseError(f"malformed {what}: {exc}", field=what) from None
-
-
 def _check_crl(
     data: bytes, issuer: x509.Certificate, cert: x509.Certificate, now: _dt.datetime, what: str
 ) -> None:
-    crl = _load_crl(data, what)
+    crl = load_crl(data, what)
     if crl.issuer != issuer.subject:
         raise CollateralError(
             f"{what} issuer {crl.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}",
