@@ -145,3 +145,19 @@ async def test_arbitrary_payloads_never_crash(method: str, payload: bytes) -> No
         msg = getattr(agent_pb2, f"{method}Request")
         forwarded = out.request.payload
         assert msg.FromString(forwarded).SerializeToString(deterministic=True) == forwarded
+
+
+async def test_oversized_denial_text_answered_like_kata(tmp_path: Path) -> None:
+    p = AgentPolicy()
+    p.set_policy(
+        "package agent_policy\nimport future.keywords.if\ndefault StartContainerRequest := false\n"
+        "StartContainerRequest if {\n"
+        '  x := concat("", [s | some i in numbers.range(1, 300000); s := "abcdefghijklmnop"])\n'
+        "  print(x)\n  false\n}\n"
+    )
+    async with wired(tmp_path, p) as w:
+        for _ in range(2):  # the connection survives
+            r = await w.client.request(Request(AGENT, "StartContainer", b""), timeout=60)
+            assert r.status.code == Code.INVALID_ARGUMENT
+            assert "exceed maximum message size of 4194304" in r.status.message
+        assert w.agent.received == []
