@@ -201,3 +201,51 @@ def test_importing_cli_is_cheap() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_tdx_mrtd_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.measure.vectors import DEBIAN_OVMF, DEBIAN_OVMF_SHA256
+
+    if not DEBIAN_OVMF.exists() or hashlib.sha256(DEBIAN_OVMF.read_bytes()).hexdigest() != DEBIAN_OVMF_SHA256:
+        pytest.skip("Debian ovmf 2022.11-6+deb12u2 not installed (.ci/apt/measure.txt)")
+    case = next(c for c in index()["tdx"]["mrtd"] if c["id"] == "tdx/mrtd/debian-ovmf-2022.11-self")
+    for order, key in (("two-pass", "mrtd_two_pass"), ("single-pass", "mrtd_single_pass")):
+        code, out, err = run(capsys, "measure", "tdx-mrtd", "--ovmf", DEBIAN_OVMF, "--page-order", order)
+        assert (code, out.strip()) == (0, case["self_computed"][key]), err
+
+
+def test_tdx_rtmr_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from image.measure.eventlog import parse_json_events, replay
+    from image.measure.tdx_boot import authenticode_digest, rtmr1, rtmr2
+    from tests.measure.test_tdx import _tiny_pe
+
+    kernel, initrd = tmp_path / "k.efi", tmp_path / "initrd"
+    kernel.write_bytes(_tiny_pe(b"k"))
+    initrd.write_bytes(b"initrd-bytes")
+    log = MEASURE / "tdx/dstack/tdx-lite-getquote.json"
+    code, out, err = run(
+        capsys,
+        "measure",
+        "tdx-rtmr",
+        "--kernel",
+        kernel,
+        "--initrd",
+        initrd,
+        "--append",
+        "console=hvc0",
+        "--event-log",
+        log,
+    )
+    assert code == 0, err
+    got = json.loads(out)
+    rtmr0 = replay(parse_json_events(json.loads(log.read_text())["event_log"]))[0]
+    assert got == {
+        "rtmr0": rtmr0.hex(),
+        "rtmr1": rtmr1(authenticode_digest(kernel.read_bytes())).hex(),
+        "rtmr2": rtmr2("console=hvc0", b"initrd-bytes").hex(),
+        "rtmr3": "00" * 48,
+    }
+    code, _, err = run(capsys, "measure", "tdx-rtmr", "--kernel", kernel)
+    assert code == 1 and "RTMR0 depends on" in err
+    code, _, err = run(capsys, "measure", "tdx-rtmr", "--kernel", initrd, "--rtmr0", "00" * 48)
+    assert code == 1 and "not a PE image" in err

@@ -311,3 +311,30 @@ def test_tdx_roundtrip_against_real_quote_layout(tdx_output: tuple[dict[str, Any
                 bad = dataclasses.replace(body, rtmrs=tuple(bytes(x) for x in r))
             with pytest.raises(ValidationError):
                 api.check_tdx(dataclasses.replace(quote, body=bad), rvs)
+
+
+def test_guest_policy_bits_agree_with_verifier() -> None:
+    abi = pytest.importorskip("attestation.snp.abi")
+    names = [
+        "SMT",
+        "MigrateMA",
+        "Debug",
+        "SingleSocket",
+        "CXLAllowed",
+        "MemAES256XTS",
+        "RAPLDis",
+        "CipherTextHidingDRAM",
+        "PageSwapDisable",
+    ]
+    rng = random.Random(3)
+    for _ in range(64):
+        flags = {n: rng.random() < 0.5 for n in names}
+        ours = GuestPolicy(ABIMinor=rng.randrange(256), ABIMajor=rng.randrange(256), **flags)
+        theirs = abi.parse_policy(ours.to_u64())
+        assert (theirs.abi_minor, theirs.abi_major, theirs.smt, theirs.debug) == (
+            ours.ABIMinor,
+            ours.ABIMajor,
+            ours.SMT,
+            ours.Debug,
+        )
+        assert theirs.to_int() == ours.to_u64()
