@@ -85,6 +85,7 @@ def run_reference_values(args: argparse.Namespace) -> int:
     assert fw_bytes is not None
     fw = parse_firmware(fw_bytes)
     doc: dict[str, Any]
+    side_outputs: list[tuple[str, str]] = []
     if args.platform == "metal-qemu-snp":
         if args.minimum_tcb is None:
             # Contrast leaves MinimumTCB "expected missing"; our verifier (like Contrast's) refuses
@@ -104,7 +105,7 @@ def run_reference_values(args: argparse.Namespace) -> int:
                                        platform=PLATFORM_NAMES[args.platform] if args.with_platform else None)
         doc = {"snp": entries}
         if args.id_blocks is not None:
-            write_output(json.dumps(id_blocks(digests), indent=2) + "\n", args.id_blocks)
+            side_outputs.append((json.dumps(id_blocks(digests), indent=2) + "\n", args.id_blocks))
     else:
         if args.mrseam is None:
             raise UnsupportedInputError(
@@ -112,13 +113,20 @@ def run_reference_values(args: argparse.Namespace) -> int:
                 "host runs, which only the platform operator knows")
         if len(bytes.fromhex(args.mrseam)) != 48:
             raise UnsupportedInputError("--mrseam must be 48 bytes (96 hex characters)")
-        inputs = _tdx_inputs(desc.kernel.read_bytes(),
-                             desc.initrd.read_bytes() if desc.initrd else None, desc.cmdline, args)
+        kernel = read_input(str(desc.kernel))
+        assert kernel is not None
+        initrd = read_input(str(desc.initrd)) if desc.initrd else None
+        inputs = _tdx_inputs(kernel, initrd, desc.cmdline, args)
         entries = tdx_reference_values(
             fw, inputs, _rtmr0(args), PageOrder(args.page_order), mrseam=args.mrseam,
             platform=PLATFORM_NAMES[args.platform] if args.with_platform else None)
         doc = {"tdx": entries}
+    # Everything is computed before anything is written.
     write_output(json.dumps(doc, indent=2) + "\n", args.output)
+    for text, path in side_outputs:
+        write_output(text, path)
+    log.info("event=reference_values platform=%s entries=%d root_hash=%s output=%s", args.platform,
+             len(entries), desc.root_hash, args.output or "-")
     return 0
 
 

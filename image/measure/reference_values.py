@@ -6,8 +6,8 @@ migration agent, not single-socket, ABI 0.0) and ``PlatformInfo {SMTEnabled: tru
 ``vcpu_iteration`` one entry per product carries the 1-vCPU seed and ``APEIP`` instead, and the
 verifier extends it. Keys are Go's PascalCase field names, as the manifest uses.
 
-TDX (§4.4): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` and TCB levels are platform facts that only the
-operator knows, so they appear only when given.
+TDX (§4.4): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` is a platform fact only the operator knows
+(the CLI requires it, since the verifier does), and RTMR0 is an input (see ``tdx_boot``).
 
 Measuring is split from reading files: :func:`snp_reference_values` and :func:`tdx_reference_values`
 take bytes; :func:`load_image_description` reads the image helper's BUILD.json strictly.
@@ -77,8 +77,12 @@ class ImageDescription:
     root_hash: str
 
     def boot_hashes(self) -> BootHashes:
-        return BootHashes.of(self.kernel.read_bytes(),
-                             self.initrd.read_bytes() if self.initrd else None, self.cmdline)
+        try:
+            kernel = self.kernel.read_bytes()
+            initrd = self.initrd.read_bytes() if self.initrd else None
+        except OSError as exc:
+            raise ImageDescriptionError("kernel/initrd", "readable files", str(exc)) from None
+        return BootHashes.of(kernel, initrd, self.cmdline)
 
 
 def load_image_description(path: Path) -> ImageDescription:
