@@ -89,7 +89,7 @@ def load_image_description(path: Path) -> ImageDescription:
     """Read BUILD.json; the command line must name the verity root hash, or the rootfs is unmeasured."""
     try:
         doc = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ImageDescriptionError("file", "readable JSON", str(exc)) from None
     if not isinstance(doc, dict):
         raise ImageDescriptionError("document", "a JSON object", type(doc).__name__)
@@ -106,6 +106,11 @@ def load_image_description(path: Path) -> ImageDescription:
     kernel, initrd = field("kernel"), field("initrd", required=False)
     cmdline, root_hash = field("cmdline"), field("root_hash")
     assert kernel is not None and cmdline is not None and root_hash is not None
+    try:
+        if len(bytes.fromhex(root_hash)) < 16:
+            raise ValueError("too short")
+    except ValueError:
+        raise ImageDescriptionError("root_hash", "hex, at least 16 bytes", repr(root_hash)) from None
     if root_hash.lower() not in cmdline.lower():
         raise ImageDescriptionError("cmdline", f"to contain the root hash {root_hash}", cmdline)
     kernel_path = base / kernel

@@ -338,3 +338,28 @@ def test_guest_policy_bits_agree_with_verifier() -> None:
             ours.Debug,
         )
         assert theirs.to_int() == ours.to_u64()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("kernel"), "kernel"),
+        (lambda d: d.update(kernel="missing.bin"), "kernel"),
+        (lambda d: d.update(root_hash="zz"), "root_hash"),
+        (lambda d: d.update(cmdline=5), "cmdline"),
+    ],
+)
+def test_image_description_errors(tmp_path: Path, mutate: Any, field: str) -> None:
+    from image.measure import ImageDescriptionError
+    from image.measure.reference_values import load_image_description
+
+    desc = _image(tmp_path)
+    doc = json.loads(desc.read_text())
+    mutate(doc)
+    desc.write_text(json.dumps(doc))
+    with pytest.raises(ImageDescriptionError) as info:
+        load_image_description(desc)
+    assert info.value.field == field
+    desc.write_text("[" * 100000)
+    with pytest.raises(ImageDescriptionError):
+        load_image_description(desc)
