@@ -17,7 +17,7 @@ from .errors import HashAreaCorruptError
 from .geometry import TreeGeometry
 from .params import HashAlgorithm
 
-__all__ = ["BlockHasher", "HashBlock", "TreeAssembler", "hash_leaves", "locate_difference"]
+__all__ = ["BlockHasher", "HashBlock", "TreeAssembler", "hash_leaves", "locate_difference", "pack_leaves"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -80,7 +80,13 @@ def hash_leaves(hasher: BlockHasher, data: Buffer, count: int,
 
     Returns the packed level-0 blocks and the digest of each of them (what level 1 is made of).
     """
-    digests = hasher.digests(data, geometry.data_block_size, count)
+    return pack_leaves(hasher, hasher.digests(data, geometry.data_block_size, count), geometry)
+
+
+def pack_leaves(hasher: BlockHasher, digests: Sequence[bytes],
+                geometry: TreeGeometry) -> tuple[bytes, list[bytes]]:
+    """Pack data-block digests into level-0 blocks; returns them and their own digests."""
+    count = len(digests)
     per_block = geometry.entries_per_block
     blocks = [pack_block(digests[i:i + per_block], geometry) for i in range(0, count, per_block)]
     leaf_bytes = b"".join(blocks)
