@@ -22,7 +22,9 @@ REPO = HERE.parents[1]
 SRC = HERE / "goagent" / "src"
 PROTOS = REPO / "guest" / "protocols"
 GOCODE = Path("/usr/share/gocode")
-GO_PACKAGE = {"types": "agenttypes", "agent": "agentpb", "oci": "agentpb", "csi": "agentpb", "health": "agentpb"}
+GO_PACKAGE = {
+    "types": "agenttypes", "agent": "agentpb", "oci": "agentpb", "csi": "agentpb", "health": "agentpb",
+}
 
 
 class GoUnavailableError(RuntimeError):

@@ -1,7 +1,9 @@
 // Go ttrpc client for the Kata agent API, built from our .proto files with Debian's gogo/ttrpc.
 //
 // Reads one JSON object per line on stdin:
-//   {"method": "CreateContainer", "type": "grpc.CreateContainerRequest", "json": "<protobuf JSON>"}
+//
+//	{"method": "CreateContainer", "type": "grpc.CreateContainerRequest", "json": "<protobuf JSON>"}
+//
 // builds the request with Go's protobuf (jsonpb, original field names), sends it over ttrpc like the
 // Kata Go runtime does, and prints {"code", "message", "sent": "<hex of the Go encoding>"} per line.
 package main
