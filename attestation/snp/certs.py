@@ -8,6 +8,7 @@ All of this is parsing only: whether a certificate is trusted is decided in `ver
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 import uuid
 import warnings
@@ -56,6 +57,17 @@ class Role(enum.Enum):
     VLEK = "VLEK"
 
 
+# Everything `cryptography` may raise on malformed certificate bytes (found by fuzzing).
+_X509_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    UnsupportedAlgorithm,
+)
+
+
 def _eager(cert: x509.Certificate) -> x509.Certificate:
     """`cryptography` decodes names, extensions and keys lazily, so a malformed field would
     surface as a ValueError deep inside verification. Touch everything we use once, here."""
@@ -87,6 +99,12 @@ def _eager(cert: x509.Certificate) -> x509.Certificate:
 
 
 def load_certificate(data: bytes) -> x509.Certificate:
+    """Load one DER or PEM certificate (parsed once per distinct input; results are immutable)."""
+    return _load_certificate(bytes(data))
+
+
+@functools.lru_cache(maxsize=512)
+def _load_certificate(data: bytes) -> x509.Certificate:
     """Load one DER or PEM certificate, every field we use decoded up front.
 
     KDS issues VCEKs with serial number 0, which `cryptography` reports with a deprecation
@@ -99,22 +117,28 @@ def load_certificate(data: bytes) -> x509.Certificate:
                 cert = x509.load_pem_x509_certificate(data)
             else:
                 cert = x509.load_der_x509_certificate(data)
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _X509_ERRORS as exc:
         raise ParseError(f"malformed certificate: {exc}", field="certificate") from None
     return _eager(cert)
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """A PEM bundle (one or more certificates) or a single DER certificate."""
+    return list(_load_certificates(bytes(data)))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_certificates(data: bytes) -> tuple[x509.Certificate, ...]:
+    """A PEM bundle (one or more certificates) or a single DER certificate."""
     if b"-----BEGIN" in data:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CryptographyDeprecationWarning)
                 certs = x509.load_pem_x509_certificates(data)
-        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        except _X509_ERRORS as exc:
             raise ParseError(f"malformed PEM bundle: {exc}", field="certificate") from None
-        return [_eager(c) for c in certs]
-    return [load_certificate(data)]
+        return tuple(_eager(c) for c in certs)
+    return (load_certificate(data),)
 
 
 def common_name(name: x509.Name) -> str:
@@ -228,6 +252,7 @@ def _ext_values(cert: x509.Certificate) -> dict[str, bytes]:
     return out
 
 
+@functools.lru_cache(maxsize=512)
 def parse_vek_extensions(cert: x509.Certificate) -> VekExtensions:
     """Parse the AMD extensions strictly; tolerate absent reserved SPLs (Turin omits spl4)."""
     try:

@@ -13,6 +13,7 @@ verifier rejects AMD VCEKs (they carry no AKI; research notes pitfall 8).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -166,6 +167,12 @@ def verify_report_signature(report: SnpReport, vek: x509.Certificate) -> None:
 
 
 def load_crl(data: bytes, what: str = "CRL") -> x509.CertificateRevocationList:
+    """Load a DER or PEM CRL (parsed once per distinct input)."""
+    return _load_crl(bytes(data), what)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_crl(data: bytes, what: str) -> x509.CertificateRevocationList:
     """Load a DER or PEM CRL with every field we use decoded up front (cryptography is lazy)."""
     try:
         if data.lstrip().startswith(b"-----BEGIN"):

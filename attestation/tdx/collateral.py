@@ -10,6 +10,7 @@ ignores informational fields Intel adds (category, type, advisoryIDs).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,12 @@ def _module_levels(items: list[Any], name: str) -> tuple[ModuleTcbLevel, ...]:
 
 
 def parse_tcb_info(data: bytes) -> TcbInfo:
+    """Parse a PCS TCB info response (parsed once per distinct input; results are frozen)."""
+    return _parse_tcb_info(bytes(data))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_tcb_info(data: bytes) -> TcbInfo:
     raw, t, sig = split_signed_document(data, "tcbInfo")
     name = "tcbInfo"
     if _str(t, "id", name) != "TDX":
@@ -290,6 +297,12 @@ class QeIdentity:
 
 
 def parse_qe_identity(data: bytes) -> QeIdentity:
+    """Parse a PCS QE identity response (parsed once per distinct input)."""
+    return _parse_qe_identity(bytes(data))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_qe_identity(data: bytes) -> QeIdentity:
     raw, e, sig = split_signed_document(data, "enclaveIdentity")
     name = "enclaveIdentity"
     if _str(e, "id", name) != "TD_QE":

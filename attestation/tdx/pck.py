@@ -6,6 +6,7 @@ after the third only nothing or a single NUL byte is allowed (research notes 4.4
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -33,6 +34,11 @@ class PckChain:
 
 
 def parse_pck_chain(pem: bytes) -> PckChain:
+    return _parse_pck_chain(bytes(pem))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_pck_chain(pem: bytes) -> PckChain:
     pos = 0
     blocks: list[bytes] = []
     while len(blocks) < 3:
@@ -94,6 +100,7 @@ def _pairs(body: bytes, field: str) -> dict[str, tuple[int, bytes]]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     try:
         ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID)).value

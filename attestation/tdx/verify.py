@@ -8,6 +8,7 @@ Order follows go-tdx-guest's `verify.TdxQuote` (research notes 4.4). Policy on t
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -64,18 +65,22 @@ class TdxVerification:
         return self.tcb.status if self.tcb is not None else "not evaluated"
 
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
 def _raw_sig(sig: bytes) -> bytes:
     return encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"))
 
 
 def _p256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, message: bytes) -> bool:
     try:
-        key.verify(_raw_sig(sig), message, ec.ECDSA(hashes.SHA256()))
+        key.verify(_raw_sig(sig), message, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
 
 
+@functools.lru_cache(maxsize=512)
 def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
@@ -83,17 +88,24 @@ def _p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
+@functools.lru_cache(maxsize=512)
+def _names(cert: x509.Certificate) -> tuple[x509.Name, x509.Name]:
+    return cert.subject, cert.issuer
+
+
 def _link(child: x509.Certificate, parent: x509.Certificate, what: str) -> None:
     if child.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
         raise CertificateError(f"{what} is not signed with ECDSA-SHA256", step="chain")
-    if child.issuer != parent.subject:
+    issuer, subject = _names(child)[1], _names(parent)[0]
+    if issuer != subject:
         raise CertificateError(
-            f"{what} issuer {child.issuer.rfc4514_string()!r} is not {parent.subject.rfc4514_string()!r}",
-            step="chain",
+            f"{what} issuer {issuer.rfc4514_string()!r} is not {subject.rfc4514_string()!r}", step="chain"
         )
+    # All Intel links are ECDSA-SHA256 (checked above): verify the TBS bytes directly.
+    key = _p256_key(parent, what)
     try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
+        key.verify(child.signature, child.tbs_certificate_bytes, _ECDSA_SHA256)
+    except InvalidSignature:
         raise CertificateError(
             f"certificate signature verification using parent certificate failed ({what})", step="chain"
         ) from None
@@ -104,6 +116,7 @@ def _check_root(root: x509.Certificate, trusted: x509.Certificate, what: str) ->
         raise CertificateError(f"{what} does not end in the trusted Intel SGX Root CA", step="chain")
 
 
+@functools.lru_cache(maxsize=256)
 def _ca(cert: x509.Certificate, what: str) -> None:
     try:
         if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
@@ -130,7 +143,7 @@ def verify_pck_chain(chain: PckChain, root: x509.Certificate, now: _dt.datetime)
         if cert.version is not x509.Version.v3:
             raise CertificateError(f"{what} is not X.509 v3", step="chain")
         _p256_key(cert, what)
-    _link(chain.root, root, "Intel SGX Root CA")
+    # chain.root is byte-identical to the pinned root: its self-signature needs no re-check.
     _link(chain.intermediate, root, "Intermediate CA certificate")
     _link(chain.leaf, chain.intermediate, "PCK leaf certificate")
     _ca(chain.intermediate, "PCK intermediate")
@@ -142,17 +155,27 @@ def verify_pck_chain(chain: PckChain, root: x509.Certificate, now: _dt.datetime)
         check_validity(cert, now, what)
 
 
+@functools.lru_cache(maxsize=64)
+def _crl_and_issuer(data: bytes, what: str) -> tuple[x509.CertificateRevocationList, x509.Name]:
+    crl = load_crl(data, what)
+    return crl, crl.issuer
+
+
 def _check_crl(
     data: bytes, issuer: x509.Certificate, cert: x509.Certificate, now: _dt.datetime, what: str
 ) -> None:
-    crl = load_crl(data, what)
-    if crl.issuer != issuer.subject:
+    crl, crl_issuer = _crl_and_issuer(bytes(data), what)
+    subject = _names(issuer)[0]
+    if crl_issuer != subject:
         raise CollateralError(
-            f"{what} issuer {crl.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}",
-            step="crl",
+            f"{what} issuer {crl_issuer.rfc4514_string()!r} is not {subject.rfc4514_string()!r}", step="crl"
         )
-    if not crl.is_signature_valid(_p256_key(issuer, what)):
-        raise SignatureError(f"{what} signature does not verify", step="crl")
+    if crl.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        raise SignatureError(f"{what} is not signed with ECDSA-SHA256", step="crl")
+    try:
+        _p256_key(issuer, what).verify(crl.signature, crl.tbs_certlist_bytes, _ECDSA_SHA256)
+    except InvalidSignature:
+        raise SignatureError(f"{what} signature does not verify", step="crl") from None
     if now < crl.last_update_utc or (crl.next_update_utc is not None and now > crl.next_update_utc):
         raise CertificateExpiredError(f"{what} is not valid at {now.isoformat()}", step="crl")
     entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -207,7 +230,11 @@ def verify_collateral(
     tcb_key = _signing_cert(col.tcb_info_issuer_chain, root, now, "tcbInfo")
     if not _p256_verify(tcb_key, tcb_info.signature, tcb_info.signed_body):
         raise SignatureError("tcbInfo signature does not verify", step="collateral")
-    qe_key = _signing_cert(col.qe_identity_issuer_chain, root, now, "QE identity")
+    # PCS serves both documents with the same issuer chain; check it once.
+    if col.qe_identity_issuer_chain == col.tcb_info_issuer_chain:
+        qe_key = tcb_key
+    else:
+        qe_key = _signing_cert(col.qe_identity_issuer_chain, root, now, "QE identity")
     if not _p256_verify(qe_key, qe_id.signature, qe_id.signed_body):
         raise SignatureError("QE identity signature does not verify", step="collateral")
     _dates(tcb_info.issue_date, tcb_info.next_update, now, "tcbInfo")
