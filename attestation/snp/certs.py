@@ -87,13 +87,7 @@ def _eager(cert: x509.Certificate) -> x509.Certificate:
             )
             for ext in cert.extensions:
                 _ = ext.value
-    except (
-        ValueError,
-        TypeError,
-        x509.UnsupportedGeneralNameType,
-        x509.InvalidVersion,
-        UnsupportedAlgorithm,
-    ) as exc:
+    except _X509_ERRORS as exc:
         raise ParseError(f"malformed certificate: {type(exc).__name__}: {exc}", field="certificate") from None
     return cert
 
