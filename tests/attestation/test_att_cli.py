@@ -1,0 +1,205 @@
+"""`python -m attestation`: JSON output, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from attvectors import VECTORS, vector
+
+from attestation.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any] | None, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, (json.loads(out) if out.strip() else None), err
+
+
+def test_verify_snp_prints_claims_and_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    v = vector("snp/gsg-milan-v2-vcek")
+    rc, out, _ = run(
+        [
+            "verify",
+            "snp",
+            str(VECTORS / v["files"]["report"]["file"]),
+            "--cert",
+            str(VECTORS / v["files"]["vcek"]["file"]),
+            "--cert",
+            str(VECTORS / v["files"]["cert_chain"]["file"]),
+            "--report-data",
+            "0102030405",
+            "--at",
+            "2024-01-01T00:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 0 and out is not None
+    assert out["product"] == "Milan"
+    assert {k: out["claims"][k] for k in v["facts"] if k != "mbz_ok"} == {
+        k: w for k, w in v["facts"].items() if k != "mbz_ok"
+    }
+    assert {"chain", "report_signature", "report_data"} <= set(out["checks"])
+
+
+def test_verify_snp_with_cert_table(capsys: pytest.CaptureFixture[str]) -> None:
+    v = vector("snp/trustee-milan-v3-vlek")
+    rc, out, _ = run(
+        [
+            "verify",
+            "snp",
+            str(VECTORS / v["files"]["report"]["file"]),
+            "--cert-table",
+            str(VECTORS / v["files"]["cert_table"]["file"]),
+            "--at",
+            "2025-06-01T00:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 0 and out is not None and out["claims"]["signing_key"] == "VLEK"
+
+
+def test_verify_snp_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    v = vector("snp/gsg-milan-v2-vcek")
+    vcek = str(VECTORS / v["files"]["vcek"]["file"])
+    rc, out, err = run(
+        [
+            "verify",
+            "snp",
+            str(VECTORS / "negative/snp-sig-r-bitflip/report.bin"),
+            "--cert",
+            vcek,
+            "--at",
+            "2024-01-01T00:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 1 and out is None and "SignatureError" in err
+    rc, out, err = run(
+        [
+            "verify",
+            "snp",
+            str(VECTORS / v["files"]["report"]["file"]),
+            "--cert",
+            vcek,
+            "--report-data",
+            "ff",
+            "--at",
+            "2024-01-01T00:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 1 and out is not None and "report_data is" in err
+    rv = tmp_path / "rv.json"
+    rv.write_text(
+        json.dumps(
+            {
+                "snp": [
+                    {
+                        "ProductName": "Milan",
+                        "TrustedMeasurement": v["facts"]["measurement"],
+                        "MinimumTCB": {
+                            "BootloaderVersion": 0,
+                            "TEEVersion": 0,
+                            "SNPVersion": 0,
+                            "MicrocodeVersion": 0,
+                        },
+                        "GuestPolicy": {"SMT": True},
+                    }
+                ]
+            }
+        )
+    )
+    rc, out, err = run(
+        [
+            "verify",
+            "snp",
+            str(VECTORS / v["files"]["report"]["file"]),
+            "--cert",
+            vcek,
+            "--reference-values",
+            str(rv),
+            "--at",
+            "2024-01-01T00:00:00Z",
+        ],
+        capsys,
+    )
+    # The go-sev-guest report was launched with DEBUG and without an ID block.
+    assert rc == 1 and "policy.debug" in err and "id_key_digest" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["verify"],
+        ["verify", "sev"],
+        ["verify", "snp"],
+        ["verify", "snp", "x", "--at", "yesterday"],
+        ["verify", "snp", "x", "--report-data", "zz"],
+        ["verify", "snp", "/nonexistent/report"],
+        ["verify", "tdx", "x", "--bogus"],
+    ],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(argv, capsys)
+    assert rc == 2 and out is None and err
+
+
+def test_verify_tdx(capsys: pytest.CaptureFixture[str]) -> None:
+    v = vector("tdx/trustee-spr-v4")
+    q = str(VECTORS / v["files"]["quote"]["file"])
+    rc, out, _ = run(["verify", "tdx", q, "--at", "2023-07-01T01:00:00Z"], capsys)
+    assert rc == 0 and out is not None and out["tcb_status"] == "not evaluated"
+    assert out["claims"]["td_quote_body"] == v["facts"]["td_quote_body"]
+    rc, out, _ = run(
+        [
+            "verify",
+            "tdx",
+            q,
+            "--collateral",
+            str(VECTORS / "tdx/collateral/gtg-2023"),
+            "--at",
+            "2023-07-01T01:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 0 and out is not None and out["tcb_status"] == "UpToDate" and "pck_crl" in out["checks"]
+    rc, _, err = run(
+        [
+            "verify",
+            "tdx",
+            str(VECTORS / "tdx/gtg-spr-e4-v4/quote.dat"),
+            "--collateral",
+            str(VECTORS / "tdx/collateral/gtg-2023"),
+            "--at",
+            "2023-07-01T01:00:00Z",
+        ],
+        capsys,
+    )
+    assert rc == 1 and "no matching TCB level" in err
+
+
+def test_module_entry_point_and_report() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "attestation", "report", "--simulated", "--report-data", "aa"],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and len(proc.stdout) == 1184 and proc.stdout[0x50] == 0xAA
+    proc = subprocess.run(
+        [sys.executable, "-m", "attestation", "report"],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1 and b"no TEE found" in proc.stderr
