@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,24 @@ def test_workers_give_identical_trees(tmp_path: Path) -> None:
     assert one.root_hash == two.root_hash
     assert (tmp_path / "h1").read_bytes() == (tmp_path / "h2").read_bytes()
     verify(data, tmp_path / "h2", one.root_hash, workers=2)
+
+
+def test_workers_with_other_threads_running(tmp_path: Path) -> None:
+    # fork is unsafe once other threads run; the pipeline must switch to forkserver and still work.
+    data = tmp_path / "data"
+    with open(data, "wb") as f:
+        f.write(os.urandom(PARALLEL_MIN_BYTES))
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        two = format_hash_tree(data, tmp_path / "h2", VerityParams(salt=b""), workers=2)
+    finally:
+        stop.set()
+        thread.join()
+    one = format_hash_tree(data, tmp_path / "h1", VerityParams(salt=b"", uuid=two.uuid), workers=1)
+    assert one.root_hash == two.root_hash
+    assert (tmp_path / "h1").read_bytes() == (tmp_path / "h2").read_bytes()
 
 
 def test_failed_format_leaves_no_file(tmp_path: Path) -> None:
