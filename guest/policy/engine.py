@@ -73,6 +73,7 @@ class AgentPolicy:
         self.policy_text: str | None = None
         self.policy_name = POLICY_MODULE
         self._data: dict[str, Any] = {"pstate": {}}
+        self._policy_data: tuple[str | None, Any] = (None, None)  # (policy text, its policy_data)
         self._engine = self._new_engine()
 
     # -- loading ----------------------------------------------------------------------------------
@@ -209,11 +210,19 @@ class AgentPolicy:
         return decision
 
     def policy_data(self) -> Any:
-        """``data.agent_policy.policy_data`` (genpolicy's constant), or None; used for explanations."""
+        """``data.agent_policy.policy_data`` (genpolicy's constant), or None; used for explanations.
+
+        Computed once per loaded policy (it is a constant of the policy text).
+        """
         with self._lock:
+            text, cached = self._policy_data
+            if text is not None and text is self.policy_text:
+                return cached
             try:
-                return self._engine.eval_rule("data.agent_policy.policy_data")
+                value = self._engine.eval_rule("data.agent_policy.policy_data")
             except RuntimeError:
-                return None
+                value = None
             finally:
                 self._engine.take_prints()
+            self._policy_data = (self.policy_text, value)
+            return value
