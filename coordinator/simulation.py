@@ -9,17 +9,41 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from attestation.initdata import digest as initdata_digest
 from attestation.initdata import platform_digest
 from attestation.providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
+from attestation.snp import certs
 from attestation.snp.product import Product
 
 SIMULATED_ROOT_ENV = "ATTESTATION_SIMULATED_ROOT"
 
 
+def _load_root(directory: Path) -> SimulatedAmdRoot:
+    """Like SimulatedAmdRoot.load, minus RSA private-key validation (~50 ms per key): the keys are our
+    own files from `save`, and a broken key only breaks the simulator's own signatures."""
+    ark = certs.load_certificate((directory / "ark.pem").read_bytes())
+    ask = certs.load_certificate((directory / "ask.pem").read_bytes())
+    keys = [
+        serialization.load_pem_private_key(
+            (directory / name).read_bytes(), None, unsafe_skip_rsa_key_validation=True
+        )
+        for name in ("ark.key", "ask.key")
+    ]
+    ark_key, ask_key = keys
+    if not isinstance(ark_key, rsa.RSAPrivateKey) or not isinstance(ask_key, rsa.RSAPrivateKey):
+        raise ValueError(f"simulated root keys in {directory} must be RSA")
+    _role, product = certs.role_of(ark)
+    if product is None:
+        raise ValueError(f"{directory}/ark.pem names no product")
+    return SimulatedAmdRoot(product, ark_key, ask_key, ark, ask)
+
+
 def load_or_create_root(directory: Path) -> SimulatedAmdRoot:
     if (directory / "ark.pem").exists():
-        return SimulatedAmdRoot.load(directory)
+        return _load_root(directory)
     root = SimulatedAmdRoot.generate(Product.MILAN)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     root.save(directory)

@@ -29,7 +29,7 @@ class MeshMaterial:
     workload_secret: bytes
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int, sync_dir: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)  # a leftover from a crashed run
     try:
@@ -46,7 +46,12 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
@@ -70,7 +75,9 @@ def write_mesh_files(out: Path, key: ec.EllipticCurvePrivateKey, material: MeshM
     if material.workload_secret:
         plan.append((secrets_dir / "workload-secret-seed", material.workload_secret.hex().encode(), 0o400))
     for path, data, mode in plan:
-        write_atomic(path, data, mode)
+        write_atomic(path, data, mode, sync_dir=False)
+    for d in (tls, secrets_dir, out):  # one directory fsync each makes all renames durable
+        fsync_dir(d)
     return [p for p, _, _ in plan]
 
 

@@ -186,6 +186,8 @@ class Terminator:
             self._registry.register(local_port, peer)
         try:
             await _splice(tls, b_reader, b_writer)
+        except asyncio.CancelledError:
+            pass  # server shutdown
         finally:
             self._registry.remove(local_port)
 

@@ -7,8 +7,9 @@
 //
 // Usage:
 //
-//	goatls server ADDR [require] [tls12]   prints "listening HOST:PORT", serves until killed
+//	goatls server ADDR [require] [tls12] [quiet]  prints "listening HOST:PORT", serves until killed
 //	goatls client ADDR [attest] [tls12]    one ping/pong exchange; exit status 1 on failure
+//	goatls bench ADDR N CONCURRENCY         N attested (mutual) handshakes + ping/pong, prints rate and latency
 package main
 
 import (
@@ -29,7 +30,10 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -109,7 +113,9 @@ func checkPeer(raw [][]byte, nonce []byte) error {
 		if !bytes.Equal(ev[52:], want) {
 			return errors.New("report data does not match")
 		}
-		fmt.Printf("verified peer evidence host_data=%x\n", ev[20:52])
+		if !quiet {
+			fmt.Printf("verified peer evidence host_data=%x\n", ev[20:52])
+		}
 		return nil
 	}
 	return errors.New("no valid attestation document certificate extensions found")
@@ -221,12 +227,16 @@ func handle(conn *tls.Conn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := conn.Handshake(); err != nil {
-		fmt.Printf("server handshake error: %v\n", err)
+		if !quiet {
+			fmt.Printf("server handshake error: %v\n", err)
+		}
 		return
 	}
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(conn, buf); err != nil {
-		fmt.Printf("server read error: %v\n", err)
+		if !quiet {
+			fmt.Printf("server read error: %v\n", err)
+		}
 		return
 	}
 	state := conn.ConnectionState()
@@ -234,8 +244,59 @@ func handle(conn *tls.Conn) {
 		fmt.Printf("server write error: %v\n", err)
 		return
 	}
-	fmt.Printf("server ok version=%x alpn=%s client_certs=%d\n", state.Version, state.NegotiatedProtocol,
-		len(state.PeerCertificates))
+	if !quiet {
+		fmt.Printf("server ok version=%x alpn=%s client_certs=%d\n", state.Version, state.NegotiatedProtocol,
+			len(state.PeerCertificates))
+	}
+}
+
+func bench(addr string, n, concurrency int) error {
+	var mu sync.Mutex
+	var latencies []time.Duration
+	var failures int
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				t0 := time.Now()
+				err := dialQuiet(addr)
+				d := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					failures++
+				} else {
+					latencies = append(latencies, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if len(latencies) == 0 {
+		return fmt.Errorf("all %d handshakes failed", failures)
+	}
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	pct := func(p float64) float64 {
+		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
+	fmt.Printf("bench ok=%d failed=%d seconds=%.3f rate=%.1f p50_ms=%.2f p99_ms=%.2f\n", len(latencies), failures,
+		elapsed.Seconds(), float64(len(latencies))/elapsed.Seconds(), pct(0.5), pct(0.99))
+	return nil
+}
+
+var quiet = false
+
+func dialQuiet(addr string) error {
+	return dial(addr, true, false)
 }
 
 func dial(addr string, attest, tls12 bool) error {
@@ -295,7 +356,9 @@ func dial(addr string, attest, tls12 bool) error {
 		return fmt.Errorf("unexpected reply %q", buf)
 	}
 	state := conn.ConnectionState()
-	fmt.Printf("client ok version=%x alpn=%s\n", state.Version, state.NegotiatedProtocol)
+	if !quiet {
+		fmt.Printf("client ok version=%x alpn=%s\n", state.Version, state.NegotiatedProtocol)
+	}
 	return nil
 }
 
@@ -316,9 +379,15 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "server":
+		quiet = has(os.Args[3:], "quiet")
 		err = serve(os.Args[2], has(os.Args[3:], "require"), has(os.Args[3:], "tls12"))
 	case "client":
 		err = dial(os.Args[2], has(os.Args[3:], "attest"), has(os.Args[3:], "tls12"))
+	case "bench":
+		quiet = true
+		n, _ := strconv.Atoi(os.Args[3])
+		c, _ := strconv.Atoi(os.Args[4])
+		err = bench(os.Args[2], n, c)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}

@@ -1,0 +1,1 @@
+"""Coordinator benchmark: NewMeshCert throughput/latency, initializer start-to-files, Go aTLS baseline."""
