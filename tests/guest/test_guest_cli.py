@@ -102,3 +102,18 @@ async def test_serve_subprocess_forwards_denies_and_stops_on_sigterm(tmp_path: P
         await server.close()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert b"event=shutting_down" in stderr
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    unit = REPO / "guest" / "guest-agent.service"
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "guest-agent.service" not in result.stderr  # no warnings about our unit
+    text = unit.read_text()
+    assert "--listen vsock://-1:1024" in text and "--upstream unix:///run/kata-agent.sock" in text
