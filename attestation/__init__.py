@@ -18,7 +18,7 @@ Stable API (see docs/attestation.md):
 Every failure raises a subclass of `AttestationError`.
 """
 
-from .api import check_snp, check_tdx
+from .api import check_snp, check_tdx, local_host_data
 from .errors import (
     AttestationError,
     CertificateError,
@@ -86,6 +86,7 @@ __all__ = [
     "check_snp",
     "check_tdx",
     "detect_provider",
+    "local_host_data",
     "parse_quote",
     "parse_report",
     "verify_snp",

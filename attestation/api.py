@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .errors import Mismatch, ValidationError
+from .evidence import Evidence
 from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
-from .snp.abi import SnpReport
+from .snp.abi import SnpReport, parse_report
 from .snp.product import Product
 from .snp.validate import check_snp_entries
 from .snp.verify import SnpVerification
-from .tdx.quote import TdxQuote
+from .tdx.quote import TdxQuote, parse_quote
 from .tdx.validate import check_tdx_entries
 from .tdx.verify import TdxVerification
 
@@ -63,3 +64,15 @@ def check_tdx(
     if report_data is not None and len(report_data) != 64:
         raise ValidationError([Mismatch("report_data", "64 bytes", f"{len(report_data)} bytes")])
     return check_tdx_entries(quote, entries, report_data=report_data, mr_config_id=mr_config_id)
+
+
+def local_host_data(evidence: Evidence) -> bytes:
+    """The launch-time host data of local evidence: SNP HOST_DATA (32 bytes) or TDX MRCONFIGID (48).
+
+    The bytes are parsed strictly but NOT verified: this is for a guest reading its own evidence
+    over the trusted guest<->firmware channel (as Contrast's initdata-processor does), never for
+    evidence received from elsewhere.
+    """
+    if evidence.platform == "snp":
+        return parse_report(evidence.report).host_data
+    return parse_quote(evidence.report).body.mr_config_id

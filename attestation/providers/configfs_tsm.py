@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..evidence import Evidence, Platform, pad_report_data
 TSM_REPORT_ROOT = Path("/sys/kernel/config/tsm/report")
 PROVIDER_NAMES: dict[str, Platform] = {"sev_guest": "snp", "tdx_guest": "tdx"}
 MAX_OUTBLOB = 16 << 20
+_log = logging.getLogger(__name__)
 
 
 class ConfigfsOps(Protocol):
@@ -142,6 +144,9 @@ class ConfigfsTsmProvider:
             aux = ops.read(entry / "auxblob")
         gen1 = _generation(ops.read(entry / "generation"))
         if gen1 != gen0 + writes:
+            _log.error(
+                "event=tsm_generation_race entry=%s expected=%d got=%d", entry.name, gen0 + writes, gen1
+            )
             raise GenerationRaceError(
                 f"configfs-tsm generation is {gen1}, expected {gen0 + writes}: "
                 "another writer changed the request"

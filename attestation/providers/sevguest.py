@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -43,6 +44,7 @@ VMM_ERR_INVALID_LEN = 1
 VMM_ERR_BUSY = 2
 FW_ERR_NONE = 0xFFFFFFFF  # some kernels report -1 when no firmware error happened
 THROTTLE_SECONDS = 2.0
+_log = logging.getLogger(__name__)
 
 
 def _iowr(nr: int, size: int) -> int:
@@ -184,6 +186,7 @@ class SevGuestProvider:
     def _classify(self, exc: OSError, arg: SnpGuestRequestIoctl) -> SnpGuestRequestIoctl:
         if exc.errno == errno.ENOTTY:
             self._locked = True
+            _log.error("event=sev_guest_locked errno=ENOTTY action=no_retry")
             raise DeviceLockedError("sev-guest returned ENOTTY: the VMPCK is wiped, no retries") from None
         if exc.errno == errno.EIO:
             if arg.vmm_error == VMM_ERR_INVALID_LEN:
@@ -199,6 +202,7 @@ class SevGuestProvider:
                 ) from None
             raise ProviderError(f"sev-guest request failed with EIO (vmm error {arg.vmm_error})") from None
         if exc.errno in (errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.EINTR):
+            _log.warning("event=sev_guest_transient errno=%s", errno.errorcode.get(exc.errno or 0, exc.errno))
             raise _TransientError(os.strerror(exc.errno or 0)) from None
         raise ProviderError(f"sev-guest request failed: {exc.strerror or exc}") from None
 
@@ -239,6 +243,7 @@ class SevGuestProvider:
                 wanted = req.certs_len
                 if wanted <= certs_len or wanted > MAX_CERTS_LEN or wanted % PAGE_SIZE:
                     raise ProviderError(f"host asked for an invalid certificate buffer of {wanted} bytes")
+                _log.info("event=sev_guest_certs_resize from=%d to=%d", certs_len, wanted)
                 certs_len = wanted
                 continue
             return _parse_response(resp), _trim_table(certs.raw)

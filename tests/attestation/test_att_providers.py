@@ -21,6 +21,7 @@ from attestation import (
     SimulatedAmdRoot,
     SimulatedSnpProvider,
     detect_provider,
+    local_host_data,
     verify_snp_attestation,
 )
 from attestation.errors import DeviceLockedError, FirmwareError, GenerationRaceError
@@ -232,3 +233,13 @@ def test_detect_loads_a_saved_simulated_root(tmp_path: Path, monkeypatch: pytest
 def test_real_sev_guest_device() -> None:  # pragma: no cover - hardware only
     ev = SevGuestProvider().get_evidence(b"real")
     assert len(ev.report) == 1184
+
+
+def test_local_host_data(tmp_path: Path) -> None:
+    sim = SimulatedSnpProvider(root=SimulatedAmdRoot.generate(), host_data=b"\x42" * 32)
+    assert local_host_data(sim.get_evidence(b"")) == b"\x42" * 32
+    quote = read("tdx/gtg-v5-tdx15/quote.dat")
+    ev = ConfigfsTsmProvider(
+        "tdx", root=tmp_path, ops=FakeConfigfs("tdx_guest", lambda _: quote)
+    ).get_evidence(b"")
+    assert local_host_data(ev) == bytes(48)
