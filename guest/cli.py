@@ -109,7 +109,7 @@ def _is_result_line(request: Any) -> bool:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args.rego_v0)
-    explainer = Explainer(policy.policy_data)
+    explainer = Explainer(policy.policy_data, lambda: policy.state)
     for line_no, line in enumerate(Path(args.log).read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -171,7 +171,7 @@ async def _serve(args: argparse.Namespace) -> int:
     log.warning("event=default_policy_loaded path=%s", policy_file)
     if args.initdata != "none":
         _install_initdata(policy, args)
-    interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data))
+    interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data, lambda: policy.state))
     proxy = Proxy(parse_address(args.upstream), interceptor)
     bound = await proxy.start(parse_address(args.listen))
     log.warning("event=serving listen=%s upstream=%s", bound, args.upstream)

@@ -82,8 +82,9 @@ def _env_name(var: str) -> str:
 class Explainer:
     """Callable ``(endpoint, input, print_lines) -> reasons`` over one policy's ``policy_data``."""
 
-    def __init__(self, policy_data: Callable[[], Any]) -> None:
+    def __init__(self, policy_data: Callable[[], Any], state: Callable[[], Any] | None = None) -> None:
         self._policy_data = policy_data
+        self._state = state
 
     def __call__(self, endpoint: str, request: Any, print_lines: Sequence[str] = ()) -> list[str]:
         reasons = [f"rule body failed: {label}" for label in failed_bodies(endpoint, print_lines)]
@@ -142,6 +143,12 @@ class Explainer:
         allowed = [c for c in defaults.get("allowed_commands") or []]
         for container in data.get("containers") or []:
             allowed += container.get("exec_commands") or []
+        if self._state is not None:
+            pstate = (self._state() or {}).get("pstate") or {}
+            cid = req.get("container_id")
+            if cid not in pstate:
+                return [f"container_id: {_short(cid)!r} was not created under this policy "
+                        "(not in the policy state), so no policy container applies"]
         if args not in allowed:
             options = [[_short(a) for a in c[:4]] for c in allowed[:5]]
             regexes = f" or commands matching {defaults.get('regex')}" if defaults.get("regex") else ""

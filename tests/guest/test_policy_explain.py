@@ -47,3 +47,23 @@ def test_explanations_name_a_field_for_denied_create_container_cases() -> None:
                 explained += 1
     assert denied >= 14
     assert explained >= denied - 3
+
+
+def test_exec_process_explanations() -> None:
+    directory = "state/execprocessdeployment"
+    policy = AgentPolicy()
+    policy.initialize(POLICIES / directory / "policy.rego")
+    explainer = Explainer(policy.policy_data, lambda: policy.state)
+    create, execp = load_cases(directory)
+    exec_input = canonical_input("ExecProcessRequest", execp["request"])
+    decision = policy.evaluate("ExecProcessRequest", exec_input)
+    assert not decision.allowed  # its container was never created
+    reasons = explainer("ExecProcessRequest", exec_input, decision.print_lines)
+    assert any("not in the policy state" in r for r in reasons), reasons
+    created = canonical_input(create["kind"], create["request"])
+    assert policy.evaluate("CreateContainerRequest", created).allowed
+    bad = dict(exec_input, process=dict(exec_input["process"], Args=["/bin/sh", "-c", "cat /secret"]))
+    decision = policy.evaluate("ExecProcessRequest", bad)
+    assert not decision.allowed
+    reasons = explainer("ExecProcessRequest", bad, decision.print_lines)
+    assert any(r.startswith("process.Args: got ['/bin/sh', '-c', 'cat /secret']") for r in reasons), reasons
