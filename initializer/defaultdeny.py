@@ -27,10 +27,14 @@ def remove_default_deny(binary: str | None = None) -> bool:
         raise DefaultDenyError("iptables is not installed; cannot remove the default-deny rule")
     removed = False
     for _ in range(16):  # the rule may have been inserted more than once
-        check = subprocess.run([exe, "-w", "-t", "filter", "-C", *RULE], capture_output=True, check=False)
-        if check.returncode != 0:
-            return removed
-        delete = subprocess.run([exe, "-w", "-t", "filter", "-D", *RULE], capture_output=True, check=False)
+        try:
+            base = [exe, "-w", "-t", "filter"]
+            check = subprocess.run([*base, "-C", *RULE], capture_output=True, check=False)
+            if check.returncode != 0:
+                return removed
+            delete = subprocess.run([*base, "-D", *RULE], capture_output=True, check=False)
+        except OSError as exc:
+            raise DefaultDenyError(f"running {exe}: {exc}") from exc
         if delete.returncode != 0:
             raise DefaultDenyError(f"{exe} -D failed: {delete.stderr.decode(errors='replace').strip()}")
         removed = True
