@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import struct
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -126,7 +127,7 @@ def proto_to_report_bytes(msg: sevsnp_pb2.Report) -> bytes:
     )
     try:
         out = bytearray(abi.report_to_bytes(rep))
-    except (AttestationError, ValueError, OverflowError) as exc:
+    except (AttestationError, ValueError, OverflowError, struct.error) as exc:
         raise EvidenceFormatError(f"report fields do not fit the report layout: {exc}") from exc
     out[0x2A0:0x4A0] = msg.signature
     return bytes(out)
