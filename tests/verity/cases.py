@@ -14,6 +14,7 @@ from image.verity import VerityParams
 HASHES = ["sha256", "sha256", "sha256", "sha1", "sha1", "sha512", "sha512", "sha224", "sha384", "md5",
           "sha3-256", "blake2b-512", "ripemd160"]
 BLOCK_SIZES = [512, 1024, 2048, 4096, 4096, 4096, 8192]
+LARGE_BLOCK_SIZES = [16384, 65536, 524288]  # up to cryptsetup's 512 KiB limit
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn, *, max_bytes: int = 3 << 20) -> Case:
-    dbs = draw(st.sampled_from(BLOCK_SIZES))
-    hbs = draw(st.sampled_from(BLOCK_SIZES))
+    dbs = draw(st.one_of(st.sampled_from(BLOCK_SIZES), st.sampled_from(LARGE_BLOCK_SIZES[:2])))
+    hbs = draw(st.one_of(st.sampled_from(BLOCK_SIZES), st.sampled_from(LARGE_BLOCK_SIZES)))
     max_blocks = max(1, max_bytes // dbs)
     blocks = draw(st.one_of(st.integers(1, 4), st.integers(1, max_blocks)))
     tail = draw(st.sampled_from([0, 0, 0, 1, dbs - 1]))

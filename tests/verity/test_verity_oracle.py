@@ -25,7 +25,9 @@ from .conftest import run_veritysetup
 
 pytestmark = pytest.mark.interop
 
-ORACLE_SETTINGS = settings(max_examples=300, deadline=None,
+# VERITY_ORACLE_EXAMPLES scales both properties for a longer local run (CI: 300 and 150).
+EXAMPLES = int(os.environ.get("VERITY_ORACLE_EXAMPLES", "300"))
+ORACLE_SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
                            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -101,7 +103,7 @@ def _our_verify_cli(data: Path, hash_path: Path, root: str, options: list[str]) 
     return rc, err.getvalue()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases(max_bytes=1 << 20), where=st.sampled_from(["data", "tree", "tree", "superblock"]),
        fraction=st.floats(0, 1, exclude_max=True), mask=st.integers(1, 255))
 def test_flipped_byte_detected_like_veritysetup(veritysetup: str, case: Case, where: str, fraction: float,
