@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .snp.abi import SnpReport
-from .snp.certs import common_name
+from .snp.certs import common_name, serial_of
 from .snp.product import Product, decompose_tcb
 from .tdx.pck import PckChain, PckExtensions
 from .tdx.quote import INTEL_QE_VENDOR_ID, TdxQuote
@@ -78,7 +78,7 @@ def _cert(c: x509.Certificate) -> dict[str, Any]:
     return {
         "subject_cn": common_name(c.subject),
         "issuer_cn": common_name(c.issuer),
-        "serial": hex(c.serial_number),
+        "serial": hex(serial_of(c)),
         "not_before": c.not_valid_before_utc.isoformat(),
         "not_after": c.not_valid_after_utc.isoformat(),
         "sha256_der": hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest(),

@@ -92,6 +92,13 @@ def _eager(cert: x509.Certificate) -> x509.Certificate:
     return cert
 
 
+def serial_of(cert: x509.Certificate) -> int:
+    """The serial number; AMD's VCEKs use 0, which `cryptography` warns about on every access."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return cert.serial_number
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
     """Load one DER or PEM certificate (parsed once per distinct input; results are immutable)."""
     return _load_certificate(bytes(data))

@@ -34,7 +34,15 @@ from ..errors import (
 )
 from ..trust import AmdRoots, AmdRootSet, bundled_amd_roots
 from .abi import SigningKey, SnpReport, parse_report
-from .certs import Role, SnpCerts, VekExtensions, common_name, load_certificate, parse_vek_extensions
+from .certs import (
+    Role,
+    SnpCerts,
+    VekExtensions,
+    common_name,
+    load_certificate,
+    parse_vek_extensions,
+    serial_of,
+)
 from .product import Product, decompose_tcb, product_from_cpuid
 
 CertsInput = SnpCerts | Iterable[bytes | x509.Certificate] | None
@@ -203,7 +211,7 @@ def check_crl(
     if crl.next_update_utc is not None and now > crl.next_update_utc:
         raise CertificateExpiredError(f"CRL expired at {crl.next_update_utc.isoformat()}", step="crl")
     for what, cert in revocable:
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        entry = crl.get_revoked_certificate_by_serial_number(serial_of(cert))
         if entry is not None:
             raise RevokedError(f"{what} was revoked at {entry.revocation_date_utc.isoformat()}", step="crl")
 
@@ -317,9 +325,7 @@ def verify_snp_attestation(
         check_crl(
             crl,
             ark,
-            [(inter_role.value, inter), (role.value, vek)]
-            if vek.serial_number
-            else [(inter_role.value, inter)],
+            [(inter_role.value, inter), (role.value, vek)] if serial_of(vek) else [(inter_role.value, inter)],
             when,
         )
         checks.append("crl")

@@ -27,7 +27,7 @@ from ..errors import (
     SignatureError,
     TcbStatusError,
 )
-from ..snp.certs import common_name, load_certificates
+from ..snp.certs import common_name, load_certificates, serial_of
 from ..snp.verify import check_validity, load_crl
 from ..trust import bundled_intel_root
 from .collateral import (
@@ -178,7 +178,7 @@ def _check_crl(
         raise SignatureError(f"{what} signature does not verify", step="crl") from None
     if now < crl.last_update_utc or (crl.next_update_utc is not None and now > crl.next_update_utc):
         raise CertificateExpiredError(f"{what} is not valid at {now.isoformat()}", step="crl")
-    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    entry = crl.get_revoked_certificate_by_serial_number(serial_of(cert))
     if entry is not None:
         raise RevokedError(f"{common_name(cert.subject)!r} is revoked by the {what}", step="crl")
 

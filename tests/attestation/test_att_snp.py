@@ -61,6 +61,14 @@ def test_positive_vector_verifies_and_reproduces_facts(v: dict[str, Any]) -> Non
     )
     assert (ext.hwid.hex() if ext.hwid else None) == want_ext.get("hwID")
     assert ext.csp_id == want_ext.get("cspID")
+    sc = v["signing_cert"]
+    assert certs.common_name(res.vek.subject) == sc["subject_cn"]
+    assert certs.common_name(res.vek.issuer) == sc["issuer_cn"]
+    assert hex(certs.serial_of(res.vek)) == sc["serial"]
+    assert res.vek.not_valid_before_utc.isoformat() == sc["not_before"]
+    assert res.vek.not_valid_after_utc.isoformat() == sc["not_after"]
+    assert res.vek.signature_algorithm_oid.dotted_string == sc["sig_alg_oid"]
+    assert fingerprint(res.vek) == sc["sha256_der"]
 
 
 @pytest.mark.parametrize("v", POSITIVE, ids=[v["id"] for v in POSITIVE])
