@@ -37,7 +37,7 @@ from .errors import (
 )
 from .evidence import Evidence, EvidenceProvider, Platform
 from .providers.configfs_tsm import ConfigfsTsmProvider
-from .providers.detect import detect_provider
+from .providers.detect import detect_platform, detect_provider
 from .providers.sevguest import SevGuestProvider
 from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
 from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
@@ -85,6 +85,7 @@ __all__ = [
     "bundled_intel_root",
     "check_snp",
     "check_tdx",
+    "detect_platform",
     "detect_provider",
     "local_host_data",
     "parse_quote",

@@ -11,12 +11,42 @@ import os
 from pathlib import Path
 
 from ..errors import NoProviderError
-from ..evidence import EvidenceProvider
+from ..evidence import EvidenceProvider, Platform
 from .configfs_tsm import TSM_REPORT_ROOT, ConfigfsTsmProvider, probe_provider
 from .sevguest import DEVICE_PATH, SevGuestProvider
 from .simulated import SimulatedAmdRoot, SimulatedSnpProvider
 
 SIMULATED_ROOT_ENV = "ATTESTATION_SIMULATED_ROOT"
+TDX_GUEST_PATH = "/dev/tdx_guest"
+CPUINFO_PATH = "/proc/cpuinfo"
+
+
+def detect_platform(
+    *,
+    configfs_root: Path = TSM_REPORT_ROOT,
+    sev_guest_path: str = DEVICE_PATH,
+    tdx_guest_path: str = TDX_GUEST_PATH,
+    cpuinfo_path: str = CPUINFO_PATH,
+) -> Platform | None:
+    """Which TEE this guest runs in: the configfs-tsm provider, else the guest device nodes, else the
+    CPU flags the kernel reports for confidential guests (`sev_snp`, `tdx_guest`). None if none."""
+    platform = probe_provider(configfs_root)
+    if platform is not None:
+        return platform
+    if os.path.exists(sev_guest_path):
+        return "snp"
+    if os.path.exists(tdx_guest_path):
+        return "tdx"
+    try:
+        with open(cpuinfo_path, encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if "tdx_guest" in flags:
+        return "tdx"
+    if "sev_snp" in flags:
+        return "snp"
+    return None
 
 
 def detect_provider(

@@ -99,10 +99,11 @@ class SimulatedAmdRoot:
     ask: x509.Certificate
 
     @classmethod
-    def generate(cls, product: Product = Product.MILAN) -> SimulatedAmdRoot:
+    def generate(cls, product: Product = Product.MILAN, *, key_size: int = 2048) -> SimulatedAmdRoot:
+        """A fresh ARK/ASK pair; `key_size=4096` matches AMD's real keys (slower to generate)."""
         start = _dt.datetime.now(_dt.UTC) - _dt.timedelta(days=1)
-        ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ark_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        ask_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         ark = _ca_cert(f"ARK-{product.value}", f"ARK-{product.value}", ark_key, ark_key, start, None)
         ask = _ca_cert(f"SEV-{product.value}", f"ARK-{product.value}", ask_key, ark_key, start, 0)
         return cls(product, ark_key, ask_key, ark, ask)

@@ -20,6 +20,7 @@ from attestation import (
     SevGuestProvider,
     SimulatedAmdRoot,
     SimulatedSnpProvider,
+    detect_platform,
     detect_provider,
     local_host_data,
     verify_snp_attestation,
@@ -243,3 +244,19 @@ def test_local_host_data(tmp_path: Path) -> None:
         "tdx", root=tmp_path, ops=FakeConfigfs("tdx_guest", lambda _: quote)
     ).get_evidence(b"")
     assert local_host_data(ev) == bytes(48)
+
+
+def test_detect_platform(tmp_path: Path) -> None:
+    none = str(tmp_path / "none")
+    kw = {"configfs_root": tmp_path / "none", "sev_guest_path": none, "tdx_guest_path": none}
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor tdx_guest\n")
+    assert detect_platform(cpuinfo_path=str(cpuinfo), **kw) == "tdx"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vme sev sev_es sev_snp\n")
+    assert detect_platform(cpuinfo_path=str(cpuinfo), **kw) == "snp"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vme\n")
+    assert detect_platform(cpuinfo_path=str(cpuinfo), **kw) is None
+    (tmp_path / "sev-guest").write_bytes(b"")
+    assert (
+        detect_platform(cpuinfo_path=none, **{**kw, "sev_guest_path": str(tmp_path / "sev-guest")}) == "snp"
+    )

@@ -192,16 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench.attestation")
     ap.add_argument("--runs", type=int, default=300)
     args = ap.parse_args(argv)
-    root = SimulatedAmdRoot.generate(Product.MILAN)
-    # AMD's ARK/ASK are RSA-4096: regenerate the simulated chain at that size for a fair floor.
-    big_ark = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    big_ask = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    from attestation.providers.simulated import _ca_cert
-
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    ark = _ca_cert("ARK-Milan", "ARK-Milan", big_ark, big_ark, start, None)
-    ask = _ca_cert("SEV-Milan", "ARK-Milan", big_ask, big_ark, start, 0)
-    root = SimulatedAmdRoot(Product.MILAN, big_ark, big_ask, ark, ask)
+    # AMD's ARK/ASK are RSA-4096: simulate at that size for a fair floor.
+    root = SimulatedAmdRoot.generate(Product.MILAN, key_size=4096)
     cases = [
         ("SNP full (sim RSA-4096 chain + CRL)", *snp_case(root)),
         ("SNP full (real Milan vector, no CRL)", *snp_real_case()),
