@@ -161,3 +161,9 @@ class FramedProtocol(asyncio.BufferedProtocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding unsent output (a peer that never reads cannot hold us)."""
+        t = self.transport
+        if t is not None:
+            t.abort()

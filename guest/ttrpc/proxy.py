@@ -16,10 +16,11 @@ downstream connection is closed too (the Kata runtime then redials).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
+from ._eager import Resumed
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
 from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role
@@ -123,9 +124,21 @@ class _Downstream(FramedProtocol):
 
     # -- downstream → upstream ------------------------------------------------------------------------
     def handle_event(self, event: Event) -> None:
-        if isinstance(event, Call):
+        if type(event) is Call:
+            sid, request = event
             self.in_flight += 1
-            task = self.loop.create_task(self._intercept(event.stream_id, event.request))
+            coro: Coroutine[Any, Any, Forward | Answer] = self.proxy.interceptor(request)  # type: ignore[assignment]
+            if self.proxy.eager:
+                try:
+                    first = coro.send(None)
+                except StopIteration as e:
+                    self._decided(sid, request, e.value)
+                    return
+                except Exception as e:
+                    self._interceptor_failed(sid, request, e)
+                    return
+                coro = Resumed(coro, first)
+            task = self.loop.create_task(self._intercept(sid, request, coro))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif isinstance(event, Rejected):
@@ -133,24 +146,30 @@ class _Downstream(FramedProtocol):
                      event.status.message)
             self.write(self.conn.send(event))
 
-    async def _intercept(self, down_sid: int, request: Request) -> None:
+    async def _intercept(self, down_sid: int, request: Request, coro: Coroutine[Any, Any, object]) -> None:
         try:
-            try:
-                decision = await self.proxy.interceptor(request)
-                if not isinstance(decision, Forward | Answer):
-                    raise TypeError(f"interceptor returned {type(decision).__name__}, not Forward or Answer")
-            except Exception as e:
-                log.error("event=interceptor_failed service=%s method=%s error=%r", request.service,
-                          request.method, e)
-                self.reply(down_sid, Response(Status(Code.INTERNAL, INTERCEPTOR_FAILED_TEXT)))
-                return
-            if isinstance(decision, Answer):
-                self.reply(down_sid, decision.response)
-                return
-            self._forward(down_sid, decision)
-        except BaseException:
+            decision = await coro
+        except asyncio.CancelledError:
             self.call_done()
             raise
+        except Exception as e:
+            self._interceptor_failed(down_sid, request, e)
+            return
+        self._decided(down_sid, request, decision)
+
+    def _interceptor_failed(self, down_sid: int, request: Request, error: Exception) -> None:
+        log.error("event=interceptor_failed service=%s method=%s error=%r",
+                  request.service, request.method, error)
+        self.reply(down_sid, Response(Status(Code.INTERNAL, INTERCEPTOR_FAILED_TEXT)))
+
+    def _decided(self, down_sid: int, request: Request, decision: object) -> None:
+        if type(decision) is Forward:
+            self._forward(down_sid, decision)
+        elif type(decision) is Answer:
+            self.reply(down_sid, decision.response)
+        else:
+            error = TypeError(f"interceptor returned {type(decision).__name__}, not Forward or Answer")
+            self._interceptor_failed(down_sid, request, error)
 
     def _forward(self, down_sid: int, decision: Forward) -> None:
         up = self.up
@@ -249,8 +268,10 @@ class Proxy:
         *,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        eager: bool = True,
     ) -> None:
         self.upstream = upstream
+        self.eager = eager
         self.interceptor = interceptor
         self.max_message_size = max_message_size
         self.max_in_flight = max_in_flight
@@ -268,7 +289,7 @@ class Proxy:
         for listener in self._listeners:
             listener.close()
         for c in list(self._connections):
-            c.close()
+            c.abort()
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()

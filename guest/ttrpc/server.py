@@ -159,7 +159,7 @@ class Server:
         for listener in self._listeners:
             listener.close()
         for c in list(self._connections):
-            c.close()
+            c.abort()
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from guest.ttrpc import Code, Request, TtrpcError
+from guest.ttrpc import Code, Handler, Request, TtrpcError
 
 from . import echo_pb2
 
@@ -42,5 +42,5 @@ class EchoService:
             resp.data = bytes(req.reply_size)
         return resp.SerializeToString()
 
-    def handlers(self) -> dict[tuple[str, str], object]:
+    def handlers(self) -> dict[tuple[str, str], Handler]:
         return {(SERVICE, METHOD): self.echo}
