@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -51,27 +52,27 @@ class RawPeer:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read_frame(self, timeout: float = 5.0) -> tuple[int, int, int, int, bytes]:
+    async def read_frame(self, wait: float = 5.0) -> tuple[int, int, int, int, bytes]:
         """(length, stream_id, type, flags, payload)."""
         from guest.ttrpc.frames import HEADER
 
-        head = await asyncio.wait_for(self.reader.readexactly(10), timeout)
+        head = await asyncio.wait_for(self.reader.readexactly(10), wait)
         length, sid, typ, flags = HEADER.unpack(head)
-        payload = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        payload = await asyncio.wait_for(self.reader.readexactly(length), wait)
         return length, sid, typ, flags, payload
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except (ConnectionError, BrokenPipeError):
-            pass
 
 
 @pytest.fixture(scope="session")
 def go_peers() -> GoPeers:
     if shutil.which("go") is None:
-        pytest.skip("`go` is not installed (apt-get install golang-go golang-github-containerd-ttrpc-dev gogottrpc)")
+        pytest.skip(
+            "`go` is not installed (apt-get install golang-go golang-github-containerd-ttrpc-dev gogottrpc)"
+        )
     try:
         return build()
     except GoUnavailableError as e:

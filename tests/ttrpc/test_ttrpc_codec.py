@@ -85,7 +85,12 @@ def test_reader_limit_is_a_constructor_argument() -> None:
 def test_request_envelope_field_numbers() -> None:
     m = pb.Request()
     m.ParseFromString(encode_request(REQ))
-    assert (m.service, m.method, m.payload, m.timeout_nano) == ("grpc.AgentService", "Echo", b"\x01\x02", 5_000_000)
+    assert (m.service, m.method, m.payload, m.timeout_nano) == (
+        "grpc.AgentService",
+        "Echo",
+        b"\x01\x02",
+        5_000_000,
+    )
     assert [(kv.key, kv.value) for kv in m.metadata] == [("k", "v")]
     # field 1 (service) is the first thing on the wire: tag 0x0a
     assert encode_request(REQ)[:2] == b"\x0a\x11"
@@ -110,7 +115,11 @@ statuses = st.builds(
     st.lists(st.builds(Detail, texts, st.binary(max_size=8)), max_size=2).map(tuple),
 )
 requests = st.builds(
-    Request, texts, texts, st.binary(max_size=64), st.integers(-(2**63), 2**63 - 1),
+    Request,
+    texts,
+    texts,
+    st.binary(max_size=64),
+    st.integers(-(2**63), 2**63 - 1),
     st.lists(st.tuples(texts, texts), max_size=3).map(tuple),
 )
 responses = st.builds(Response, statuses, st.binary(max_size=300))
@@ -151,22 +160,50 @@ def test_server_decodes_calls_and_encodes_replies() -> None:
     assert drain(s) == [Call(1, REQ)]
     c = Connection(Role.CLIENT)
     c.receive_data(s.send(Reply(1, Response(Status(Code.NOT_FOUND, "gone"), b"x"))) + s.send_ok(3, b"y"))
-    assert drain(c) == [Reply(1, Response(Status(Code.NOT_FOUND, "gone"), b"x")), Reply(3, Response(Status(Code.OK), b"y"))]
+    assert drain(c) == [
+        Reply(1, Response(Status(Code.NOT_FOUND, "gone"), b"x")),
+        Reply(3, Response(Status(Code.OK), b"y")),
+    ]
 
 
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
         (lambda: request_frame(2, REQ), Rejected(2, Status(Code.INVALID_ARGUMENT, "stream id must be odd"))),
-        (lambda: encode_frame(4, 9, 0, b""), Rejected(4, Status(Code.INVALID_ARGUMENT, "stream id must be odd"))),
-        (lambda: encode_frame(1, 3, 0, b"d"), Rejected(1, Status(Code.INVALID_ARGUMENT, "Stream is no longer active"))),
-        (lambda: encode_frame(5, 3, 1, b"d"),
-         Rejected(5, Status(Code.INVALID_ARGUMENT, "Stream id 5: data close message connot include data"))),
-        (lambda: encode_frame(5, 3, 1, b""), Rejected(5, Status(Code.INVALID_ARGUMENT, "Stream is no longer active"))),
-        (lambda: struct.pack(">IIBB", 4 * 1024 * 1024 + 1, 7, 1, 0) + bytes(4 * 1024 * 1024 + 1),
-         Rejected(7, Status(Code.INVALID_ARGUMENT, "message length 4194305 exceed maximum message size of 4194304"))),
+        (
+            lambda: encode_frame(4, 9, 0, b""),
+            Rejected(4, Status(Code.INVALID_ARGUMENT, "stream id must be odd")),
+        ),
+        (
+            lambda: encode_frame(1, 3, 0, b"d"),
+            Rejected(1, Status(Code.INVALID_ARGUMENT, "Stream is no longer active")),
+        ),
+        (
+            lambda: encode_frame(5, 3, 1, b"d"),
+            Rejected(5, Status(Code.INVALID_ARGUMENT, "Stream id 5: data close message connot include data")),
+        ),
+        (
+            lambda: encode_frame(5, 3, 1, b""),
+            Rejected(5, Status(Code.INVALID_ARGUMENT, "Stream is no longer active")),
+        ),
+        (
+            lambda: struct.pack(">IIBB", 4 * 1024 * 1024 + 1, 7, 1, 0) + bytes(4 * 1024 * 1024 + 1),
+            Rejected(
+                7,
+                Status(
+                    Code.INVALID_ARGUMENT, "message length 4194305 exceed maximum message size of 4194304"
+                ),
+            ),
+        ),
     ],
-    ids=["even-id", "even-id-unknown-type", "stray-data", "data-close-with-data", "data-close-empty", "oversize"],
+    ids=[
+        "even-id",
+        "even-id-unknown-type",
+        "stray-data",
+        "data-close-with-data",
+        "data-close-empty",
+        "oversize",
+    ],
 )
 def test_server_rejections_match_ttrpc_rust(frame, expected) -> None:  # type: ignore[no-untyped-def]
     s = Connection(Role.SERVER)

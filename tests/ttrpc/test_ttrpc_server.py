@@ -49,9 +49,16 @@ def handlers(log: list[str] | None = None) -> dict[tuple[str, str], object]:
             await asyncio.sleep(0)
         return b"ok"
 
-    return {(SVC, "Echo"): echo, (SVC, "Wait"): wait, (SVC, "Release"): release_, (SVC, "Sleep"): sleep,
-            (SVC, "Deny"): deny, (SVC, "Crash"): crash, (SVC, "WrongType"): wrong_type,
-            (SVC, "TimeoutFirst"): timeout_first}
+    return {
+        (SVC, "Echo"): echo,
+        (SVC, "Wait"): wait,
+        (SVC, "Release"): release_,
+        (SVC, "Sleep"): sleep,
+        (SVC, "Deny"): deny,
+        (SVC, "Crash"): crash,
+        (SVC, "WrongType"): wrong_type,
+        (SVC, "TimeoutFirst"): timeout_first,
+    }
 
 
 async def start(sockdir: Path, **kw: object) -> tuple[Server, Client]:
@@ -102,7 +109,9 @@ async def test_pending_call_never_blocks_others_on_the_same_connection(sockdir: 
     server, c = await start(sockdir)
     waiting = asyncio.create_task(c.call(SVC, "Wait", b""))
     await asyncio.sleep(0.05)
-    results = await asyncio.wait_for(asyncio.gather(*(c.call(SVC, "Echo", bytes([i])) for i in range(200))), 5)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(c.call(SVC, "Echo", bytes([i])) for i in range(200))), 5
+    )
     assert results == [bytes([i]) for i in range(200)]
     assert not waiting.done()
     await c.call(SVC, "Release", b"")
@@ -126,7 +135,9 @@ async def test_hostile_frames_get_rust_replies_on_the_wire(sockdir: Path) -> Non
         _, sid, typ, flags, payload = await raw.read_frame()
         assert (typ, flags) == (2, 0)
         got[sid] = decode_response(payload)
-    assert got[1].status == Status(Code.INVALID_ARGUMENT, f"message length {big} exceed maximum message size of 4194304")
+    assert got[1].status == Status(
+        Code.INVALID_ARGUMENT, f"message length {big} exceed maximum message size of 4194304"
+    )
     assert got[2].status == Status(Code.INVALID_ARGUMENT, "stream id must be odd")
     assert got[3].status.code == Code.INVALID_ARGUMENT and got[3].status.message
     assert got[5].status == Status(Code.INVALID_ARGUMENT, "Stream is no longer active")
@@ -185,8 +196,10 @@ async def test_peer_that_never_reads_is_bounded(sockdir: Path) -> None:
     task = asyncio.create_task(flood())
     await asyncio.sleep(1.0)
     task.cancel()
-    conn = max(server._connections, key=lambda c: c.conn.buffered + (c.transport.get_write_buffer_size()
-                                                                      if c.transport else 0))
+    conn = max(
+        server._connections,
+        key=lambda c: c.conn.buffered + (c.transport.get_write_buffer_size() if c.transport else 0),
+    )
     buffered = conn.transport.get_write_buffer_size() if conn.transport else 0
     # Flow control stops both reading and processing long before the 60+ MB the client tried to push.
     assert sent < 40_000_000

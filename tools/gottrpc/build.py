@@ -70,7 +70,9 @@ def check_toolchain() -> None:
     if not (GOCODE / "src/github.com/containerd/ttrpc").is_dir():
         missing.append(f"{GOCODE}/src/github.com/containerd/ttrpc (golang-github-containerd-ttrpc-dev)")
     if missing:
-        raise GoUnavailableError("missing: " + ", ".join(missing) + " (apt-get install " + " ".join(DEBIAN_PACKAGES) + ")")
+        raise GoUnavailableError(
+            "missing: " + ", ".join(missing) + " (apt-get install " + " ".join(DEBIAN_PACKAGES) + ")"
+        )
 
 
 def build(cache_root: Path | None = None) -> GoPeers:
@@ -87,14 +89,36 @@ def build(cache_root: Path | None = None) -> GoPeers:
         shutil.copytree(SRC, gopath / "src")
         pb_dir = gopath / "src" / "peers" / "echopb"
         subprocess.run(
-            ["protoc", "-I.", "-I/usr/include", "--gogottrpc_out=plugins=ttrpc,paths=source_relative:.", "echo.proto"],
-            cwd=pb_dir, check=True, capture_output=True, text=True,
+            [
+                "protoc",
+                "-I.",
+                "-I/usr/include",
+                "--gogottrpc_out=plugins=ttrpc,paths=source_relative:.",
+                "echo.proto",
+            ],
+            cwd=pb_dir,
+            check=True,
+            capture_output=True,
+            text=True,
         )
-        env = dict(os.environ, GOPATH=f"{gopath}:{GOCODE}", GO111MODULE="off", GOPROXY="off", GOFLAGS="",
-                   GOCACHE=str(root / "gocache"), CGO_ENABLED="0")
+        env = dict(
+            os.environ,
+            GOPATH=f"{gopath}:{GOCODE}",
+            GO111MODULE="off",
+            GOPROXY="off",
+            GOFLAGS="",
+            GOCACHE=str(root / "gocache"),
+            CGO_ENABLED="0",
+        )
         for name in ("server", "client"):
-            subprocess.run(["go", "build", "-o", str(work / "bin" / f"ttrpc-{name}"), f"peers/{name}"],
-                           cwd=gopath, env=env, check=True, capture_output=True, text=True)
+            subprocess.run(
+                ["go", "build", "-o", str(work / "bin" / f"ttrpc-{name}"), f"peers/{name}"],
+                cwd=gopath,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
         shutil.rmtree(gopath)
         try:
             work.rename(dest)

@@ -13,7 +13,9 @@ METHOD = "Echo"
 
 
 def request_bytes(id: str, data: bytes = b"", sleep_ms: int = 0, reply_size: int = 0) -> bytes:
-    return echo_pb2.EchoRequest(id=id, data=data, sleep_ms=sleep_ms, reply_size=reply_size).SerializeToString()
+    return echo_pb2.EchoRequest(
+        id=id, data=data, sleep_ms=sleep_ms, reply_size=reply_size
+    ).SerializeToString()
 
 
 def parse_response(payload: bytes) -> echo_pb2.EchoResponse:
@@ -32,7 +34,7 @@ class EchoService:
         req = echo_pb2.EchoRequest()
         req.ParseFromString(request.payload)
         if req.id.startswith("error:"):
-            raise TtrpcError(Code.PERMISSION_DENIED, req.id[len("error:"):])
+            raise TtrpcError(Code.PERMISSION_DENIED, req.id[len("error:") :])
         resp = echo_pb2.EchoResponse(id=req.id, data=req.data, seq=next(self._seq))
         if request.timeout_nano:
             resp.timeout_ms = request.timeout_nano // 1_000_000
