@@ -305,3 +305,47 @@ def parse_quote(data: bytes) -> TdxQuote:
         raw=data,
         signed_size=signed_size,
     )
+
+
+def header_to_bytes(h: QuoteHeader) -> bytes:
+    return struct.pack("<HHIHH", h.version, h.attestation_key_type, h.tee_type, h.qe_svn, h.pce_svn) + (
+        h.qe_vendor_id + h.user_data
+    )
+
+
+def body_to_bytes(b: TdQuoteBody) -> bytes:
+    out = (
+        b.tee_tcb_svn
+        + b.mr_seam
+        + b.mr_signer_seam
+        + b.seam_attributes
+        + b.td_attributes
+        + b.xfam
+        + b.mr_td
+        + b.mr_config_id
+        + b.mr_owner
+        + b.mr_owner_config
+        + b"".join(b.rtmrs)
+        + b.report_data
+    )
+    if b.tee_tcb_svn_2 is not None and b.mr_service_td is not None:
+        out += b.tee_tcb_svn_2 + b.mr_service_td
+    return out
+
+
+def quote_to_bytes(q: TdxQuote) -> bytes:
+    """Serialise the fields of `q` (the inverse of `parse_quote`, including extra bytes)."""
+    body = body_to_bytes(q.body)
+    head = header_to_bytes(q.header)
+    if q.header.version == 5:
+        head += struct.pack("<HI", q.body_type, len(body))
+    inner = struct.pack("<HI", CERT_TYPE_PCK_CHAIN, len(q.pck_chain_pem)) + q.pck_chain_pem
+    qe = (
+        q.qe_report.raw
+        + q.qe_report_signature
+        + struct.pack("<H", len(q.qe_auth_data))
+        + q.qe_auth_data
+        + inner
+    )
+    sig = q.signature + q.attestation_key + struct.pack("<HI", CERT_TYPE_QE_REPORT, len(qe)) + qe
+    return head + body + struct.pack("<I", len(sig)) + sig + q.extra

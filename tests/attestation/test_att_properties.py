@@ -24,7 +24,7 @@ from attestation import (
 from attestation.snp import abi, certs
 from attestation.snp.product import Product, TcbParts, compose_tcb, decompose_tcb
 from attestation.tdx import collateral as coll
-from attestation.tdx.quote import parse_quote
+from attestation.tdx.quote import parse_quote, quote_to_bytes
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SNP_REPORT = read("snp/msft-milan-v3-vcek/report.bin")
@@ -213,3 +213,26 @@ KEYS = st.sampled_from(
 def test_reference_values_arbitrary_json(obj: dict[str, Any]) -> None:
     with contextlib.suppress(ReferenceValuesError):
         ReferenceValues.from_json(json.dumps(obj))
+
+
+def test_tdx_vectors_round_trip() -> None:
+    for name in ("gtg-spr-e4-v4", "gtg-v5-tdx15", "gtg-cos113-v4", "trustee-spr-v4"):
+        raw = read(f"tdx/{name}/quote.dat")
+        assert quote_to_bytes(parse_quote(raw)) == raw
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.integers(0, len(TDX_QUOTE) - 1), st.integers(0, 255)), min_size=1, max_size=4),
+    st.binary(max_size=40),
+)
+def test_tdx_mutated_quote_round_trips_when_it_parses(edits: list[tuple[int, int]], tail: bytes) -> None:
+    raw = bytearray(TDX_QUOTE)
+    for i, v in edits:
+        raw[i] = v
+    data = bytes(raw) + tail
+    try:
+        q = parse_quote(data)
+    except ParseError:
+        return
+    assert quote_to_bytes(q) == data

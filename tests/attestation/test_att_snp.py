@@ -342,3 +342,19 @@ def test_not_yet_valid_vcek_rejected() -> None:
     report, vek, chain = _files(v)
     with pytest.raises(CertificateExpiredError, match="not yet valid"):
         verify_snp_attestation(report, [vek, chain], now=dt.datetime(2022, 9, 23, tzinfo=dt.UTC))
+
+
+def test_kds_urls() -> None:
+    from attestation.snp import kds
+
+    rep = abi.parse_report(read("snp/gsg-milan-v2-vcek/report.bin"))
+    # The exact URL go-sev-guest's TestRealAttestationVerification serves the VCEK for.
+    assert kds.vcek_url(rep, Product.MILAN) == (
+        "https://kdsintf.amd.com/vcek/v1/Milan/3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e537861"
+        "84ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d?blSPL=2&teeSPL=0&snpSPL=5&ucodeSPL=68"
+    )
+    assert kds.cert_chain_url(Product.GENOA, vlek=True) == "https://kdsintf.amd.com/vlek/v1/Genoa/cert_chain"
+    assert kds.crl_url(Product.TURIN) == "https://kdsintf.amd.com/vcek/v1/Turin/crl"
+    masked = abi.SnpReport(**{**vars(rep), "chip_id": bytes(64)})
+    with pytest.raises(ValueError, match="masked"):
+        kds.vcek_url(masked, Product.MILAN)
