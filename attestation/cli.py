@@ -3,7 +3,7 @@
     verify snp REPORT [--cert FILE]... [--cert-table FILE] [--crl FILE] [--reference-values FILE]
                       [--report-data HEX] [--at RFC3339]
     verify tdx QUOTE [--collateral DIR] [--reference-values FILE] [--report-data HEX] [--at RFC3339]
-    report [--report-data HEX] [--simulated]
+    report [--report-data HEX] [--simulated] [--cert-table-out FILE]
 
 `verify` prints one JSON object (claims + checks) on stdout and exits 0 if every check that ran
 passed, 1 with the reason on stderr otherwise, 2 on bad usage. It always anchors in the bundled
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ def _parser() -> _Parser:
     rep = sub.add_parser("report", help="fetch local evidence and write it to stdout")
     rep.add_argument("--report-data", type=_hex64, default=bytes(64))
     rep.add_argument("--simulated", action="store_true", help="fall back to the simulated SNP provider")
+    rep.add_argument("--cert-table-out", type=Path, help="also write the SNP certificate table to FILE")
     return p
 
 
@@ -165,12 +167,27 @@ class _FailedCheckError(Exception):
         super().__init__(reason)
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "report":
             provider = detect_provider(allow_simulated=args.simulated)
             evidence = provider.get_evidence(args.report_data)
+            if args.cert_table_out is not None:
+                _write_atomic(args.cert_table_out, evidence.cert_table)
             sys.stdout.buffer.write(evidence.report)
             sys.stdout.buffer.flush()
             return 0

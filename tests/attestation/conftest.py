@@ -7,3 +7,4 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuzz: bounded atheris fuzzing run in a subprocess")
+    config.addinivalue_line("markers", "tee: needs real SEV-SNP or TDX hardware (skipped elsewhere)")

@@ -186,6 +186,17 @@ def test_verify_tdx(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 1 and "no matching TCB level" in err
 
 
+def test_report_writes_cert_table(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    out = tmp_path / "table.bin"
+    assert main(["report", "--simulated", "--cert-table-out", str(out)]) == 0
+    report = capsysbinary.readouterr().out
+    from attestation import parse_report
+    from attestation.snp.certs import SnpCerts
+
+    assert len(parse_report(report).raw) == 1184
+    assert SnpCerts.from_cert_table(out.read_bytes()).vcek is not None
+
+
 def test_module_entry_point_and_report() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "attestation", "report", "--simulated", "--report-data", "aa"],
