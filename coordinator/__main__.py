@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from attestation.atls import Issuer
-from attestation.atls.platforms import SnpIssuer
+from attestation.atls.platforms import SnpIssuer, issuer_for
 from attestation.providers.detect import detect_provider
 from coordinator import simulation
 from coordinator.server import Config, Coordinator, Ports
@@ -48,7 +48,7 @@ def build_config(args: argparse.Namespace) -> Config:
         simulated_roots = prov.trusted_roots()
         issuer = SnpIssuer(prov)
     else:
-        issuer = SnpIssuer(detect_provider(allow_simulated=False))
+        issuer = issuer_for(detect_provider(allow_simulated=False))
     ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port)
     return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
                   simulated_roots=simulated_roots)

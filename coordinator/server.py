@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import grpc  # type: ignore[import-untyped]
 
 from attestation.atls import Issuer, ServerConfig, Validator
 from attestation.atls.platforms import SnpValidator
+from attestation.atls.tdx import TdxValidator
 from attestation.atls.tunnel import PeerRegistry, Terminator
 from attestation.errors import AttestationError
 from attestation.reference_values import ReferenceValues
@@ -72,14 +74,25 @@ def attest_report_data(nonce: bytes, transition_hash: bytes, root_pem: bytes, me
 
 
 def mesh_validators(state: State, simulated_roots: AmdRoots | None) -> list[Validator]:
+    """Validators for pods, from the current manifest; a group that does not parse is skipped (and
+    logged), so one bad entry cannot admit anything, only fail to admit."""
     real = [e for e in state.manifest.snp if e.get("Platform") != SIMULATED_PLATFORM]
     simulated = [e for e in state.manifest.snp if e.get("Platform") == SIMULATED_PLATFORM]
-    out: list[Validator] = []
+    groups: list[tuple[str, Callable[[], Validator]]] = []
     if real:
-        out.append(SnpValidator(ReferenceValues.from_obj({"snp": real}).snp))
+        groups.append(("snp", lambda: SnpValidator(ReferenceValues.from_obj({"snp": real}).snp)))
     if simulated and simulated_roots is not None:
-        entries = ReferenceValues.from_obj({"snp": simulated}).snp
-        out.append(SnpValidator(entries, trusted_roots=simulated_roots))
+        groups.append(("simulated snp", lambda: SnpValidator(
+            ReferenceValues.from_obj({"snp": simulated}).snp, trusted_roots=simulated_roots)))
+    if state.manifest.tdx:
+        tdx = list(state.manifest.tdx)
+        groups.append(("tdx", lambda: TdxValidator(ReferenceValues.from_obj({"tdx": tdx}).tdx)))
+    out: list[Validator] = []
+    for name, build in groups:
+        try:
+            out.append(build())
+        except AttestationError as exc:
+            log.warning("event=reference_values_unusable platform=%r error=%r", name, str(exc))
     return out
 
 

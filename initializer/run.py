@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_fixed
 
 from attestation.atls import ClientConfig, Issuer
-from attestation.atls.platforms import SnpIssuer
+from attestation.atls.platforms import SnpIssuer, issuer_for
 from coordinator import rpc
 from coordinator.client import call, split_host_port
 from coordinator.proto import meshapi_pb2
@@ -64,7 +64,8 @@ def build_issuer(settings: Settings) -> Issuer:
         return SnpIssuer(simulation.provider(Path(root), initdata, settings.simulate_measurement))
     from attestation.providers.detect import detect_provider
 
-    return SnpIssuer(detect_provider(allow_simulated=False))
+    issuer: Issuer = issuer_for(detect_provider(allow_simulated=False))
+    return issuer
 
 
 def request_mesh_cert(

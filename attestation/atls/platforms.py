@@ -18,6 +18,7 @@ import datetime
 import functools
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -210,6 +211,15 @@ class SnpIssuer:
 
     def issue(self, report_data: bytes) -> bytes:
         return encode_snp(self._provider.get_evidence(report_data))
+
+
+def issuer_for(provider: EvidenceProvider) -> SnpIssuer | Any:
+    """The aTLS issuer for a provider's platform (SNP or TDX)."""
+    if provider.platform == "tdx":
+        from attestation.atls.tdx import TdxIssuer
+
+        return TdxIssuer(provider)
+    return SnpIssuer(provider)
 
 
 class SnpValidator:

@@ -14,6 +14,8 @@ from typing import Any
 
 from attestation.atls import ClientConfig, Validator
 from attestation.atls.platforms import SnpValidator
+from attestation.atls.tdx import TdxValidator
+from attestation.errors import AttestationError
 from attestation.initdata import InitdataError
 from attestation.initdata import parse as parse_initdata
 from attestation.reference_values import ReferenceValues
@@ -113,6 +115,12 @@ def coordinator_validators(manifest: manifest_mod.Manifest) -> list[Validator]:
         roots = SimulatedAmdRoot.load(root_dir).roots()
         entries = ReferenceValues.from_obj({"snp": simulated}).snp
         out.append(SnpValidator(entries, trusted_roots=roots, host_data=pinned))
+    if manifest.tdx:
+        try:
+            tdx = ReferenceValues.from_obj({"tdx": list(manifest.tdx)}).tdx
+        except AttestationError as exc:
+            raise CliError(f"TDX reference values: {exc}") from exc
+        out.append(TdxValidator(tdx, mr_config_id=pinned + bytes(16)))
     if not out:
         raise CliError("no usable reference values in the manifest to verify the Coordinator with")
     return out
