@@ -289,10 +289,16 @@ class Proxy:
         for listener in self._listeners:
             listener.close()
         for c in list(self._connections):
+            if c.up is not None:
+                c.up.abort()
             c.abort()
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()
+        for _ in range(10):
+            if not self._connections:
+                break
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> Proxy:
         return self

@@ -163,6 +163,11 @@ class Server:
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()
+        # connection_lost runs from the loop: give it the turns it needs so nothing outlives close().
+        for _ in range(10):
+            if not self._connections:
+                break
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> Server:
         return self
