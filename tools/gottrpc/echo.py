@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 from guest.ttrpc import Code, Handler, Request, TtrpcError
@@ -40,6 +41,8 @@ class EchoService:
             resp.timeout_ms = request.timeout_nano // 1_000_000
         if request.metadata:
             resp.metadata.extend(sorted(f"{k}={v}" for k, v in request.metadata))
+        if req.sleep_ms:
+            await asyncio.sleep(req.sleep_ms / 1000)
         if req.reply_size:
             resp.data = bytes(req.reply_size)
         return resp.SerializeToString()
