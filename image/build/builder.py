@@ -32,7 +32,11 @@ BLOCK = 4096
 # Kata's name and devices for the root mapping (one disk: data, then the tree at hash_offset).
 DM_NAME = "dm-verity"
 ROOT_DEVICE = "/dev/vda"
-BASE_CMDLINE = "console=ttyS0 quiet panic=-1 reboot=t"
+# Kata's x86 defaults (tsc=reliable … pci=lastbus=0) minus reboot=k: microvm has no keyboard
+# controller, and a triple-fault reboot (reboot=t) is what makes QEMU -no-reboot exit.
+BASE_CMDLINE = ("console=ttyS0 quiet panic=-1 reboot=t tsc=reliable no_timer_check rcupdate.rcu_expedited=1 "
+                "i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 noreplace-smp "
+                "cryptomgr.notests net.ifnames=0 pci=lastbus=0")
 
 
 def default_cache_dir() -> Path | None:
