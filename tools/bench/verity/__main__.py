@@ -5,9 +5,10 @@
 Every row is a fresh process run on the same page-cached random input with the same salt and
 UUID: ``veritysetup format``, ``python -m image verity format --workers=1`` and ``--workers=2``,
 then the matching ``verify`` runs. The hash files of all format rows must be byte-identical (checked).
-Rounds are interleaved and the best wall time of ``--repeat`` rounds is kept, because the machine
-may be shared. Memory, sampled every 20 ms: peak of the summed PSS of the process tree (PSS so
-that pages shared by forked workers count once) and the largest RSS of any one process.
+Rounds are interleaved; the table shows the best and the median wall time of ``--repeat`` rounds
+(throughput and ratio from the best), because the machine may be shared. Memory, sampled every
+20 ms: peak of the summed PSS of the process tree (PSS so that pages shared by forked workers
+count once) and the largest RSS of any one process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,18 +165,19 @@ def main() -> None:
                 row.samples.append(run(row.argv, tmp / "out"))
     print(f"dm-verity, {size >> 20} MiB random data (page cache), sha256 4096/4096, best of {args.repeat}; "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}, nice {os.nice(0)}")
-    header = (f"{'run':34} {'wall s':>7} {'MB/s':>7} {'x vs':>6} {'CPU s':>6} {'peak PSS MB':>12} "
-              f"{'max RSS MB':>11}")
+    header = (f"{'run':34} {'wall s':>7} {'median':>7} {'MB/s':>7} {'x vs':>6} {'CPU s':>6} "
+              f"{'peak PSS MB':>12} {'max RSS MB':>11}")
     print(header)
     print("-" * len(header))
     for group in (fmt, ver):
         base = min(s.wall for s in group[0].samples)
         for row in group:
             best = min(row.samples, key=lambda s: s.wall)
-            print(f"{row.label:34} {best.wall:7.2f} {size / best.wall / 1e6:7.0f} {base / best.wall:6.2f} "
-                  f"{best.cpu:6.2f} {max(s.peak_pss for s in row.samples) / 1e6:12.1f} "
+            median = statistics.median(s.wall for s in row.samples)
+            print(f"{row.label:34} {best.wall:7.2f} {median:7.2f} {size / best.wall / 1e6:7.0f} "
+                  f"{base / best.wall:6.2f} {best.cpu:6.2f} "
+                  f"{max(s.peak_pss for s in row.samples) / 1e6:12.1f} "
                   f"{max(s.max_rss for s in row.samples) / 1e6:11.1f}")
-
 
 if __name__ == "__main__":
     main()
