@@ -109,6 +109,7 @@ class Coordinator:
         self.mesh_registry = PeerRegistry()
         self.ports = Ports(**vars(config.ports))
         self.backend_ports: dict[str, int] = {}
+        self._validators: tuple[State, list[Validator]] | None = None
 
     # -- aTLS configs per handshake ----------------------------------------------------------------------
     def _user_config(self) -> ServerConfig:
@@ -116,11 +117,15 @@ class Coordinator:
 
     def _mesh_config(self) -> ServerConfig:
         try:
-            validators = mesh_validators(self.guard.state(), self.config.simulated_roots)
-        except (StateError, AttestationError) as exc:
+            state = self.guard.state()
+        except StateError as exc:
             log.info("event=mesh_handshake_without_manifest reason=%r", str(exc))
-            validators = []
-        return ServerConfig(issuer=self.config.issuer, validators=validators)
+            return ServerConfig(issuer=self.config.issuer, validators=[])
+        cached = self._validators
+        if cached is None or cached[0] is not state:  # rebuilt whenever the state object changes
+            cached = (state, mesh_validators(state, self.config.simulated_roots))
+            self._validators = cached
+        return ServerConfig(issuer=self.config.issuer, validators=cached[1])
 
     def _attestation_failed(self, _exc: Exception) -> None:
         self.metrics.attestation_failures.inc()

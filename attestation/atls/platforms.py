@@ -304,8 +304,10 @@ def snp_claims(v: SnpVerification) -> tuple[x509.Extension[x509.ExtensionType], 
         _der_int(r.committed_build), _der_int(r.committed_minor), _der_int(r.committed_major),
         _der_int(launch.bl), _der_int(launch.snp), _der_int(launch.tee), _der_int(launch.ucode),
     ]
-    out: list[x509.Extension[x509.ExtensionType]] = []
-    for n, der in enumerate(values, start=1):
-        oid = x509.ObjectIdentifier(f"{SNP_OID.dotted_string}.{n}")
-        out.append(x509.Extension(oid, False, x509.UnrecognizedExtension(oid, der)))
-    return tuple(out)
+    return tuple(
+        x509.Extension(oid, False, x509.UnrecognizedExtension(oid, der))
+        for oid, der in zip(_CLAIM_OIDS, values, strict=True)
+    )
+
+
+_CLAIM_OIDS = tuple(x509.ObjectIdentifier(f"{SNP_OID.dotted_string}.{n}") for n in range(1, 47))
