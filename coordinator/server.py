@@ -65,10 +65,17 @@ class Config:
     handshake_timeout: float = 25.0
 
 
-def attest_report_data(nonce: bytes, transition_hash: bytes, root_pem: bytes, mesh_pem: bytes) -> bytes:
-    """/attest report data: SHA-256(nonce || transition || SHA-256(root) || SHA-256(mesh)), zero padded."""
+def attest_report_data(
+    nonce: bytes, transition_hash: bytes, root_pem: bytes, mesh_pem: bytes, capabilities_digest: bytes = b""
+) -> bytes:
+    """/attest report data: SHA-256(nonce || transition || SHA-256(root) || SHA-256(mesh) [|| caps]) || 0^32.
+
+    The transition hash goes in raw (not hashed again); the capabilities digest exists only in the
+    2026 versioned API and is empty for the legacy endpoint served here.
+    """
     digest = hashlib.sha256(
         nonce + transition_hash + hashlib.sha256(root_pem).digest() + hashlib.sha256(mesh_pem).digest()
+        + capabilities_digest
     ).digest()
     return digest + bytes(32)
 
