@@ -26,7 +26,10 @@ from .tree import BlockHasher, pack_leaves
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "PARALLEL_MIN_BYTES", "LeafChunk", "default_workers", "leaf_chunks"]
 
-DEFAULT_CHUNK_BYTES = 4 << 20
+# Data per task. Each task costs the parent ~0.4 ms (queue, wake-ups, unpickling): 16 MiB tasks
+# halved the parent's CPU against 4 MiB (0.07 vs 0.15 s per GiB); workers read in READ_BYTES pieces
+# whatever the task size, so memory does not grow with it.
+DEFAULT_CHUNK_BYTES = 16 << 20
 READ_BYTES = 256 << 10
 PARALLEL_MIN_BYTES = 32 << 20  # below this, starting processes costs more than it saves
 
@@ -139,6 +142,8 @@ def leaf_chunks(data_path: str, hash_name: str, salt: bytes, geometry: TreeGeome
         finally:
             local.close()
         return
+    # Smaller tasks for smaller inputs, so both workers get several and finish together.
+    chunk_bytes = max(1 << 20, min(chunk_bytes, geometry.data_size // (4 * count)))
     window: collections.deque[tuple[int, multiprocessing.pool.AsyncResult[tuple[bytes, bytes]]]]
     window = collections.deque()
     with _context().Pool(count, initializer=_worker_init, initargs=(job,)) as pool:
