@@ -100,6 +100,8 @@ class TLSSession:
         """
         # With a buffer, SSLObject.read returns a byte count (typeshed only knows the bytes form).
         read = cast(Callable[[int, memoryview], int], self._obj.read)
+        pending = self._obj.pending
+        incoming = self._incoming
         total = 0
         size = len(buffer)
         while total < size:
@@ -119,6 +121,9 @@ class TLSSession:
                 self.peer_closed = True
                 break
             total += n
+            # Stop before OpenSSL has to raise SSLWantReadError (an exception per event is measurable).
+            if not incoming.pending and not incoming.eof and not pending():
+                break
         return total
 
     def send_plaintext(self, data: bytes | bytearray | memoryview) -> None:

@@ -41,10 +41,16 @@ def ns(name: str, *argv: str) -> list[str]:
 
 def make_pki(directory: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(REPO))
-    from tests.meshproxy.pki import MeshPKI  # the same Contrast-shaped PKI the tests use
+    from tests.meshproxy.mesh_pki import MeshPKI  # the same Contrast-shaped PKI the tests use
 
     pki = MeshPKI.create("bench")
     return pki.write_workload(directory / "a", "client"), pki.write_workload(directory / "b", "server")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children so far."""
+    fields = Path(f"/proc/{_child_pid(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -121,12 +127,13 @@ sslVersionMin = TLSv1.3
             return p
 
         spawn(ns(nb, PY, str(HERE / "backend.py"), "9001,9011", "9002,9012"))
-        spawn(ns(nb, "haproxy", "-f", str(work / "haproxy.cfg")), log="haproxy.log")
+        haproxy = spawn(ns(nb, "haproxy", "-f", str(work / "haproxy.cfg")), log="haproxy.log")
         stunnel = spawn(ns(nb, "stunnel4", str(work / "stunnel.conf")), log="stunnel.log")
         plain = "##".join(f"p{p}#{p}#true" for p in (8441, 8442, 8461, 8462, 9011, 9012))
         env = dict(os.environ, CONTRAST_INGRESS_PROXY_CONFIG=plain, PYTHONPATH=str(REPO))
         ready = work / "ready"
-        ours = spawn(ns(nb, PY, "-m", "meshproxy", "--tls-dir", str(b_dir), "--ready-file", str(ready),
+        profile = ["-m", "cProfile", "-o", os.environ["MESHBENCH_PROFILE"]] if "MESHBENCH_PROFILE" in os.environ else []
+        ours = spawn(ns(nb, PY, *profile, "-m", "meshproxy", "--tls-dir", str(b_dir), "--ready-file", str(ready),
                         "-l", "warning"), env=env, log="meshproxy.log")
         deadline = time.monotonic() + 20
         while not ready.exists():
@@ -135,18 +142,29 @@ sslVersionMin = TLSv1.3
                 return 1
             time.sleep(0.05)
         time.sleep(1.0)  # haproxy/stunnel startup
+        servers = {"haproxy (TLS)": haproxy, "stunnel4 (TLS)": stunnel, "meshproxy (TLS, TPROXY)": ours}
         rows = {"direct plaintext": (9011, 9012, "plain"), "haproxy (TLS)": (8441, 8442, "tls"),
                 "stunnel4 (TLS)": (8461, 8462, "tls"), "meshproxy (TLS, TPROXY)": (9001, 9002, "tls")}
         results: dict[str, list[dict[str, float]]] = {k: [] for k in rows}
         for _ in range(args.rounds):
             for name, (tp, rr, mode) in rows.items():
-                proc = subprocess.run(ns(na, PY, str(HERE / "client.py"), B_IP, str(tp), str(rr), mode,
-                                         str(a_dir), str(args.gib), str(args.rr)),
-                                      capture_output=True, text=True, timeout=600, check=False)
-                if proc.returncode != 0:
-                    print(f"{name}: client failed: {proc.stderr[-500:]}", file=sys.stderr)
-                    return 1
-                results[name].append(json.loads(proc.stdout))
+                row: dict[str, float] = {}
+                for ports in ((tp, 0), (0, rr)):
+                    before = {k: cpu_seconds(p.pid) for k, p in servers.items()}
+                    proc = subprocess.run(ns(na, PY, str(HERE / "client.py"), B_IP, str(ports[0]), str(ports[1]),
+                                             mode, str(a_dir), str(args.gib), str(args.rr)),
+                                          capture_output=True, text=True, timeout=600, check=False)
+                    if proc.returncode != 0:
+                        print(f"{name}: client failed: {proc.stderr[-500:]}", file=sys.stderr)
+                        return 1
+                    row.update(json.loads(proc.stdout))
+                    if name in servers:
+                        used = cpu_seconds(servers[name].pid) - before[name]
+                        if ports[0]:
+                            row["cpu_s_per_gib"] = used / args.gib
+                        else:
+                            row["cpu_us_per_rr"] = used / (args.rr + 500) * 1e6
+                results[name].append(row)
         idle_rss = rss_kib(_child_pid(ours.pid))
         loaded_rss, stunnel_rss = _rss_under_load(na, a_dir, args.conns, ours.pid, stunnel.pid)
         print_table(results, args, idle_rss, loaded_rss, stunnel_rss)
@@ -207,17 +225,23 @@ def print_table(results: dict[str, list[dict[str, float]]], args: argparse.Names
     print(f"\nmeshproxy benchmark: {args.rounds} interleaved rounds (median), {args.gib} GiB, "
           f"{args.rr} x 64 B round trips, TLS 1.3 mTLS P-256, pod A -> veth -> pod B; python {sys.version.split()[0]}, "
           f"{ssl.OPENSSL_VERSION}, {os.cpu_count()} CPUs")
-    print(f"| path | throughput MB/s (rounds) | x haproxy | rr64 p50 µs | added p50 µs | x haproxy added | "
-          f"rr64 p99 µs |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| path | throughput MB/s (rounds) | x haproxy | proxy CPU s/GiB | rr64 p50 µs | added p50 µs | "
+          f"x haproxy added | rr64 p99 µs | proxy CPU µs/rr |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         rounds = " / ".join(f"{r['mbps']:.0f}" for r in results[name])
         added = m["p50_us"] - direct
         hap_added = hap["p50_us"] - direct
-        print(f"| {name} | {m['mbps']:.0f} ({rounds}) | {m['mbps'] / hap['mbps']:.2f} | {m['p50_us']:.1f} | "
-              f"{added:+.1f} | {(added / hap_added if hap_added > 0 else float('nan')):.2f} | {m['p99_us']:.1f} |")
+        cpu = [r["cpu_s_per_gib"] for r in results[name] if "cpu_s_per_gib" in r]
+        cpu_text = f"{statistics.median(cpu):.2f}" if cpu else "-"
+        cpu_rr = [r["cpu_us_per_rr"] for r in results[name] if "cpu_us_per_rr" in r]
+        cpu_rr_text = f"{statistics.median(cpu_rr):.1f}" if cpu_rr else "-"
+        print(f"| {name} | {m['mbps']:.0f} ({rounds}) | {m['mbps'] / hap['mbps']:.2f} | {cpu_text} | "
+              f"{m['p50_us']:.1f} | "
+              f"{added:+.1f} | {(added / hap_added if hap_added > 0 else float('nan')):.2f} | {m['p99_us']:.1f} | "
+              f"{cpu_rr_text} |")
     print(f"| meshproxy RSS | idle {idle / 1024:.1f} MiB | {args.conns} conns {loaded / 1024:.1f} MiB | "
-          f"stunnel4 at {args.conns} conns {stunnel_loaded / 1024:.1f} MiB | | | |")
+          f"stunnel4 at {args.conns} conns {stunnel_loaded / 1024:.1f} MiB | | | | | |")
     print("targets: throughput >= 0.8x haproxy; added p50 <= 1.5x haproxy's; RSS <= 40 MB at 100 connections")
 
 

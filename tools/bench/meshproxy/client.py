@@ -29,7 +29,7 @@ def conn(port: int) -> socket.socket:
 
 out: dict[str, object] = {}
 if tp_port:
-    total = int(gib * (1 << 30))
+    total = int(gib * 1024) << 20  # whole MiB: the sink must get exactly what we send
     s = conn(tp_port)
     if mode == "tls":
         out["tls"] = f"{s.version()} {s.cipher()[0]}"  # type: ignore[attr-defined, index]
@@ -40,7 +40,11 @@ if tp_port:
     while sent < total:
         s.sendall(chunk)
         sent += len(chunk)
-    assert s.recv(2) == b"OK"
+    reply = b""
+    while len(reply) < 2 and (part := s.recv(2 - len(reply))):
+        reply += part
+    if reply != b"OK":
+        sys.exit(f"sink replied {reply!r} instead of b'OK'")
     el = time.perf_counter() - t0
     s.close()
     out["mbps"] = total / el / 1e6

@@ -112,6 +112,6 @@ def meshproxy_argv(tls_dir: Path, ready: Path, *extra: str) -> list[str]:
     return [PYTHON, "-m", "meshproxy", "--tls-dir", str(tls_dir), "--ready-file", str(ready), *extra]
 
 
-APP_SERVER = [PYTHON, str(Path(__file__).with_name("app_server.py"))]
+APP_SERVER = [PYTHON, str(Path(__file__).with_name("mesh_app.py"))]
 __all__ = ["APP_SERVER", "PYTHON", "Pod", "Topology", "meshproxy_argv", "netns_unavailable", "sh", "wait_for"]
 _ = sys

@@ -1,0 +1,52 @@
+"""The TPROXY and default-deny rules as data, compared with golden files (Contrast's shape)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshproxy.config import from_environ
+from meshproxy.rules import DEFAULT_DENY, ingress_rules
+
+GOLDEN = Path(__file__).with_name("golden")
+CASES = {
+    "empty": {},
+    "mixed": {"CONTRAST_INGRESS_PROXY_CONFIG": "web#8080#false##metrics#9090#true##api#443#false"},
+    "disabled": {"CONTRAST_INGRESS_PROXY_CONFIG": "DISABLED"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rules_match_golden(case: str) -> None:
+    rendered = "\n".join(ingress_rules(from_environ(CASES[case])).render()) + "\n"
+    golden = GOLDEN / f"{case}.rules"
+    if os.environ.get("MESHPROXY_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+
+
+def test_mark_variant_adds_tproxy_mark_only() -> None:
+    plain = ingress_rules(from_environ(CASES["mixed"])).render()
+    marked = ingress_rules(from_environ(CASES["mixed"]), tproxy_mark=0x1).render()
+    assert [line.replace(" --tproxy-mark 0x1/0x1", "") for line in marked] == plain
+
+
+def test_default_deny_is_contrasts_rule() -> None:
+    assert DEFAULT_DENY.render() == "-t filter -A INPUT -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP"
+
+
+def test_show_rules_cli_and_config_error_exit_code() -> None:
+    env = dict(os.environ, **CASES["mixed"])
+    ok = subprocess.run([sys.executable, "-m", "meshproxy", "show-rules"], env=env, capture_output=True,
+                        text=True, check=False)
+    assert ok.returncode == 0
+    assert ok.stdout == (GOLDEN / "mixed.rules").read_text()
+    env["CONTRAST_EGRESS_PROXY_CONFIG"] = "leak#10.0.0.5:80#svc:80"
+    bad = subprocess.run([sys.executable, "-m", "meshproxy", "show-rules"], env=env, capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 2
+    assert "leak#10.0.0.5:80#svc:80" in bad.stderr and "127.0.0.0/8" in bad.stderr
