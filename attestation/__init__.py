@@ -40,6 +40,7 @@ from .providers.configfs_tsm import ConfigfsTsmProvider
 from .providers.detect import detect_platform, detect_provider
 from .providers.sevguest import SevGuestProvider
 from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
+from .providers.simulated_tdx import SimulatedIntelRoot, SimulatedTdxProvider
 from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
 from .snp.abi import SnpReport, parse_report
 from .snp.product import Product
@@ -70,7 +71,9 @@ __all__ = [
     "SevGuestProvider",
     "SignatureError",
     "SimulatedAmdRoot",
+    "SimulatedIntelRoot",
     "SimulatedSnpProvider",
+    "SimulatedTdxProvider",
     "SnpReferenceValues",
     "SnpReport",
     "SnpVerification",
