@@ -100,11 +100,9 @@ def run(argv: list[str], out_path: Path) -> Sample:
 
 
 def ensure_data(size_mib: int, path: Path | None) -> Path:
-    if path is not None:
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    data = CACHE / f"random-{size_mib}MiB.bin"
-    if not data.exists() or data.stat().st_size != size_mib << 20:
+    data = path if path is not None else CACHE / f"random-{size_mib}MiB.bin"
+    if path is None and (not data.exists() or data.stat().st_size != size_mib << 20):
+        CACHE.mkdir(parents=True, exist_ok=True)
         print(f"generating {data} ...", file=sys.stderr)
         tmp = data.with_suffix(".tmp")
         with open(tmp, "wb") as f:
