@@ -214,3 +214,15 @@ def test_module_entry_point_and_report() -> None:
         check=False,
     )
     assert proc.returncode == 1 and b"no TEE found" in proc.stderr
+
+
+def test_cli_never_trusts_a_simulated_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attestation import SimulatedSnpProvider
+
+    ev = SimulatedSnpProvider().get_evidence(b"")
+    (tmp_path / "r.bin").write_bytes(ev.report)
+    (tmp_path / "t.bin").write_bytes(ev.cert_table)
+    rc, out, err = run(
+        ["verify", "snp", str(tmp_path / "r.bin"), "--cert-table", str(tmp_path / "t.bin")], capsys
+    )
+    assert rc == 1 and out is None and "not a trusted Milan ARK" in err
