@@ -14,7 +14,7 @@ from typing import cast
 
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol
 from .address import Address
-from .connection import Call, Event, Rejected, Reply, Role
+from .connection import Call, Event, Rejected, Reply, Role, check_message_size
 from .errors import ConnectionClosedError, LocalProtocolError, TtrpcError
 from .frames import MAX_MESSAGE_SIZE
 from .messages import Metadata, Request, Response
@@ -52,6 +52,7 @@ class _ClientConnection(FramedProtocol):
 
 class Client:
     def __init__(self, *, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        check_message_size(max_message_size)
         self._max = max_message_size
         self._proto: _ClientConnection | None = None
 

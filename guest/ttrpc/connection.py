@@ -107,10 +107,22 @@ def unknown_method_status(method: str) -> Status:
     return Status(Code.UNIMPLEMENTED, f"{method} method")
 
 
+MIN_MESSAGE_SIZE = 256
+
+
+def check_message_size(max_message_size: int) -> None:
+    if not MIN_MESSAGE_SIZE <= max_message_size <= MAX_STREAM_ID:
+        # Below the minimum even our own error replies would not fit in a frame.
+        raise ValueError(
+            f"max_message_size must be within {MIN_MESSAGE_SIZE}..{MAX_STREAM_ID}, got {max_message_size}"
+        )
+
+
 class Connection:
     __slots__ = ("_closed", "_max", "_next_id", "_reader", "role")
 
     def __init__(self, role: Role, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        check_message_size(max_message_size)
         self.role = role
         self._max = max_message_size
         self._reader = FrameReader(max_message_size)
@@ -178,7 +190,8 @@ class Connection:
         response = event.response if type(event) is Reply else Response(event.status)  # type: ignore[union-attr]
         payload = encode_response(response)
         if len(payload) > self._max:
-            # ttrpc-rust's check_oversize before respond: the reply becomes an error status.
+            # ttrpc-rust's check_oversize before respond: the reply becomes an error status. (An error reply
+            # can be too big itself, e.g. "<service> service does not exist" for a huge service name.)
             too_big = Status(Code.INVALID_ARGUMENT, oversize_text(len(payload), self._max))
             payload = encode_response(Response(too_big))
         return self._frame(event.stream_id, MessageType.RESPONSE, payload)

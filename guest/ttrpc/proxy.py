@@ -23,7 +23,7 @@ from typing import Any, cast
 from ._eager import Resumed
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
-from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role
+from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role, check_message_size
 from .errors import LocalProtocolError
 from .frames import MAX_MESSAGE_SIZE
 from .messages import Request, Response
@@ -270,6 +270,7 @@ class Proxy:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         eager: bool = True,
     ) -> None:
+        check_message_size(max_message_size)
         self.upstream = upstream
         self.eager = eager
         self.interceptor = interceptor

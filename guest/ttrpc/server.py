@@ -23,6 +23,7 @@ from .connection import (
     Rejected,
     Reply,
     Role,
+    check_message_size,
     unknown_method_status,
     unknown_service_status,
 )
@@ -137,6 +138,7 @@ class Server:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         eager: bool = True,
     ) -> None:
+        check_message_size(max_message_size)
         self._handlers = dict(handlers)
         self.eager = eager
         self._services = {service for service, _ in self._handlers}

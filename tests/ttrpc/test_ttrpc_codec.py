@@ -226,21 +226,21 @@ def test_garbage_envelope_is_invalid_argument() -> None:
 
 
 def test_client_oversize_reply_fails_only_that_stream_like_go() -> None:
-    c = Connection(Role.CLIENT, max_message_size=8)
-    c.receive_data(struct.pack(">IIBB", 9, 1, 2, 0) + bytes(9) + encode_frame(3, 2, 0, b"\x0a\x00"))
+    c = Connection(Role.CLIENT, max_message_size=256)
+    c.receive_data(struct.pack(">IIBB", 257, 1, 2, 0) + bytes(257) + encode_frame(3, 2, 0, b"\x0a\x00"))
     assert drain(c) == [
-        Rejected(1, Status(Code.RESOURCE_EXHAUSTED, "message length 9 exceed maximum message size of 8")),
+        Rejected(1, Status(Code.RESOURCE_EXHAUSTED, "message length 257 exceed maximum message size of 256")),
         Reply(3, Response(Status(Code.OK))),
     ]
 
 
 def test_server_replaces_oversize_reply_with_error() -> None:
-    s = Connection(Role.SERVER, max_message_size=64)
-    c = Connection(Role.CLIENT, max_message_size=64)
-    c.receive_data(s.send_ok(1, b"x" * 100))
+    s = Connection(Role.SERVER, max_message_size=256)
+    c = Connection(Role.CLIENT, max_message_size=256)
+    c.receive_data(s.send_ok(1, b"x" * 300))
     [ev] = drain(c)
     assert isinstance(ev, Reply) and ev.response.status.code == Code.INVALID_ARGUMENT
-    assert ev.response.status.message == "message length 104 exceed maximum message size of 64"
+    assert ev.response.status.message == "message length 305 exceed maximum message size of 256"
 
 
 def test_eof_mid_frame_is_reported_truncated() -> None:
@@ -270,7 +270,7 @@ def test_same_events_however_the_bytes_are_split(reqs: list[Request], data: st.D
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=400), st.sampled_from([Role.SERVER, Role.CLIENT]), st.integers(0, 64))
+@given(st.binary(max_size=400), st.sampled_from([Role.SERVER, Role.CLIENT]), st.integers(256, 300))
 def test_arbitrary_bytes_only_ever_produce_events(data: bytes, role: Role, limit: int) -> None:
     conn = Connection(role, max_message_size=limit)
     conn.receive_data(data)
@@ -279,3 +279,22 @@ def test_arbitrary_bytes_only_ever_produce_events(data: bytes, role: Role, limit
     assert isinstance(events[-1], Closed)
     assert all(isinstance(e, Call | Reply | Rejected | Closed) for e in events)
     assert conn.buffered <= len(data)
+
+
+def test_error_reply_for_a_huge_service_name_still_fits() -> None:
+    s = Connection(Role.SERVER, max_message_size=256)
+    s.receive_data(request_frame(1, Request("s" * 240, "m", b"")))
+    [ev] = drain(s)
+    assert isinstance(ev, Call)
+    from guest.ttrpc import unknown_service_status
+
+    c = Connection(Role.CLIENT, max_message_size=256)
+    c.receive_data(s.send(Rejected(1, unknown_service_status(ev.request.service))))
+    [reply] = drain(c)
+    assert isinstance(reply, Reply) and reply.response.status.code == Code.INVALID_ARGUMENT
+    assert reply.response.status.message.startswith("message length")
+
+
+def test_connection_refuses_a_limit_too_small_for_its_own_replies() -> None:
+    with pytest.raises(ValueError, match="within 256"):
+        Connection(Role.SERVER, max_message_size=255)

@@ -1,0 +1,125 @@
+"""Generated code in sync, addresses, the demo, and the bounded fuzz run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from guest.ttrpc import AddressError, parse_address
+
+REPO = Path(__file__).resolve().parents[2]
+MYPY_HEADER = '# mypy: disable-error-code="type-arg"\n'
+
+# (proto include root, proto path relative to it, directory the generated files are committed in)
+GENERATED = [
+    (REPO, "guest/ttrpc/ttrpc.proto", REPO / "guest/ttrpc"),
+    (REPO / "tools/gottrpc/src", "peers/echopb/echo.proto", REPO / "tools/gottrpc"),
+]
+
+
+def generate(include: Path, proto: str, out: Path) -> None:
+    """Regenerate `<name>_pb2.py` / `.pyi` for one proto into `out` (how the committed ones are made)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{include}",
+                f"--python_out={tmp}",
+                f"--pyi_out={tmp}",
+                proto,
+            ],
+            check=True,
+        )
+        stem = Path(proto).with_suffix("").name + "_pb2"
+        gen = Path(tmp) / Path(proto).parent
+        (out / f"{stem}.py").write_bytes((gen / f"{stem}.py").read_bytes())
+        # The .pyi lacks Mapping type arguments; mypy --strict reads it, so the one error code is waived.
+        (out / f"{stem}.pyi").write_text(MYPY_HEADER + (gen / f"{stem}.pyi").read_text())
+
+
+@pytest.mark.parametrize(("include", "proto", "committed"), GENERATED, ids=lambda v: str(v).split("/")[-1])
+def test_generated_code_is_in_sync(include: Path, proto: str, committed: Path, tmp_path: Path) -> None:
+    generate(include, proto, tmp_path)
+    for f in sorted(tmp_path.iterdir()):
+        assert (committed / f.name).read_bytes() == f.read_bytes(), f"{f.name} is stale: regenerate it"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("unix:///run/agent.sock", "unix:///run/agent.sock"),
+        ("unix://@abstract", "unix://@abstract"),
+        ("vsock://-1:1024", "vsock://-1:1024"),
+        ("vsock://3:1024", "vsock://3:1024"),
+        ("tcp://127.0.0.1:9000", "tcp://127.0.0.1:9000"),
+        ("tcp://[::1]:9000", "tcp://[::1]:9000"),
+    ],
+)
+def test_parse_address_round_trips(text: str, shown: str) -> None:
+    assert str(parse_address(text)) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "/run/x.sock",
+        "unix://relative",
+        "vsock://1024",
+        "vsock://x:1",
+        "vsock://1:-2",
+        "tcp://host",
+        "tcp://:80",
+        "tcp://h:70000",
+        "http://h:1",
+        "vsock://1:99999999999",
+    ],
+)
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(AddressError) as ei:
+        parse_address(text)
+    assert ei.value.address == text and ei.value.expected
+
+
+def test_demo_runs_and_exits_zero() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "guest.ttrpc.demo"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ReadStdout: OK b'<redacted by policy>'" in r.stdout
+    assert "ExecProcess: PERMISSION_DENIED" in r.stdout
+    assert "the agent saw: Echo, ReadStdout" in r.stdout
+
+
+@pytest.mark.slow
+def test_fuzz_decoder_bounded() -> None:
+    seconds = os.environ.get("TTRPC_FUZZ_SECONDS", "20")
+    with tempfile.TemporaryDirectory() as corpus:
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("fuzz_ttrpc_decoder.py")),
+                corpus,
+                f"-max_total_time={seconds}",
+                "-rss_limit_mb=2048",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=int(seconds) + 120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Done" in r.stderr or "DONE" in r.stderr, r.stderr[-2000:]
+
+
+if __name__ == "__main__":  # regenerate the committed files: python -m tests.ttrpc.test_ttrpc_misc
+    for include, proto, committed in GENERATED:
+        generate(include, proto, committed)
