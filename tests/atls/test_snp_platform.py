@@ -134,3 +134,26 @@ async def test_snp_mutual_handshake(provider: SimulatedSnpProvider, root: Simula
         await server.wait_closed()
     assert isinstance(peers[-1], NoMatchingValidatorsError)
     assert "MEASUREMENT" in str(peers[-1]) or "measurement" in str(peers[-1])
+
+
+def test_expired_chain_and_expired_atls_cert(provider: SimulatedSnpProvider, root: SimulatedAmdRoot) -> None:
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from attestation.atls import PeerCertificateError, check_peer
+    from attestation.atls.certificate import build, key_spki_der
+
+    rd = wire.report_data(b"spki", b"\0" * 32)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365 * 8)  # VCEK lives 7 years
+    with pytest.raises(AtlsError, match="verifying report"):
+        SnpValidator(reference_values().snp, trusted_roots=root.roots(), now=later).validate(
+            SnpIssuer(provider).issue(rd), rd)
+    key = ec.generate_private_key(ec.SECP256R1())
+    nonce = b"\5" * 32
+    cert = build(key, [(SNP_OID, SnpIssuer(provider).issue(wire.report_data(key_spki_der(key), nonce)))])
+    validators = [SnpValidator(reference_values().snp, trusted_roots=root.roots())]
+    assert check_peer(cert, nonce, validators).host_data == HOST_DATA  # type: ignore[arg-type]
+    in_three_hours = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=3)
+    with pytest.raises(PeerCertificateError, match=r"valid .* now is"):
+        check_peer(cert, nonce, validators, now=in_three_hours)  # type: ignore[arg-type]
