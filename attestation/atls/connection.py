@@ -74,7 +74,9 @@ def _placeholder() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 def _context(tls13_only: bool) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION if tls13_only else SSL.TLS1_2_VERSION)
-    ctx.set_options(SSL.OP_NO_TICKET)
+    # No session tickets (every connection must attest afresh) and no renegotiation (the verified
+    # peer identity must not change after the handshake the terminator recorded).
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
     return ctx
 
 
