@@ -207,3 +207,19 @@ def test_verify_accepts_own_trees_and_rejects_other_roots(
     other = bytes([result.root_hash[0] ^ 1]) + result.root_hash[1:]
     with pytest.raises(Exception, match="root hash mismatch"):
         verify(tmp / "data", tmp / "hash", other)
+
+
+def test_result_json_and_describe_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "data").write_bytes(data16())
+    params = VerityParams(salt=SALT_S, superblock=False)
+    result = format_hash_tree(tmp_path / "data", tmp_path / "hash", params)
+    doc = result.to_json()
+    assert doc["root_hash"] == "895fe938075b5140d130de8f6c40d6577899d7f589eaa8fe3d860923e2475ec5"
+    assert (doc["salt"], doc["data_blocks"], doc["hash_start_block"]) == (SALT_S.hex(), 16, 0)
+    assert doc["uuid"] is None
+    again = VerityResult.describe(result.params, result.root_hash)
+    assert again.geometry == result.geometry
+    with pytest.raises(ParameterError):
+        VerityResult.describe(VerityParams(salt=None, data_blocks=16), result.root_hash)
+    with pytest.raises(ParameterError):
+        VerityResult.describe(result.params, result.root_hash[:-1])
