@@ -211,3 +211,22 @@ async def test_openssl_s_server_ca_list_nonce_reaches_python_client() -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     ((_oid, evidence),) = evidence_extensions(cert)
     FakeValidator().validate(evidence, wire.report_data(spki_der(cert), nonce))
+
+
+async def test_openssl_s_client_sni_fallback() -> None:
+    """An old client without an atls ALPN entry carries base64(nonce) in SNI; the server binds to it."""
+    nonce = bytes(range(32))
+    results: list[object] = []
+    async with python_server(lambda: ServerConfig(issuer=FakeIssuer()), results) as port:
+        proc = await asyncio.create_subprocess_exec(
+            _openssl(), "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-showcerts",
+            "-alpn", "h2", "-servername", base64.b64encode(nonce).decode(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(b"ping"), 30)
+    text = out.decode()
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)
+    assert pem, text
+    cert = x509.load_pem_x509_certificate(pem.group(0).encode())
+    ((_oid, evidence),) = evidence_extensions(cert)
+    FakeValidator().validate(evidence, wire.report_data(spki_der(cert), nonce))
