@@ -23,7 +23,8 @@ from .inside import INIT_SCRIPT
 from .tree import FileTree
 
 __all__ = [
-    "PROJECT_PACKAGES", "PYTHON_PACKAGES", "build_rootfs_tree", "project_files", "runtime_distributions",
+    "PROJECT_PACKAGES", "PYTHON_PACKAGES", "build_rootfs_tree", "distribution_closure", "project_files",
+    "runtime_distributions",
 ]
 
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
@@ -76,7 +77,13 @@ def _req_name(req: str) -> str | None:
 def runtime_distributions(pyproject: Path) -> list[metadata.Distribution]:
     """The pinned runtime dependencies and their (installed) requirements, sorted by name."""
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    todo = [n for n in (_req_name(d) for d in deps) if n]
+    return distribution_closure([n for n in (_req_name(d) for d in deps) if n])
+
+
+def distribution_closure(names: list[str]) -> list[metadata.Distribution]:
+    """``names`` (all must be installed) and their installed requirements, sorted by name."""
+    deps = list(names)
+    todo = list(names)
     found: dict[str, metadata.Distribution] = {}
     while todo:
         name = todo.pop()
@@ -86,7 +93,7 @@ def runtime_distributions(pyproject: Path) -> list[metadata.Distribution]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            if name in deps or any(d.startswith(name) for d in deps):
+            if name in deps:
                 raise BuildError(f"pinned dependency {name} is not installed in the build venv") from None
             continue  # an optional requirement for another interpreter version
         found[key] = dist
@@ -133,7 +140,7 @@ def _add_project(tree: FileTree, repo: Path) -> None:
 def build_rootfs_tree(repo: Path) -> FileTree:
     tree = FileTree()
     merged_usr_links(tree)
-    for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc", "var", "usr/sbin"):
+    for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "mnt/share", "root", "etc", "var", "usr/sbin"):
         tree.add_dir(d, 0o700 if d == "root" else 0o755)
     tree.add_symlink("var/run", "../run")
     tree.add_symlink("var/tmp", "../tmp")

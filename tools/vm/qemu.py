@@ -187,6 +187,8 @@ class VirtualMachine:
             self.proc.wait(10)
         if self._reader is not None:
             self._reader.join(5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def close(self) -> None:
         self.stop()
