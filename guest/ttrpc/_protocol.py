@@ -36,8 +36,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._out: list[bytes] = []
-        self._flush_pending = False
-        self._processing = False
+        self.corked = False
+        # The proxy links each downstream connection with its upstream one, so that the requests a single
+        # read produces go upstream in one write as well.
+        self.partner: FramedProtocol | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
 
     # -- subclass hooks -------------------------------------------------------------------------------
@@ -91,7 +93,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def process(self) -> None:
         conn = self.conn
-        self._processing = True  # replies produced while we go are written in one batch at the end
+        # Replies produced while we go are written in one batch at the end.
+        self.corked = True
+        partner = self.partner
+        cork_partner = partner is not None and not partner.corked
+        if cork_partner:
+            partner.corked = True  # type: ignore[union-attr]
         try:
             next_event = conn.next_event
             handle = self.handle_event
@@ -108,8 +115,12 @@ class FramedProtocol(asyncio.BufferedProtocol):
                     break
                 handle(ev)  # type: ignore[arg-type]
         finally:
-            self._processing = False
+            self.corked = False
+            if cork_partner:
+                partner.corked = False  # type: ignore[union-attr]
         self.flush()
+        if cork_partner:
+            partner.flush()  # type: ignore[union-attr]
         self.update_reading()
 
     def update_reading(self) -> None:
@@ -133,16 +144,17 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     # -- output ---------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        """Queue bytes; everything queued within one loop iteration goes out in one write()."""
+        """Write now, or queue while corked (inside `process`) so one read's replies go out in one write."""
         if self.closed:
             return
-        self._out.append(data)
-        if not self._processing and not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self.flush)
+        if self.corked:
+            self._out.append(data)
+            return
+        t = self.transport
+        if t is not None:
+            t.write(data)
 
     def flush(self) -> None:
-        self._flush_pending = False
         out = self._out
         if not out:
             return

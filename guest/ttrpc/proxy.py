@@ -115,6 +115,8 @@ class _Downstream(FramedProtocol):
             up.close()
             return
         self.up = up
+        self.partner = up
+        up.partner = self
         self.in_flight -= 1 << 40
         self.update_reading()
 
