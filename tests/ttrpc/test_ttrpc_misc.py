@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,3 +124,38 @@ def test_fuzz_decoder_bounded() -> None:
 if __name__ == "__main__":  # regenerate the committed files: python -m tests.ttrpc.test_ttrpc_misc
     for include, proto, committed in GENERATED:
         generate(include, proto, committed)
+
+
+async def test_python_m_guest_ttrpc_proxy_forwards() -> None:
+    import asyncio
+
+    from guest.ttrpc import Client, Server
+    from tools.gottrpc.echo import METHOD, SERVICE, EchoService, parse_response, request_bytes
+
+    d = Path(tempfile.mkdtemp(prefix="ttrpc-m-"))
+    server = Server(EchoService().handlers())
+    up = await server.start(parse_address(f"unix://{d / 'agent.sock'}"))
+    p = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "guest.ttrpc",
+        "proxy",
+        f"unix://{d / 'p.sock'}",
+        str(up),
+        cwd=REPO,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            if (d / "p.sock").exists():
+                break
+            await asyncio.sleep(0.05)
+        c = await Client().connect(parse_address(f"unix://{d / 'p.sock'}"))
+        assert parse_response(await c.call(SERVICE, METHOD, request_bytes("via-m"))).id == "via-m"
+        await c.close()
+    finally:
+        p.kill()
+        _, err = await p.communicate()
+        await server.close()
+        shutil.rmtree(d, ignore_errors=True)
+    assert b"event=request service=grpc.AgentService method=Echo" in err
