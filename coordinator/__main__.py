@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mesh-port", type=int, default=7777)
     p.add_argument("--http-port", type=int, default=1314)
     p.add_argument("--probe-port", type=int, default=9102)
+    p.add_argument("--transit-port", type=int, default=8200)
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -49,7 +50,7 @@ def build_config(args: argparse.Namespace) -> Config:
         issuer = SnpIssuer(prov)
     else:
         issuer = issuer_for(detect_provider(allow_simulated=False))
-    ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port)
+    ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port, args.transit_port)
     return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
                   simulated_roots=simulated_roots)
 
@@ -62,7 +63,8 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"ready userapi={coordinator.ports.user} meshapi={coordinator.ports.mesh} "
-          f"http={coordinator.ports.http} probes={coordinator.ports.probes}", flush=True)
+          f"http={coordinator.ports.http} probes={coordinator.ports.probes} "
+          f"transit={coordinator.ports.transit}", flush=True)
     await stop.wait()
     log.info("event=shutdown")
     with contextlib.suppress(TimeoutError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl as ssl_mod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,9 +19,9 @@ log = logging.getLogger("coordinator.http")
 MAX_HEAD = 8192
 REQUEST_TIMEOUT = 10.0
 REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 412: "Precondition Failed",
-    413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    412: "Precondition Failed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+    500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 
@@ -30,6 +31,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer_cert_der: bytes | None = None  # the verified client certificate on a TLS listener
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,26 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, routes: dict[str, Route], name: str) -> None:
+    """`routes` maps exact paths; a key ending in "/" matches every path below it (one segment or more)."""
+
+    def __init__(
+        self, host: str, port: int, routes: dict[str, Route], name: str, ssl: ssl_mod.SSLContext | None = None
+    ) -> None:
         self.host, self.port, self.routes, self.name = host, port, routes, name
+        self._ssl = ssl
         self._server: asyncio.Server | None = None
 
+    def _route(self, path: str) -> Route | None:
+        route = self.routes.get(path)
+        if route is not None:
+            return route
+        for key, candidate in self.routes.items():
+            if key.endswith("/") and path.startswith(key):
+                return candidate
+        return None
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -87,7 +103,7 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
 
-    async def _read(self, reader: asyncio.StreamReader) -> Request:
+    async def _read(self, reader: asyncio.StreamReader, peer_cert_der: bytes | None) -> Request:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError as exc:
@@ -97,10 +113,10 @@ class HttpServer:
         if len(head) > MAX_HEAD:
             raise HttpError(413, "request head too large")
         method, path, headers = _parse_head(head[:-4])
-        route = self.routes.get(path)
+        route = self._route(path)
         if route is None:
             raise HttpError(404, f"no such path {path[:100]}")
-        if method != route.method:
+        if method not in route.method.split("|"):
             raise HttpError(405, f"{path} expects {route.method}")
         if "transfer-encoding" in headers:
             raise HttpError(400, "chunked requests are not supported")
@@ -113,16 +129,20 @@ class HttpServer:
         if length > route.max_body:
             raise HttpError(413, f"body has {length} bytes, limit {route.max_body}")
         body = await reader.readexactly(length) if length else b""
-        return Request(method, path, headers, body)
+        return Request(method, path, headers, body, peer_cert_der)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                request = await asyncio.wait_for(self._read(reader), REQUEST_TIMEOUT)
-                response = await self.routes[request.path].handler(request)
+                ssl_object = writer.get_extra_info("ssl_object")
+                peer = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+                request = await asyncio.wait_for(self._read(reader, peer), REQUEST_TIMEOUT)
+                route = self._route(request.path)
+                assert route is not None
+                response = await route.handler(request)
             except HttpError as exc:
                 response = Response(exc.status, _error_body(str(exc)))
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl_mod.SSLError):
                 return
             except Exception:
                 log.exception("event=http_handler_failed server=%s", self.name)

@@ -4,6 +4,7 @@
     MeshAPI  :7777  aTLS, mutual; validators rebuilt per handshake from the current manifest
     HTTP     :1314  POST /attest
     probes   :9102  /probe/startup, /probe/liveness, /probe/readiness, /metrics
+    transit  :8200  mTLS (mesh certs), Vault-compatible encrypt/decrypt
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from coordinator.httpserver import HttpError, HttpServer, Request, Response, Rou
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import Guard, State, Status
 from coordinator.store import FileStore
+from coordinator.transitapi import TransitApi
 
 log = logging.getLogger("coordinator")
 
@@ -53,6 +55,7 @@ class Ports:
     mesh: int = 7777
     http: int = 1314
     probes: int = 9102
+    transit: int = 8200
 
 
 @dataclass
@@ -176,10 +179,14 @@ class Coordinator:
             "/probe/readiness": Route("GET", self._probe_ready),
             "/metrics": Route("GET", self._metrics),
         }, "probes")
-        for server in (user, mesh, attest, probes):
+        transit_api = TransitApi(self.guard)
+        transit_ssl = transit_api.ssl_context()
+        transit = HttpServer(host, ports.transit, transit_api.routes(), "transit", ssl=transit_ssl)
+        for server in (user, mesh, attest, probes, transit):
             await server.start()
             self._servers.append(server)
         ports.user, ports.mesh, ports.http, ports.probes = user.port, mesh.port, attest.port, probes.port
+        ports.transit = transit.port
         self.started = True
         log.info(
             "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",

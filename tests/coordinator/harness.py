@@ -49,9 +49,10 @@ class CoordinatorProcess:
             sys.executable, "-m", "coordinator", "--state-dir", str(self.state_dir), "--simulate-tee",
             "--simulate-initdata", str(self.initdata_path), "--listen-host", "127.0.0.1",
             "--user-port", "0", "--mesh-port", "0", "--http-port", "0", "--probe-port", "0",
+            "--transit-port", "0",
         ]
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        with open(os.environ.get("COORD_LOG", os.devnull), "ab") as log:  # COORD_LOG=file keeps the logs
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -60,8 +61,9 @@ class CoordinatorProcess:
                 line = self.proc.stdout.readline().decode()
                 if not line:
                     break
-                if m := re.match(r"ready userapi=(\d+) meshapi=(\d+) http=(\d+) probes=(\d+)", line):
-                    names = ("user", "mesh", "http", "probes")
+                pattern = r"ready userapi=(\d+) meshapi=(\d+) http=(\d+) probes=(\d+) transit=(\d+)"
+                if m := re.match(pattern, line):
+                    names = ("user", "mesh", "http", "probes", "transit")
                     self.ports = dict(zip(names, map(int, m.groups()), strict=True))
                     return
         self.stop()

@@ -62,7 +62,7 @@ def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
     thread.start()
     prov = simulation.provider(tmp_path / "sim")
     config = Config(state_dir=tmp_path / "state", issuer=SnpIssuer(prov), listen_host="127.0.0.1",
-                    ports=Ports(0, 0, 0, 0), simulated_roots=prov.trusted_roots())
+                    ports=Ports(0, 0, 0, 0, 0), simulated_roots=prov.trusted_roots())
     coord = Coordinator(config)
     asyncio.run_coroutine_threadsafe(coord.start(), loop).result(30)
     try:

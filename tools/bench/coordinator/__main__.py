@@ -76,6 +76,8 @@ def start_coordinator(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[
         "0",
         "--probe-port",
         "0",
+        "--transit-port",
+        "0",
         "--log-level",
         "WARNING",
     ]
