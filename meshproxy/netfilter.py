@@ -43,13 +43,15 @@ class Netfilter:
 
     def _run(self, args: list[str], stdin: str | None = None, binary: str | None = None) -> int:
         argv = [binary or self.iptables, "-w", *args]
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT,
-                              check=False)
-        if proc.returncode not in (0, 1):
-            raise NetfilterError(argv, proc.returncode, proc.stderr)
-        if proc.returncode == 1 and not _is_not_found(proc.stderr):
-            raise NetfilterError(argv, proc.returncode, proc.stderr)
-        return proc.returncode
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
+        if proc.returncode == 0:
+            return 0
+        # "rule/chain not found" is an answer (1 or 2 depending on backend and case); anything else fails
+        if proc.returncode in (1, 2) and _is_not_found(proc.stderr):
+            return 1
+        raise NetfilterError(argv, proc.returncode, proc.stderr)
 
     def _must(self, args: list[str]) -> None:
         argv = [self.iptables, "-w", *args]
@@ -60,15 +62,20 @@ class Netfilter:
     def has_rule(self, rule: Rule) -> bool:
         return self._run(["-t", rule.table, "-C", rule.chain, *rule.spec]) == 0
 
-    def has_chain(self, table: str, chain: str) -> bool:
-        return self._run(["-t", table, "-S", chain]) == 0
-
-    def list_rules(self, table: str, chain: str) -> list[str]:
-        argv = [self.iptables, "-w", "-t", table, "-S", chain]
+    def _save(self, table: str) -> list[str]:
+        # iptables-save is the one listing both backends print reliably (iptables-nft 1.8.9 -S can call an
+        # unreferenced user chain "incompatible").
+        argv = [self.iptables + "-save", "-t", table]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
         if proc.returncode != 0:
             raise NetfilterError(argv, proc.returncode, proc.stderr)
-        return [line for line in proc.stdout.splitlines() if line.startswith("-A ")]
+        return proc.stdout.splitlines()
+
+    def has_chain(self, table: str, chain: str) -> bool:
+        return any(line.startswith(f":{chain} ") for line in self._save(table))
+
+    def list_rules(self, table: str, chain: str) -> list[str]:
+        return [line for line in self._save(table) if line.startswith(f"-A {chain} ")]
 
     # -- default deny -------------------------------------------------------------------------------
 
@@ -95,15 +102,19 @@ class Netfilter:
             lines.extend(f"-A {r.chain} {' '.join(r.spec)}" for r in chain_rules)
         lines.append("COMMIT")
         argv = [self._restore_binary(), "-w", "--noflush"]
-        proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True,
-                              timeout=_TIMEOUT, check=False)
+        proc = subprocess.run(
+            argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
         if proc.returncode != 0:
             raise NetfilterError(argv, proc.returncode, proc.stderr)
         for hook in rules.hooks:
             if not self.has_rule(hook):
                 self._must(["-t", hook.table, "-A", hook.chain, *hook.spec])
-        log.info("event=ingress_rules_installed backend=%s rules=%d", self.iptables,
-                 sum(len(r) for r in rules.chains.values()) + len(rules.hooks))
+        log.info(
+            "event=ingress_rules_installed backend=%s rules=%d",
+            self.iptables,
+            sum(len(r) for r in rules.chains.values()) + len(rules.hooks),
+        )
 
     def remove_ingress(self, rules: IngressRules) -> None:
         for hook in rules.hooks:
@@ -119,5 +130,12 @@ class Netfilter:
 
 def _is_not_found(stderr: str) -> bool:
     text = stderr.lower()
-    return ("does a matching rule exist" in text or "no chain/target/match" in text
-            or "bad rule" in text or "doesn't exist" in text or "does not exist" in text or text == "")
+    return (
+        "does a matching rule exist" in text
+        or "couldn't load target" in text
+        or "no chain/target/match" in text
+        or "bad rule" in text
+        or "doesn't exist" in text
+        or "does not exist" in text
+        or (text == "")
+    )

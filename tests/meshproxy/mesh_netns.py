@@ -45,16 +45,36 @@ class Pod:
     def argv(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns, *argv]
 
-    def run(self, *argv: str, check: bool = False, timeout: float = 30.0,
-            env: dict[str, str] | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self.argv(*argv), capture_output=True, check=check, timeout=timeout,
-                              env=env, input=input)
+    def run(
+        self,
+        *argv: str,
+        check: bool = False,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.argv(*argv), capture_output=True, check=check, timeout=timeout, env=env, input=input
+        )
 
-    def spawn(self, *argv: str, env: dict[str, str] | None = None, stdout: int | None = None,
-              stderr: int | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
-        out = open(log, "wb") if log else stdout  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(self.argv(*argv), env=env, stdout=out if out is not None else subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT if log else (stderr or subprocess.DEVNULL))
+    def spawn(
+        self,
+        *argv: str,
+        env: dict[str, str] | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        log: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        if log is not None:
+            with open(log, "wb") as out:  # the child keeps its own descriptor
+                proc = subprocess.Popen(self.argv(*argv), env=env, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.Popen(
+                self.argv(*argv),
+                env=env,
+                stdout=stdout or subprocess.DEVNULL,
+                stderr=stderr or subprocess.DEVNULL,
+            )
         self.procs.append(proc)
         return proc
 

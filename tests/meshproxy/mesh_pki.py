@@ -29,16 +29,22 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _ca_cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
-             issuer_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _ca_cert(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
     now = _now()
     return (
         x509.CertificateBuilder()
-        .subject_name(_name(subject)).issuer_name(_name(issuer)).public_key(key.public_key())
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, True, False, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, False, False, False), critical=True
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(issuer_key, hashes.SHA256() if isinstance(issuer_key.curve, ec.SECP256R1) else hashes.SHA384())
     )
@@ -56,29 +62,41 @@ class MeshPKI:
     def create(cls, label: str = "test") -> MeshPKI:
         root_key = ec.generate_private_key(ec.SECP384R1())
         mesh_key = ec.generate_private_key(ec.SECP384R1())
-        root = _ca_cert(f"system:coordinator:root:{label}", root_key, f"system:coordinator:root:{label}", root_key)
+        root = _ca_cert(
+            f"system:coordinator:root:{label}", root_key, f"system:coordinator:root:{label}", root_key
+        )
         inter_name = f"system:coordinator:intermediate:{label}"
         intermediate = _ca_cert(inter_name, mesh_key, root.subject.rfc4514_string()[3:], root_key)
         mesh_ca = _ca_cert(inter_name, mesh_key, inter_name, mesh_key)
         return cls(root_key, root, mesh_key, intermediate, mesh_ca)
 
-    def leaf(self, dns: str, key: ec.EllipticCurvePrivateKey | None = None,
-             not_after: datetime.datetime | None = None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        self,
+        dns: str,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = key or ec.generate_private_key(ec.SECP256R1())
         now = _now()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(dns)).issuer_name(self.mesh_ca.subject).public_key(key.public_key())
+            .subject_name(_name(dns))
+            .issuer_name(self.mesh_ca.subject)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(not_after or now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                           critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.mesh_key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.mesh_key.public_key()), critical=False
+            )
             .sign(self.mesh_key, hashes.SHA384())
         )
         return cert, key
@@ -90,7 +108,9 @@ class MeshPKI:
         files = {
             "mesh-ca.pem": self.mesh_ca.public_bytes(PEM),
             "certChain.pem": cert.public_bytes(PEM) + self.intermediate.public_bytes(PEM),
-            "key.pem": key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            "key.pem": key.private_bytes(
+                PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
             "coordinator-root-ca.pem": self.root.public_bytes(PEM),
         }
         for name, data in files.items():

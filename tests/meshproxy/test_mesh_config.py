@@ -28,8 +28,12 @@ def test_empty_environment_means_mtls_on_every_port() -> None:
 def test_ingress_entries_and_go_bool_spellings() -> None:
     entries, disabled = parse_ingress("web#8080#false##metrics#9090#true##x#1#T##y#2#0")
     assert not disabled
-    assert entries == (IngressEntry("web", 8080, False), IngressEntry("metrics", 9090, True),
-                       IngressEntry("x", 1, True), IngressEntry("y", 2, False))
+    assert entries == (
+        IngressEntry("web", 8080, False),
+        IngressEntry("metrics", 9090, True),
+        IngressEntry("x", 1, True),
+        IngressEntry("y", 2, False),
+    )
 
 
 def test_ingress_disabled_value() -> None:
@@ -38,43 +42,53 @@ def test_ingress_disabled_value() -> None:
 
 def test_egress_example_from_contrast_docs() -> None:
     entries = parse_egress("billing#127.137.0.1:8081#billing-svc:8080##cart#127.137.0.2:8081#cart-svc:8080")
-    assert entries == (EgressEntry("billing", "127.137.0.1", 8081, "billing-svc", 8080),
-                       EgressEntry("cart", "127.137.0.2", 8081, "cart-svc", 8080))
+    assert entries == (
+        EgressEntry("billing", "127.137.0.1", 8081, "billing-svc", 8080),
+        EgressEntry("cart", "127.137.0.2", 8081, "cart-svc", 8080),
+    )
 
 
 def test_full_environment() -> None:
-    config = from_environ({INGRESS_ENV: "web#8080#false", EGRESS_ENV: "emoji#127.137.0.1:8081#emoji-svc:8080",
-                           ADMIN_ENV: "9901"})
+    config = from_environ(
+        {
+            INGRESS_ENV: "web#8080#false",
+            EGRESS_ENV: "emoji#127.137.0.1:8081#emoji-svc:8080",
+            ADMIN_ENV: "9901",
+        }
+    )
     assert config.admin_port == 9901
     assert config.tls_no_client_auth_ports == (8080,) and config.plain_ports == ()
 
 
-@pytest.mark.parametrize(("variable", "value", "entry", "fragment"), [
-    (INGRESS_ENV, "web#8080", "web#8080", "got 2 fields"),
-    (INGRESS_ENV, "web#8080#false#x", "web#8080#false#x", "got 4 fields"),
-    (INGRESS_ENV, "ok#1#true##web#80a#true", "web#80a#true", "not a decimal port"),
-    (INGRESS_ENV, "web#0#true", "web#0#true", "outside 1..65535"),
-    (INGRESS_ENV, "web#65536#true", "web#65536#true", "outside 1..65535"),
-    (INGRESS_ENV, "web#+80#true", "web#+80#true", "not a decimal port"),
-    (INGRESS_ENV, "web#8080#yes", "web#8080#yes", "not a boolean"),
-    (INGRESS_ENV, "web#8080#", "web#8080#", "not a boolean"),
-    (INGRESS_ENV, "#8080#true", "#8080#true", "name"),
-    (INGRESS_ENV, "a#15006#true", "a#15006#true", "reserved"),
-    (INGRESS_ENV, "a#80#true##a#81#true", "a#81#true", "duplicate name"),
-    (INGRESS_ENV, "a#80#true##b#80#false", "b#80#false", "duplicate port"),
-    (INGRESS_ENV, "a#80#true####b#81#true", "", "got 1 fields"),
-    (EGRESS_ENV, "svc#10.0.0.1:8081#svc:80", "svc#10.0.0.1:8081#svc:80", "not in 127.0.0.0/8"),
-    (EGRESS_ENV, "svc#0.0.0.0:8081#svc:80", "svc#0.0.0.0:8081#svc:80", "not in 127.0.0.0/8"),
-    (EGRESS_ENV, "svc#localhost:8081#svc:80", "svc#localhost:8081#svc:80", "not an IPv4 address"),
-    (EGRESS_ENV, "svc#127.0.0.1#svc:80", "svc#127.0.0.1#svc:80", "has no :port"),
-    (EGRESS_ENV, "svc#127.0.0.1:8081#svc", "svc#127.0.0.1:8081#svc", "has no :port"),
-    (EGRESS_ENV, "svc#127.0.0.1:8081#sv_c:80", "svc#127.0.0.1:8081#sv_c:80", "DNS name"),
-    (EGRESS_ENV, "svc#127.0.0.1:8081#svc:http", "svc#127.0.0.1:8081#svc:http", "not a decimal port"),
-    (EGRESS_ENV, "svc#127.0.0.1:8081", "svc#127.0.0.1:8081", "got 2 fields"),
-    (EGRESS_ENV, "a#127.0.0.1:1#x:1##b#127.0.0.1:1#y:1", "b#127.0.0.1:1#y:1", "duplicate listen"),
-    (ADMIN_ENV, "99x", "99x", "not a decimal port"),
-    (ADMIN_ENV, "15007", "15007", "collides"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "entry", "fragment"),
+    [
+        (INGRESS_ENV, "web#8080", "web#8080", "got 2 fields"),
+        (INGRESS_ENV, "web#8080#false#x", "web#8080#false#x", "got 4 fields"),
+        (INGRESS_ENV, "ok#1#true##web#80a#true", "web#80a#true", "not a decimal port"),
+        (INGRESS_ENV, "web#0#true", "web#0#true", "outside 1..65535"),
+        (INGRESS_ENV, "web#65536#true", "web#65536#true", "outside 1..65535"),
+        (INGRESS_ENV, "web#+80#true", "web#+80#true", "not a decimal port"),
+        (INGRESS_ENV, "web#8080#yes", "web#8080#yes", "not a boolean"),
+        (INGRESS_ENV, "web#8080#", "web#8080#", "not a boolean"),
+        (INGRESS_ENV, "#8080#true", "#8080#true", "name"),
+        (INGRESS_ENV, "a#15006#true", "a#15006#true", "reserved"),
+        (INGRESS_ENV, "a#80#true##a#81#true", "a#81#true", "duplicate name"),
+        (INGRESS_ENV, "a#80#true##b#80#false", "b#80#false", "duplicate port"),
+        (INGRESS_ENV, "a#80#true####b#81#true", "", "got 1 fields"),
+        (EGRESS_ENV, "svc#10.0.0.1:8081#svc:80", "svc#10.0.0.1:8081#svc:80", "not in 127.0.0.0/8"),
+        (EGRESS_ENV, "svc#0.0.0.0:8081#svc:80", "svc#0.0.0.0:8081#svc:80", "not in 127.0.0.0/8"),
+        (EGRESS_ENV, "svc#localhost:8081#svc:80", "svc#localhost:8081#svc:80", "not an IPv4 address"),
+        (EGRESS_ENV, "svc#127.0.0.1#svc:80", "svc#127.0.0.1#svc:80", "has no :port"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#svc", "svc#127.0.0.1:8081#svc", "has no :port"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#sv_c:80", "svc#127.0.0.1:8081#sv_c:80", "DNS name"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#svc:http", "svc#127.0.0.1:8081#svc:http", "not a decimal port"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081", "svc#127.0.0.1:8081", "got 2 fields"),
+        (EGRESS_ENV, "a#127.0.0.1:1#x:1##b#127.0.0.1:1#y:1", "b#127.0.0.1:1#y:1", "duplicate listen"),
+        (ADMIN_ENV, "99x", "99x", "not a decimal port"),
+        (ADMIN_ENV, "15007", "15007", "collides"),
+    ],
+)
 def test_malformed_entry_is_named(variable: str, value: str, entry: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         from_environ({variable: value})
@@ -108,8 +122,13 @@ def test_arbitrary_egress_text_parses_or_raises_config_error(text: str) -> None:
 _names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
 
 
-@given(st.lists(st.tuples(_names, st.integers(1, 65535), st.booleans()), max_size=6,
-                unique_by=(lambda t: t[0], lambda t: t[1])))
+@given(
+    st.lists(
+        st.tuples(_names, st.integers(1, 65535), st.booleans()),
+        max_size=6,
+        unique_by=(lambda t: t[0], lambda t: t[1]),
+    )
+)
 def test_ingress_round_trip(items: list[tuple[str, int, bool]]) -> None:
     items = [i for i in items if i[1] not in (15006, 15007)]
     text = "##".join(f"{n}#{p}#{str(d).lower()}" for n, p, d in items)
@@ -117,10 +136,16 @@ def test_ingress_round_trip(items: list[tuple[str, int, bool]]) -> None:
     assert [(e.name, e.port, e.disable_tls) for e in entries] == items
 
 
-@given(st.lists(st.tuples(_names, st.integers(1, 254), st.integers(1, 65535), _names, st.integers(1, 65535)),
-                max_size=5, unique_by=(lambda t: t[0], lambda t: (t[1], t[2]))))
+@given(
+    st.lists(
+        st.tuples(_names, st.integers(1, 254), st.integers(1, 65535), _names, st.integers(1, 65535)),
+        max_size=5,
+        unique_by=(lambda t: t[0], lambda t: (t[1], t[2])),
+    )
+)
 def test_egress_round_trip(items: list[tuple[str, int, int, str, int]]) -> None:
     text = "##".join(f"{n}#127.0.0.{o}:{lp}#{h}:{rp}" for n, o, lp, h, rp in items)
     entries = parse_egress(text)
-    assert [(e.name, e.listen_ip, e.listen_port, e.remote_host, e.remote_port) for e in entries] == \
-        [(n, f"127.0.0.{o}", lp, h, rp) for n, o, lp, h, rp in items]
+    assert [(e.name, e.listen_ip, e.listen_port, e.remote_host, e.remote_port) for e in entries] == [
+        (n, f"127.0.0.{o}", lp, h, rp) for n, o, lp, h, rp in items
+    ]

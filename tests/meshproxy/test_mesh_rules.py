@@ -41,12 +41,22 @@ def test_default_deny_is_contrasts_rule() -> None:
 
 def test_show_rules_cli_and_config_error_exit_code() -> None:
     env = dict(os.environ, **CASES["mixed"])
-    ok = subprocess.run([sys.executable, "-m", "meshproxy", "show-rules"], env=env, capture_output=True,
-                        text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "meshproxy", "show-rules"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0
     assert ok.stdout == (GOLDEN / "mixed.rules").read_text()
     env["CONTRAST_EGRESS_PROXY_CONFIG"] = "leak#10.0.0.5:80#svc:80"
-    bad = subprocess.run([sys.executable, "-m", "meshproxy", "show-rules"], env=env, capture_output=True,
-                         text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "meshproxy", "show-rules"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2
     assert "leak#10.0.0.5:80#svc:80" in bad.stderr and "127.0.0.0/8" in bad.stderr

@@ -27,8 +27,12 @@ def _pump(client: TLSSession, server: TLSSession, rounds: int = 8) -> None:
             return
 
 
-def _pair(tls_dirs: dict[str, Path], client_dir: str = "a", mtls: bool = True,
-          max_version: ssl.TLSVersion | None = None) -> tuple[TLSSession, TLSSession]:
+def _pair(
+    tls_dirs: dict[str, Path],
+    client_dir: str = "a",
+    mtls: bool = True,
+    max_version: ssl.TLSVersion | None = None,
+) -> tuple[TLSSession, TLSSession]:
     server_creds = load_credentials(tls_dirs["b"])
     client_ctx = load_credentials(tls_dirs[client_dir]).client
     if max_version is not None:
@@ -131,7 +135,7 @@ def test_any_split_of_the_ciphertext_gives_the_same_plaintext(payload: bytes, cu
     buf = memoryview(bytearray(7000))  # smaller than a record: exercises partial record reads
     pos = 0
     for cut in [*cuts, len(wire)]:
-        server.receive_ciphertext(wire[pos:pos + cut])
+        server.receive_ciphertext(wire[pos : pos + cut])
         pos += cut
         while n := server.read_plaintext(buf):
             out += buf[:n]

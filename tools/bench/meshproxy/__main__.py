@@ -88,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sh("ip", "-n", n, "link", "set", "lo", "up")
             sh("ip", "-n", n, "link", "set", dev, "up")
         a_dir, b_dir = make_pki(work)
-        (work / "server-combined.pem").write_bytes((b_dir / "certChain.pem").read_bytes()
-                                                   + (b_dir / "key.pem").read_bytes())
+        (work / "server-combined.pem").write_bytes(
+            (b_dir / "certChain.pem").read_bytes() + (b_dir / "key.pem").read_bytes()
+        )
+        tls_opts = f"ca-file {b_dir}/mesh-ca.pem verify required ssl-min-ver TLSv1.3"
         (work / "haproxy.cfg").write_text(f"""global
   nbthread 1
 defaults
@@ -98,17 +100,18 @@ defaults
   timeout client 120s
   timeout server 120s
 frontend tp
-  bind 0.0.0.0:8441 ssl crt {work}/server-combined.pem ca-file {b_dir}/mesh-ca.pem verify required ssl-min-ver TLSv1.3
+  bind 0.0.0.0:8441 ssl crt {work}/server-combined.pem {tls_opts}
   default_backend sink
 frontend rr
-  bind 0.0.0.0:8442 ssl crt {work}/server-combined.pem ca-file {b_dir}/mesh-ca.pem verify required ssl-min-ver TLSv1.3
+  bind 0.0.0.0:8442 ssl crt {work}/server-combined.pem {tls_opts}
   default_backend echo
 backend sink
   server s1 127.0.0.1:9001
 backend echo
   server e1 127.0.0.1:9002
 """)
-        stunnel_sections = "".join(f"""[{name}]
+        stunnel_sections = "".join(
+            f"""[{name}]
 accept = 0.0.0.0:{port}
 connect = 127.0.0.1:{backend}
 cert = {b_dir}/certChain.pem
@@ -116,11 +119,16 @@ key = {b_dir}/key.pem
 CAfile = {b_dir}/mesh-ca.pem
 verifyChain = yes
 sslVersionMin = TLSv1.3
-""" for name, port, backend in (("tp", 8461, 9001), ("rr", 8462, 9002)))
-        (work / "stunnel.conf").write_text("foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\n"
-                                           "socket = r:TCP_NODELAY=1\n" + stunnel_sections)
+"""
+            for name, port, backend in (("tp", 8461, 9001), ("rr", 8462, 9002))
+        )
+        (work / "stunnel.conf").write_text(
+            "foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n" + stunnel_sections
+        )
 
-        def spawn(argv: list[str], env: dict[str, str] | None = None, log: str | None = None) -> subprocess.Popen[bytes]:
+        def spawn(
+            argv: list[str], env: dict[str, str] | None = None, log: str | None = None
+        ) -> subprocess.Popen[bytes]:
             out = open(work / log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
             p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
             procs.append(p)
@@ -132,9 +140,28 @@ sslVersionMin = TLSv1.3
         plain = "##".join(f"p{p}#{p}#true" for p in (8441, 8442, 8461, 8462, 9011, 9012))
         env = dict(os.environ, CONTRAST_INGRESS_PROXY_CONFIG=plain, PYTHONPATH=str(REPO))
         ready = work / "ready"
-        profile = ["-m", "cProfile", "-o", os.environ["MESHBENCH_PROFILE"]] if "MESHBENCH_PROFILE" in os.environ else []
-        ours = spawn(ns(nb, PY, *profile, "-m", "meshproxy", "--tls-dir", str(b_dir), "--ready-file", str(ready),
-                        "-l", "warning"), env=env, log="meshproxy.log")
+        profile = (
+            ["-m", "cProfile", "-o", os.environ["MESHBENCH_PROFILE"]]
+            if "MESHBENCH_PROFILE" in os.environ
+            else []
+        )
+        ours = spawn(
+            ns(
+                nb,
+                PY,
+                *profile,
+                "-m",
+                "meshproxy",
+                "--tls-dir",
+                str(b_dir),
+                "--ready-file",
+                str(ready),
+                "-l",
+                "warning",
+            ),
+            env=env,
+            log="meshproxy.log",
+        )
         deadline = time.monotonic() + 20
         while not ready.exists():
             if time.monotonic() > deadline or ours.poll() is not None:
@@ -143,17 +170,36 @@ sslVersionMin = TLSv1.3
             time.sleep(0.05)
         time.sleep(1.0)  # haproxy/stunnel startup
         servers = {"haproxy (TLS)": haproxy, "stunnel4 (TLS)": stunnel, "meshproxy (TLS, TPROXY)": ours}
-        rows = {"direct plaintext": (9011, 9012, "plain"), "haproxy (TLS)": (8441, 8442, "tls"),
-                "stunnel4 (TLS)": (8461, 8462, "tls"), "meshproxy (TLS, TPROXY)": (9001, 9002, "tls")}
+        rows = {
+            "direct plaintext": (9011, 9012, "plain"),
+            "haproxy (TLS)": (8441, 8442, "tls"),
+            "stunnel4 (TLS)": (8461, 8462, "tls"),
+            "meshproxy (TLS, TPROXY)": (9001, 9002, "tls"),
+        }
         results: dict[str, list[dict[str, float]]] = {k: [] for k in rows}
         for _ in range(args.rounds):
             for name, (tp, rr, mode) in rows.items():
                 row: dict[str, float] = {}
                 for ports in ((tp, 0), (0, rr)):
                     before = {k: cpu_seconds(p.pid) for k, p in servers.items()}
-                    proc = subprocess.run(ns(na, PY, str(HERE / "client.py"), B_IP, str(ports[0]), str(ports[1]),
-                                             mode, str(a_dir), str(args.gib), str(args.rr)),
-                                          capture_output=True, text=True, timeout=600, check=False)
+                    proc = subprocess.run(
+                        ns(
+                            na,
+                            PY,
+                            str(HERE / "client.py"),
+                            B_IP,
+                            str(ports[0]),
+                            str(ports[1]),
+                            mode,
+                            str(a_dir),
+                            str(args.gib),
+                            str(args.rr),
+                        ),
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                        check=False,
+                    )
                     if proc.returncode != 0:
                         print(f"{name}: client failed: {proc.stderr[-500:]}", file=sys.stderr)
                         return 1
@@ -195,7 +241,8 @@ def _rss_under_load(na: str, a_dir: Path, conns: int, ours: int, stunnel: int) -
     script = f"""
 import socket, ssl, sys, time
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False
-ctx.load_verify_locations("{a_dir}/mesh-ca.pem"); ctx.load_cert_chain("{a_dir}/certChain.pem", "{a_dir}/key.pem")
+ctx.load_verify_locations("{a_dir}/mesh-ca.pem")
+ctx.load_cert_chain("{a_dir}/certChain.pem", "{a_dir}/key.pem")
 held = []
 for port in (9002, 8462):
     for _ in range({conns}):
@@ -216,17 +263,29 @@ sys.stdin.readline()
     return result
 
 
-def print_table(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, idle: int, loaded: int,
-                stunnel_loaded: int) -> None:
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("mbps", "p50_us", "p99_us")}
-           for k, v in results.items()}
+def print_table(
+    results: dict[str, list[dict[str, float]]],
+    args: argparse.Namespace,
+    idle: int,
+    loaded: int,
+    stunnel_loaded: int,
+) -> None:
+    med = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("mbps", "p50_us", "p99_us")}
+        for k, v in results.items()
+    }
     direct = med["direct plaintext"]["p50_us"]
     hap = med["haproxy (TLS)"]
-    print(f"\nmeshproxy benchmark: {args.rounds} interleaved rounds (median), {args.gib} GiB, "
-          f"{args.rr} x 64 B round trips, TLS 1.3 mTLS P-256, pod A -> veth -> pod B; python {sys.version.split()[0]}, "
-          f"{ssl.OPENSSL_VERSION}, {os.cpu_count()} CPUs")
-    print(f"| path | throughput MB/s (rounds) | x haproxy | proxy CPU s/GiB | rr64 p50 µs | added p50 µs | "
-          f"x haproxy added | rr64 p99 µs | proxy CPU µs/rr |")
+    print(
+        f"\nmeshproxy benchmark: {args.rounds} interleaved rounds (median), {args.gib} GiB, "
+        f"{args.rr} x 64 B round trips, TLS 1.3 mTLS P-256, pod A -> veth -> pod B; "
+        f"python {sys.version.split()[0]}, "
+        f"{ssl.OPENSSL_VERSION}, {os.cpu_count()} CPUs"
+    )
+    print(
+        "| path | throughput MB/s (rounds) | x haproxy | proxy CPU s/GiB | rr64 p50 µs | added p50 µs | "
+        "x haproxy added | rr64 p99 µs | proxy CPU µs/rr |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         rounds = " / ".join(f"{r['mbps']:.0f}" for r in results[name])
@@ -236,12 +295,17 @@ def print_table(results: dict[str, list[dict[str, float]]], args: argparse.Names
         cpu_text = f"{statistics.median(cpu):.2f}" if cpu else "-"
         cpu_rr = [r["cpu_us_per_rr"] for r in results[name] if "cpu_us_per_rr" in r]
         cpu_rr_text = f"{statistics.median(cpu_rr):.1f}" if cpu_rr else "-"
-        print(f"| {name} | {m['mbps']:.0f} ({rounds}) | {m['mbps'] / hap['mbps']:.2f} | {cpu_text} | "
-              f"{m['p50_us']:.1f} | "
-              f"{added:+.1f} | {(added / hap_added if hap_added > 0 else float('nan')):.2f} | {m['p99_us']:.1f} | "
-              f"{cpu_rr_text} |")
-    print(f"| meshproxy RSS | idle {idle / 1024:.1f} MiB | {args.conns} conns {loaded / 1024:.1f} MiB | "
-          f"stunnel4 at {args.conns} conns {stunnel_loaded / 1024:.1f} MiB | | | | | |")
+        print(
+            f"| {name} | {m['mbps']:.0f} ({rounds}) | {m['mbps'] / hap['mbps']:.2f} | {cpu_text} | "
+            f"{m['p50_us']:.1f} | "
+            f"{added:+.1f} | {(added / hap_added if hap_added > 0 else float('nan')):.2f} | "
+            f"{m['p99_us']:.1f} | "
+            f"{cpu_rr_text} |"
+        )
+    print(
+        f"| meshproxy RSS | idle {idle / 1024:.1f} MiB | {args.conns} conns {loaded / 1024:.1f} MiB | "
+        f"stunnel4 at {args.conns} conns {stunnel_loaded / 1024:.1f} MiB | | | | | |"
+    )
     print("targets: throughput >= 0.8x haproxy; added p50 <= 1.5x haproxy's; RSS <= 40 MB at 100 connections")
 
 

@@ -11,7 +11,13 @@ import struct
 import sys
 import time
 
-host, tp_port, echo_port, mode, certdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+host, tp_port, echo_port, mode, certdir = (
+    sys.argv[1],
+    int(sys.argv[2]),
+    int(sys.argv[3]),
+    sys.argv[4],
+    sys.argv[5],
+)
 gib = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0
 N = int(sys.argv[7]) if len(sys.argv) > 7 else 20000
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
