@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--http-port", type=int, default=1314)
     p.add_argument("--probe-port", type=int, default=9102)
     p.add_argument("--transit-port", type=int, default=8200)
+    p.add_argument("--peer", action="append", default=[],
+                   help="HOST:PORT of a peer Coordinator's MeshAPI sharing this state dir (repeatable)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -52,7 +54,7 @@ def build_config(args: argparse.Namespace) -> Config:
         issuer = issuer_for(detect_provider(allow_simulated=False))
     ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port, args.transit_port)
     return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
-                  simulated_roots=simulated_roots)
+                  simulated_roots=simulated_roots, peers=tuple(args.peer))
 
 
 async def serve(config: Config) -> None:

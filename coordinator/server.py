@@ -30,6 +30,7 @@ from attestation.atls.tunnel import PeerRegistry, Terminator
 from attestation.errors import AttestationError
 from attestation.reference_values import ReferenceValues
 from attestation.trust import AmdRoots
+from coordinator import peerrecovery
 from coordinator.api import MeshApi, UserApi
 from coordinator.errors import StateError
 from coordinator.history import History
@@ -38,12 +39,12 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import Guard, State, Status
 from coordinator.store import FileStore
 from coordinator.transitapi import TransitApi
+from coordinator.verifiers import SIMULATED_PLATFORM
 
 log = logging.getLogger("coordinator")
 
-# Reference-value entries with this Platform are checked against the simulated AMD root, and only
-# when the Coordinator runs with --simulate-tee. Real entries always use the bundled AMD roots.
-SIMULATED_PLATFORM = "Simulated-SNP"
+# Reference-value entries with Platform SIMULATED_PLATFORM are checked against the simulated AMD root,
+# and only when the Coordinator runs with --simulate-tee. Real entries always use the bundled AMD roots.
 USER_MAX_MESSAGE = 16 * 1024 * 1024
 MESH_MAX_MESSAGE = 64 * 1024
 ATTEST_MAX_BODY = 1024
@@ -66,6 +67,7 @@ class Config:
     ports: Ports = field(default_factory=Ports)
     simulated_roots: AmdRoots | None = None
     handshake_timeout: float = 25.0
+    peers: tuple[str, ...] = ()
 
 
 def attest_report_data(
@@ -120,6 +122,7 @@ class Coordinator:
         self.ports = Ports(**vars(config.ports))
         self.backend_ports: dict[str, int] = {}
         self._validators: tuple[State, list[Validator]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- aTLS configs per handshake ----------------------------------------------------------------------
     def _user_config(self) -> ServerConfig:
@@ -187,6 +190,14 @@ class Coordinator:
             self._servers.append(server)
         ports.user, ports.mesh, ports.http, ports.probes = user.port, mesh.port, attest.port, probes.port
         ports.transit = transit.port
+        if self.config.peers:
+            # Startup waits for one attempt, as Contrast's startup probe waits for the first recovery.
+            await asyncio.to_thread(
+                peerrecovery.recover_once, self.guard, self.config.issuer, self.config.peers,
+                self.config.simulated_roots,
+            )
+            self._tasks.append(asyncio.create_task(peerrecovery.run(
+                self.guard, self.config.issuer, self.config.peers, self.config.simulated_roots)))
         self.started = True
         log.info(
             "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",
@@ -196,6 +207,9 @@ class Coordinator:
 
     async def stop(self) -> None:
         self.started = False
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
         for server in self._servers:
             await server.close()
         for g in self._grpc:

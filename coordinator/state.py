@@ -207,6 +207,27 @@ class Guard:
             hook(state)
         return state
 
+    def recover_from_peer(self, seed: bytes, salt: bytes, mesh_key: ec.EllipticCurvePrivateKey) -> State:
+        """Peer recovery: the seed came from an attested peer Coordinator over mutual aTLS; it must
+        verify the signed history here too. The peer's mesh CA key is taken over (no rotation)."""
+        with self._lock:
+            if self._state is not None:
+                raise AlreadyRecoveredError()
+            if not self.history.has_latest():
+                raise StateError("no state to recover from")
+            latest, manifest = self.persisted_manifest()
+            engine = self._engine(seed, salt)
+            try:
+                latest.verify(engine.transaction_signing_key.public_key())
+            except SignatureError as exc:
+                raise PermissionDeniedError("the peer's seed does not match the signed history") from exc
+            generation = sum(1 for _ in self.history.walk(latest.transition_hash))
+            state = State(engine, manifest, Authority(engine.root_ca_key, mesh_key), latest, generation)
+            self._state = state
+        for hook in self.on_change:
+            hook(state)
+        return state
+
     @staticmethod
     def _engine(seed: bytes, salt: bytes) -> SeedEngine:
         try:

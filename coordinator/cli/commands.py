@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from attestation.atls import ClientConfig, Validator
-from attestation.atls.platforms import SnpValidator
-from attestation.atls.tdx import TdxValidator
 from attestation.errors import AttestationError
 from attestation.initdata import InitdataError
 from attestation.initdata import parse as parse_initdata
-from attestation.reference_values import ReferenceValues
 from coordinator import manifest as manifest_mod
-from coordinator import rpc
+from coordinator import rpc, verifiers
 from coordinator.cli.workspace import (
     INITDATA_DIR,
     MANIFEST,
@@ -33,7 +30,6 @@ from coordinator.cli.workspace import (
 from coordinator.client import CallError, call, split_host_port
 from coordinator.errors import ManifestError
 from coordinator.proto import userapi_pb2
-from coordinator.server import SIMULATED_PLATFORM
 from coordinator.simulation import SIMULATED_ROOT_ENV
 from coordinator.state import decrypt_seed, key_digest
 
@@ -100,27 +96,18 @@ def generate(
 
 # -- validators ------------------------------------------------------------------------------------------
 def coordinator_validators(manifest: manifest_mod.Manifest) -> list[Validator]:
-    """Validators for the Coordinator: the manifest's SNP reference values, HOST_DATA pinned to the
-    Coordinator's policy hash. Simulated entries are trusted only with ATTESTATION_SIMULATED_ROOT."""
-    pinned = bytes.fromhex(manifest.coordinator_policy_hash())
-    real = [e for e in manifest.snp if e.get("Platform") != SIMULATED_PLATFORM]
-    simulated = [e for e in manifest.snp if e.get("Platform") == SIMULATED_PLATFORM]
-    out: list[Validator] = []
-    if real:
-        out.append(SnpValidator(ReferenceValues.from_obj({"snp": real}).snp, host_data=pinned))
+    """Validators for the Coordinator (HOST_DATA pinned to its policy hash); simulated entries are
+    trusted only with ATTESTATION_SIMULATED_ROOT set."""
+    roots = None
     root_dir = os.environ.get(SIMULATED_ROOT_ENV)
-    if simulated and root_dir:
+    if root_dir:
         from attestation.providers.simulated import SimulatedAmdRoot
 
         roots = SimulatedAmdRoot.load(root_dir).roots()
-        entries = ReferenceValues.from_obj({"snp": simulated}).snp
-        out.append(SnpValidator(entries, trusted_roots=roots, host_data=pinned))
-    if manifest.tdx:
-        try:
-            tdx = ReferenceValues.from_obj({"tdx": list(manifest.tdx)}).tdx
-        except AttestationError as exc:
-            raise CliError(f"TDX reference values: {exc}") from exc
-        out.append(TdxValidator(tdx, mr_config_id=pinned + bytes(16)))
+    try:
+        out = verifiers.coordinator_validators(manifest, roots)
+    except AttestationError as exc:
+        raise CliError(f"reference values: {exc}") from exc
     if not out:
         raise CliError("no usable reference values in the manifest to verify the Coordinator with")
     return out

@@ -38,6 +38,7 @@ class CoordinatorProcess:
     sim_root: Path
     initdata_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
@@ -49,7 +50,7 @@ class CoordinatorProcess:
             sys.executable, "-m", "coordinator", "--state-dir", str(self.state_dir), "--simulate-tee",
             "--simulate-initdata", str(self.initdata_path), "--listen-host", "127.0.0.1",
             "--user-port", "0", "--mesh-port", "0", "--http-port", "0", "--probe-port", "0",
-            "--transit-port", "0",
+            "--transit-port", "0", *self.extra_args,
         ]
         with open(os.environ.get("COORD_LOG", os.devnull), "ab") as log:  # COORD_LOG=file keeps the logs
             self.proc = subprocess.Popen(argv, cwd=REPO, env=self.env(), stdout=subprocess.PIPE, stderr=log)

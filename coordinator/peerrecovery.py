@@ -1,0 +1,66 @@
+"""Peer recovery: a stale Coordinator gets the seed and mesh CA key from an attested peer.
+
+Contrast discovers peers through Kubernetes; here peers are given explicitly (``--peer HOST:PORT``,
+repeatable) and share the history store (the same state directory). While stale, the Coordinator
+tries every peer at startup and then every 15 s: it builds validators from the *persisted* latest
+manifest with HOST_DATA pinned to the coordinator policy hash, calls ``MeshAPI.Recover`` over mutual
+aTLS presenting its own evidence, and accepts the seed only if it verifies the signed history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attestation.atls import ClientConfig, Issuer
+from attestation.errors import AttestationError
+from attestation.trust import AmdRoots
+from coordinator import rpc, verifiers
+from coordinator.client import CallError, call, split_host_port
+from coordinator.errors import CoordinatorError
+from coordinator.proto import meshapi_pb2
+from coordinator.state import Guard, Status
+
+log = logging.getLogger("coordinator.peerrecovery")
+INTERVAL = 15.0
+MESH_PORT = 7777
+
+
+def recover_once(
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None
+) -> bool:
+    """One attempt over all peers; True once this Coordinator is active."""
+    if guard.status() is not Status.STALE:
+        return guard.status() is Status.ACTIVE
+    try:
+        _latest, manifest = guard.persisted_manifest()
+        validators = verifiers.coordinator_validators(manifest, simulated_roots)
+    except (CoordinatorError, AttestationError) as exc:
+        log.warning("event=peer_recovery_impossible error=%r", str(exc))
+        return False
+    for peer in peers:
+        host, port = split_host_port(peer, MESH_PORT)
+        try:
+            resp = call(host, port, ClientConfig(issuer=issuer, validators=validators), rpc.MESH_RECOVER,
+                        meshapi_pb2.RecoverRequest(), 15)
+            key = serialization.load_pem_private_key(resp.MeshCAKey, None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey):
+                raise CoordinatorError("peer sent a mesh CA key that is not ECDSA")
+            state = guard.recover_from_peer(resp.Seed, resp.Salt, key)
+        except (CallError, CoordinatorError, ValueError) as exc:
+            log.warning("event=peer_recovery_failed peer=%s error=%r", peer, str(exc))
+            continue
+        log.info("event=peer_recovered peer=%s generation=%d", peer, state.generation)
+        return True
+    return False
+
+
+async def run(guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None) -> None:
+    while True:
+        if guard.status() is Status.STALE:
+            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots)
+        await asyncio.sleep(INTERVAL)
