@@ -124,8 +124,8 @@ async def test_large_transfer_both_ways_with_half_close(tls_dirs: dict[str, Path
         await asyncio.to_thread(thread.join, 10)
 
 
-async def _eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _eventually(predicate: Callable[[], bool], within: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             return False
