@@ -113,7 +113,13 @@ class FramedProtocol(asyncio.BufferedProtocol):
                     self.flush()
                     self.close()
                     break
-                handle(ev)  # type: ignore[arg-type]
+                try:
+                    handle(ev)  # type: ignore[arg-type]
+                except Exception:
+                    # A bug, not a peer error: drop this connection (fail closed), keep the process.
+                    log.exception("event=internal_error role=%s", conn.role.value)
+                    self.abort()
+                    break
         finally:
             self.corked = False
             if cork_partner:

@@ -74,8 +74,8 @@ class Client:
             request = Request(request.service, request.method, request.payload,
                               max(1, int(timeout * 1e9)), request.metadata)
         conn = proto.conn
-        sid = conn.new_stream_id()
         try:
+            sid = conn.new_stream_id()
             data = conn.send(Call(sid, request))
         except LocalProtocolError as e:
             # e.g. an oversize request: Go's client fails the call with RESOURCE_EXHAUSTED before sending.

@@ -188,7 +188,10 @@ class Connection:
         if self.role is not Role.SERVER:
             raise LocalProtocolError("a client does not send responses")
         response = event.response if type(event) is Reply else Response(event.status)  # type: ignore[union-attr]
-        payload = encode_response(response)
+        try:
+            payload = encode_response(response)
+        except EnvelopeError:  # e.g. a status message with a lone surrogate: still answer the stream
+            payload = encode_response(Response(Status(Code.UNKNOWN, "ttrpc: response could not be encoded")))
         if len(payload) > self._max:
             # ttrpc-rust's check_oversize before respond: the reply becomes an error status. (An error reply
             # can be too big itself, e.g. "<service> service does not exist" for a huge service name.)

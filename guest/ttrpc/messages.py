@@ -38,17 +38,17 @@ class EnvelopeError(Exception):
 
 
 def encode_request(request: Request) -> bytes:
-    m = pb.Request(
-        service=request.service,
-        method=request.method,
-        payload=request.payload,
-        timeout_nano=request.timeout_nano,
-    )
-    if request.metadata:
-        m.metadata.extend(pb.KeyValue(key=k, value=v) for k, v in request.metadata)
     try:
+        m = pb.Request(
+            service=request.service,
+            method=request.method,
+            payload=request.payload,
+            timeout_nano=request.timeout_nano,
+        )
+        if request.metadata:
+            m.metadata.extend(pb.KeyValue(key=k, value=v) for k, v in request.metadata)
         return m.SerializeToString()
-    except (EncodeError, ValueError) as e:  # e.g. a str field holding a lone surrogate
+    except (EncodeError, ValueError, TypeError) as e:  # e.g. a lone surrogate, an out-of-range int
         raise EnvelopeError(f"cannot encode request: {e}") from None
 
 
@@ -97,11 +97,11 @@ def encode_response(response: Response) -> bytes:
             return _OK_PREFIX
         n = len(payload)
         return _OK_PREFIX + (b"\x12" + bytes((n,)) if n < 0x80 else b"\x12" + _varint(n)) + payload
-    m = pb.Response(payload=response.payload)
-    _status_to_pb(response.status, m.status)
     try:
+        m = pb.Response(payload=response.payload)
+        _status_to_pb(response.status, m.status)
         return m.SerializeToString()
-    except (EncodeError, ValueError) as e:
+    except (EncodeError, ValueError, TypeError) as e:
         raise EnvelopeError(f"cannot encode response: {e}") from None
 
 

@@ -26,7 +26,7 @@ from .address import Address
 from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role, check_message_size
 from .errors import LocalProtocolError
 from .frames import MAX_MESSAGE_SIZE
-from .messages import Request, Response
+from .messages import EnvelopeError, Request, Response
 from .status import Code, Status
 from .transport import connect, listen, listening_address
 
@@ -159,7 +159,7 @@ class _Downstream(FramedProtocol):
             return
         self._decided(down_sid, request, decision)
 
-    def _interceptor_failed(self, down_sid: int, request: Request, error: Exception) -> None:
+    def _interceptor_failed(self, down_sid: int, request: Request, error: BaseException) -> None:
         log.error("event=interceptor_failed service=%s method=%s error=%r",
                   request.service, request.method, error)
         self.reply(down_sid, Response(Status(Code.INTERNAL, INTERCEPTOR_FAILED_TEXT)))
@@ -179,11 +179,14 @@ class _Downstream(FramedProtocol):
             self.reply(down_sid, Response(Status(Code.UNAVAILABLE, UPSTREAM_CLOSED_TEXT)))
             return
         fwd = decision.request
-        sid = up.conn.new_stream_id()
         try:
+            sid = up.conn.new_stream_id()
             data = up.conn.send(Call(sid, fwd))
         except LocalProtocolError as e:
             self.reply(down_sid, Response(Status(Code.RESOURCE_EXHAUSTED, str(e))))
+            return
+        except EnvelopeError as e:  # e.g. an interceptor put a lone surrogate into a string field
+            self._interceptor_failed(down_sid, fwd, e)
             return
         timer = None
         if fwd.timeout_nano > 0:

@@ -326,3 +326,25 @@ async def test_upstream_unreachable_closes_downstream(sockdir: Path) -> None:
 
 def test_ok_response_bytes() -> None:
     assert encode_response(Response(Status(Code.OK))) == b"\x0a\x00"
+
+
+async def test_unencodable_values_fail_the_call_not_the_process(sockdir: Path) -> None:
+    rec = RecordingUpstream()
+    _, addr = await rec.serve(sockdir)
+
+    async def surrogate(req: Request) -> Forward | Answer:
+        if req.method == "BadAnswer":
+            return Answer(Response(Status(Code.PERMISSION_DENIED, "bad \udc80 text")))
+        return Forward(Request(req.service, "bad \udc80 method", req.payload))
+
+    proxy, c, _ = await with_proxy(sockdir, surrogate, addr)
+    with pytest.raises(TtrpcError) as ei:
+        await c.call(SVC, "Echo", b"")
+    assert ei.value.code == Code.INTERNAL
+    with pytest.raises(TtrpcError) as ei:
+        await c.call(SVC, "BadAnswer", b"")
+    assert ei.value.status == Status(Code.UNKNOWN, "ttrpc: response could not be encoded")
+    assert rec.requests == []
+    await c.close()
+    await proxy.close()
+    await rec.stop()
