@@ -9,7 +9,8 @@ coroutine runs with no current task: it must not enter `asyncio.timeout()` or a 
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -56,3 +57,14 @@ class Resumed(Coroutine[Any, Any, T], Generic[T]):
                 value = yield yielded
             except BaseException as e:
                 exc = e
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def as_coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    """Handlers may return any awaitable; eager start needs a real coroutine."""
+    if isinstance(awaitable, CoroutineType):
+        return awaitable
+    return _await(awaitable)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ._eager import Resumed
+from ._eager import Resumed, as_coroutine
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
 from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role, check_message_size
@@ -129,7 +129,11 @@ class _Downstream(FramedProtocol):
         if type(event) is Call:
             sid, request = event
             self.in_flight += 1
-            coro: Coroutine[Any, Any, Forward | Answer] = self.proxy.interceptor(request)  # type: ignore[assignment]
+            try:
+                coro = as_coroutine(self.proxy.interceptor(request))
+            except Exception as e:
+                self._interceptor_failed(sid, request, e)
+                return
             if self.proxy.eager:
                 try:
                     first = coro.send(None)
@@ -144,7 +148,7 @@ class _Downstream(FramedProtocol):
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif isinstance(event, Rejected):
-            log.info("event=rejected stream=%d code=%s message=%r", event.stream_id, event.status.code.name,
+            log.debug("event=rejected stream=%d code=%s message=%r", event.stream_id, event.status.code.name,
                      event.status.message)
             self.write(self.conn.send(event))
 

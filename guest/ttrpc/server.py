@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from ._eager import Resumed
+from ._eager import Resumed, as_coroutine
 from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
 from .address import Address
 from .connection import (
@@ -58,7 +58,11 @@ class _ServerConnection(FramedProtocol):
                 )
                 self.write(self.conn.send(Rejected(event.stream_id, st)))
                 return
-            runner: Coroutine[Any, Any, bytes] = handler(req)  # type: ignore[assignment]
+            try:
+                runner = as_coroutine(handler(req))
+            except Exception as e:  # a handler that fails before returning its awaitable
+                self._reply(event.stream_id, req, None, e)
+                return
             if self._server.eager:
                 try:
                     first = runner.send(None)
@@ -74,7 +78,7 @@ class _ServerConnection(FramedProtocol):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif isinstance(event, Rejected):
-            log.info("event=rejected stream=%d code=%s message=%r", event.stream_id, event.status.code.name,
+            log.debug("event=rejected stream=%d code=%s message=%r", event.stream_id, event.status.code.name,
                      event.status.message)
             self.write(self.conn.send(event))
 

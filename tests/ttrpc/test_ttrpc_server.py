@@ -257,3 +257,25 @@ async def test_vsock_listener_or_clear_skip() -> None:
     assert await c.call(SVC, "Echo", b"vsock") == b"vsock"
     await c.close()
     await server.close()
+
+
+async def test_handlers_returning_plain_awaitables_or_raising_synchronously(sockdir: Path) -> None:
+    loop = asyncio.get_running_loop()
+
+    def future_handler(req: Request) -> asyncio.Future[bytes]:
+        f: asyncio.Future[bytes] = loop.create_future()
+        loop.call_later(0.01, f.set_result, b"from a future")
+        return f
+
+    def raising_handler(req: Request) -> asyncio.Future[bytes]:
+        raise TtrpcError(Code.NOT_FOUND, "raised before returning")
+
+    server = Server({(SVC, "F"): future_handler, (SVC, "R"): raising_handler})
+    addr = await server.start(unix(sockdir, "f.sock"))
+    c = await Client().connect(addr)
+    assert await c.call(SVC, "F", b"") == b"from a future"
+    with pytest.raises(TtrpcError) as ei:
+        await c.call(SVC, "R", b"")
+    assert ei.value.status == Status(Code.NOT_FOUND, "raised before returning")
+    await c.close()
+    await server.close()
