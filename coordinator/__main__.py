@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
     except Exception as exc:
-        log.error("event=startup_failed error=%r", str(exc))
+        hint = " (no TEE here? try --simulate-tee)" if "no TEE" in str(exc) else ""
+        log.error("event=startup_failed error=%r", f"{exc}{hint}")
         return 1
     asyncio.run(serve(config))
     return 0

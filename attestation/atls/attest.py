@@ -8,7 +8,7 @@ reported.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
@@ -57,7 +57,6 @@ class Peer:
     spki_der: bytes
     verdict: Verdict | None = None
     alpn: bytes | None = None
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
 
 
 def check_peer(
