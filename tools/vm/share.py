@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from image.build.erofs import GUEST_PYTHON, make_erofs
+from image.build.elf import library_closure
 from image.build.rootfs import distribution_closure
 
 __all__ = ["GUEST_MOUNT", "RESULTS_PORT", "TEST_DISTRIBUTIONS", "build_share"]
@@ -50,6 +51,30 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
+ORACLES = (Path("/sbin/veritysetup"), Path("/sbin/dmsetup"))
+
+
+def _add_oracles(dest: Path) -> None:
+    """veritysetup and dmsetup with their libraries: test oracles only, never in the image.
+
+    Run in the guest as ``oracle/run <tool> args`` (the script uses the bundled loader)."""
+    present = [b for b in ORACLES if b.is_file()]
+    if not present:
+        return
+    (dest / "bin").mkdir(parents=True)
+    (dest / "lib").mkdir()
+    for b in present:
+        shutil.copyfile(b, dest / "bin" / b.name)
+        (dest / "bin" / b.name).chmod(0o755)
+    for path, src in library_closure(present).items():
+        shutil.copyfile(src, dest / "lib" / Path(path).name)
+        (dest / "lib" / Path(path).name).chmod(0o755)
+    (dest / "run").write_text('#!/bin/sh\nd=$(dirname "$0"); t=$1; shift\n'
+                              'export DM_DISABLE_UDEV=1\n'
+                              'exec "$d/lib/ld-linux-x86-64.so.2" --library-path "$d/lib" "$d/bin/$t" "$@"\n')
+    (dest / "run").chmod(0o755)
+
+
 def build_share(repo: Path, out: Path, pytest_args: list[str]) -> Path:
     """Write the share image to ``out`` (a file) and return it."""
     stage = out.parent / (out.name + ".d")
@@ -68,6 +93,7 @@ def build_share(repo: Path, out: Path, pytest_args: list[str]) -> Path:
             if rel.startswith("..") or "__pycache__" in rel:
                 continue
             _copy(Path(str(dist.locate_file(f))), stage / "site" / rel)
+    _add_oracles(stage / "oracle")
     (stage / "run").write_text(RUN_SCRIPT)
     (stage / "run").chmod(0o755)
     (stage / "selection.json").write_text(json.dumps({"args": pytest_args}))

@@ -1,0 +1,33 @@
+"""Container storages in the guest: dm-verity devices via /dev/mapper/control and read-only mounts.
+
+- :mod:`.dm`: device-mapper ioctls (create/load/resume/remove/list/table) in Python.
+- :mod:`.verity`: verity tables and mounts with exactly the parameters the policy pinned.
+- :mod:`.layers`: kata's ``erofs.multi-layer`` ``X-kata.dmverity.*`` options; the Rego module
+  ``erofs_layers.rego`` that pins them per layer in policy_data.
+"""
+
+from __future__ import annotations
+
+from .dm import DeviceMapper, MappedDevice, Target
+from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError
+from .layers import params_from_options, params_from_pin, rego_module
+from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
+
+__all__ = [
+    "DeviceMapper",
+    "DeviceMapperError",
+    "MappedDevice",
+    "PolicyDeniedError",
+    "StorageError",
+    "StorageOptionError",
+    "Target",
+    "VerityMount",
+    "VerityParams",
+    "check_pinned",
+    "mount_verity",
+    "open_verity",
+    "params_from_options",
+    "params_from_pin",
+    "rego_module",
+    "verity_table",
+]

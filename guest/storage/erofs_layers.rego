@@ -1,0 +1,69 @@
+# dm-verity pinning for kata's erofs.multi-layer storages (X-kata.dmverity.* options).
+#
+# Load next to genpolicy's rules.rego (same package). genpolicy's rules have no clause for the
+# erofs.multi-layer driver; allow_storage can accept one by calling
+#     allow_erofs_layer_storage(p_container, i_storage)
+# which holds only when the storage enables dm-verity and its verity options, with kata's
+# defaults filled in, equal one layer pinned in policy_data.containers[_].erofs_layers, e.g.
+#     "erofs_layers": [{"roothash": "<hex>", "salt": "<hex>", "hashoffset": "8192",
+#                       "blocksize": "4096", "hashsize": "4096", "algorithm": "sha256",
+#                       "hashtype": "1", "no-superblock": "true"}]
+# Values are compared as the option strings. A repeated option with two values makes the option
+# object conflict, which is an evaluation error and so a denial.
+package agent_policy
+
+import future.keywords.every
+import future.keywords.if
+import future.keywords.in
+
+erofs_dmverity_prefix := "X-kata.dmverity."
+
+erofs_dmverity_keys := {"roothash", "salt", "hashoffset", "blocksize", "hashsize", "algorithm", "hashtype",
+	"no-superblock"}
+
+erofs_dmverity_defaults := {
+	"salt": "",
+	"blocksize": "4096",
+	"hashsize": "4096",
+	"algorithm": "sha256",
+	"hashtype": "1",
+	"no-superblock": "false",
+}
+
+erofs_dmverity_params(options) := object.union(erofs_dmverity_defaults, explicit) if {
+	explicit := {k: v |
+		some opt in options
+		startswith(opt, erofs_dmverity_prefix)
+		kv := split(substring(opt, count(erofs_dmverity_prefix), -1), "=")
+		count(kv) == 2
+		k := kv[0]
+		v := kv[1]
+	}
+}
+
+erofs_option_allowed(opt) if opt == "X-kata.dmverity-enabled=true"
+
+erofs_option_allowed(opt) if {
+	startswith(opt, erofs_dmverity_prefix)
+	kv := split(substring(opt, count(erofs_dmverity_prefix), -1), "=")
+	count(kv) == 2
+	kv[0] in erofs_dmverity_keys
+}
+
+erofs_option_allowed(opt) if {
+	startswith(opt, "X-kata.")
+	not startswith(opt, "X-kata.dmverity")
+}
+
+erofs_option_allowed(opt) if opt == "ro"
+
+allow_erofs_layer_storage(p_container, i_storage) if {
+	i_storage.driver == "erofs.multi-layer"
+	"X-kata.dmverity-enabled=true" in i_storage.options
+	every opt in i_storage.options {
+		erofs_option_allowed(opt)
+	}
+	params := erofs_dmverity_params(i_storage.options)
+	some layer in p_container.erofs_layers
+	params == object.union(erofs_dmverity_defaults, layer)
+}
