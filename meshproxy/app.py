@@ -25,6 +25,7 @@ from pathlib import Path
 from meshproxy.admin import AdminServer
 from meshproxy.certs import CredentialStore
 from meshproxy.config import ProxyConfig
+from meshproxy.ktls import detect as detect_ktls
 from meshproxy.metrics import Metrics
 from meshproxy.netfilter import Netfilter
 from meshproxy.proxy import Limits, Proxy
@@ -77,6 +78,10 @@ async def run(config: ProxyConfig, options: Options, stop: asyncio.Event | None 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    ktls = detect_ktls()
+    metrics.ktls_available = ktls.usable
+    log.info("event=starting ktls_kernel=%s ktls_python=%s offload=not_implemented", ktls.kernel_ulp,
+             ktls.python_ssl_option)
     rules_installed = False
     routing_installed = False
     watcher: asyncio.Task[None] | None = None

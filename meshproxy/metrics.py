@@ -32,6 +32,7 @@ class Metrics:
     listeners: dict[str, ListenerStats] = field(default_factory=dict)
     cert_reloads: Counter[str] = field(default_factory=Counter)
     ready: bool = False
+    ktls_available: bool = False
 
     def listener(self, name: str, kind: str) -> ListenerStats:
         stats = self.listeners.get(name)
@@ -78,6 +79,8 @@ class Metrics:
         family("meshproxy_cert_reloads_total", "counter", "Reloads of the mesh credentials by result.")
         out.extend(f'meshproxy_cert_reloads_total{{result="{r}"}} {self.cert_reloads[r]}'
                    for r in ("success", "failure"))
+        family("meshproxy_ktls_available", "gauge", "1 if kernel TLS and a library using it exist.")
+        out.append(f"meshproxy_ktls_available {int(self.ktls_available)}")
         family("meshproxy_ready", "gauge", "1 once the proxy listens and the default-deny rule is gone.")
         out.append(f"meshproxy_ready {int(self.ready)}")
         return "\n".join(out) + "\n"

@@ -242,10 +242,20 @@ class Proxy:
             stats.handshake_failures[errno.errorcode.get(exc.errno or 0, "os_error").lower()] += 1
         return False
 
-    async def _connect(self, address: tuple[str, int], stats: ListenerStats) -> socket.socket | None:
+    async def _connect(self, address: tuple[str, int], stats: ListenerStats,
+                       local_only: bool = False) -> socket.socket | None:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         _tune(sock)
+        if local_only:
+            # Binding to the destination address succeeds only for an address of this pod: ingress never
+            # turns into a relay towards other hosts, whatever the packet's destination was.
+            try:
+                sock.bind((address[0], 0))
+            except OSError:
+                stats.rejected["non_local_destination"] += 1
+                sock.close()
+                return None
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 await loop.sock_connect(sock, address)
@@ -274,7 +284,7 @@ class Proxy:
         session = TLSSession(context, server_side=True)
         if not await self._do_handshake(conn, session, stats):
             return False
-        upstream = await self._connect(original_dst, stats)
+        upstream = await self._connect(original_dst, stats, local_only=True)
         if upstream is None:
             return False
         self._relay(conn, upstream, session, stats)

@@ -16,6 +16,7 @@ from meshproxy.errors import RoutingError
 
 DEFAULT_TABLE = 0x15006 & 0xFFFF  # a fixed table id of our own (20486)
 _PRIORITY = 1006
+_SCOPE_HOST = 254  # local routes must have host scope (EINVAL otherwise)
 
 
 def install_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
@@ -23,8 +24,14 @@ def install_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
         try:
             if not ipr.get_rules(family=2, fwmark=mark, table=table):
                 ipr.rule("add", family=2, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-            ipr.route("replace", dst="0.0.0.0/0", type="local", oif=ipr.link_lookup(ifname="lo")[0],
-                      table=table)
+            ipr.route(
+                "replace",
+                dst="0.0.0.0/0",
+                type="local",
+                scope=_SCOPE_HOST,
+                oif=ipr.link_lookup(ifname="lo")[0],
+                table=table,
+            )
         except NetlinkError as exc:
             raise RoutingError(f"installing fwmark {mark:#x} -> local table {table}: {exc}") from None
 
@@ -34,7 +41,14 @@ def remove_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
         try:
             for _ in ipr.get_rules(family=2, fwmark=mark, table=table):
                 ipr.rule("del", family=2, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-            ipr.route("del", dst="0.0.0.0/0", type="local", oif=ipr.link_lookup(ifname="lo")[0], table=table)
+            ipr.route(
+                "del",
+                dst="0.0.0.0/0",
+                type="local",
+                scope=_SCOPE_HOST,
+                oif=ipr.link_lookup(ifname="lo")[0],
+                table=table,
+            )
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.ESRCH):
                 raise RoutingError(f"removing fwmark {mark:#x} -> local table {table}: {exc}") from None

@@ -408,3 +408,27 @@ def test_rules_install_idempotent_and_removable(backend: str) -> None:
         assert "CONTRAST" not in topo.b.iptables_save(backend)
     finally:
         topo.close()
+
+
+def test_fwmark_local_route_install_and_remove() -> None:
+    topo = Topology("f", subnet=81)
+    try:
+        script = (
+            "from meshproxy.routing import install_local_route, remove_local_route, has_local_route\n"
+            "install_local_route(0x1); install_local_route(0x1); print(has_local_route(0x1))\n"
+        )
+        r = topo.b.run(PYTHON, "-c", script, timeout=30)
+        assert r.returncode == 0 and r.stdout.split() == [b"True"], r.stderr
+        rules = topo.b.run("ip", "rule", "show").stdout.decode()
+        assert rules.count("fwmark 0x1/0x1 lookup 20486") == 1
+        assert "local default dev lo" in topo.b.run("ip", "route", "show", "table", "20486").stdout.decode()
+        script = (
+            "from meshproxy.routing import remove_local_route, has_local_route\n"
+            "remove_local_route(0x1); remove_local_route(0x1); print(has_local_route(0x1))\n"
+        )
+        r = topo.b.run(PYTHON, "-c", script, timeout=30)
+        assert r.returncode == 0 and r.stdout.split() == [b"False"], r.stderr
+        assert "20486" not in topo.b.run("ip", "rule", "show").stdout.decode()
+        assert topo.b.run("ip", "route", "show", "table", "20486").stdout.strip() == b""
+    finally:
+        topo.close()

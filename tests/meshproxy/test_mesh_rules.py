@@ -60,3 +60,14 @@ def test_show_rules_cli_and_config_error_exit_code() -> None:
     )
     assert bad.returncode == 2
     assert "leak#10.0.0.5:80#svc:80" in bad.stderr and "127.0.0.0/8" in bad.stderr
+
+
+def test_ktls_detection_reads_the_ulp_list(tmp_path: Path) -> None:
+    from meshproxy.ktls import detect
+
+    ulp = tmp_path / "tcp_available_ulp"
+    ulp.write_text("mptcp tls\n")
+    assert detect(ulp).kernel_ulp
+    ulp.write_text("mptcp\n")
+    assert not detect(ulp).kernel_ulp
+    assert not detect(tmp_path / "missing").kernel_ulp
