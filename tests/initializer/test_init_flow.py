@@ -53,13 +53,22 @@ def test_retries_until_sigterm_without_writing(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "initializer", "--out-dir", str(tmp_path / "out"),
                              "--done-file", str(tmp_path / "done"), "--simulate-tee"],
                             cwd=REPO, env=env, stderr=subprocess.PIPE)
-    time.sleep(6.5)  # one failure, a 5 s wait, a second failure
+    assert proc.stderr is not None
+    lines: list[str] = []
+    t0 = time.monotonic()
+    while sum("event=new_mesh_cert_failed" in line for line in lines) < 2 and time.monotonic() - t0 < 30:
+        line = proc.stderr.readline().decode()
+        if not line:
+            break
+        lines.append(line)
+    gap = time.monotonic() - t0
     proc.terminate()
-    _, err = proc.communicate(timeout=10)
-    text = err.decode()
+    rest = proc.communicate(timeout=10)[1].decode()
+    text = "".join(lines) + rest
     assert proc.returncode == 1
     assert text.count("event=new_mesh_cert_failed") >= 2, text
     assert "retry_in=5s" in text and "event=stopped" in text
+    assert gap >= 4.5  # the second attempt came after the 5 s wait
     assert not (tmp_path / "out").exists() and not (tmp_path / "done").exists()
 
 
