@@ -24,6 +24,7 @@ from coordinator.errors import (
     AlreadyRecoveredError,
     HistoryError,
     InvalidRequestError,
+    LatestChangedError,
     NoStateError,
     PermissionDeniedError,
     SignatureError,
@@ -153,7 +154,14 @@ class Guard:
             manifest_hash = self.history.set_manifest(raw)
             transition_hash = self.history.set_transition(Transition(manifest_hash, previous))
             latest = LatestTransition.sign(transition_hash, engine.transaction_signing_key)
-            self.history.set_latest(old_latest, latest, engine.transaction_signing_key.public_key())
+            try:
+                self.history.set_latest(old_latest, latest, engine.transaction_signing_key.public_key())
+            except LatestChangedError:
+                # Another replica moved the history: our in-memory state is stale (Contrast's watcher
+                # does the same); only recovery brings this replica back.
+                if current is not None:
+                    self._state = None
+                raise
             authority = Authority(engine.root_ca_key, self._new_mesh_key())
             state = State(engine, new, authority, latest, generation + 1)
             self._state = state

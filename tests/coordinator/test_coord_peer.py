@@ -51,6 +51,15 @@ def test_peer_recovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         resp = commands.verify(ws, b.user)
         assert x509.load_pem_x509_certificate(resp.MeshCA).public_key() == mesh_a.public_key()  # taken over
         assert len(resp.Manifests) == 1
+
+        # A moves the history forward; B's update then loses the compare-and-swap and B turns stale.
+        both = [str(tmp_path / "web.toml"), f"{tmp_path / 'other-coordinator.toml'}:other"]
+        commands.generate(ws, None, both, tmp_path / "coordinator.toml", seedshare_key_bits=2048)
+        commands.set_manifest(ws, a.user, retry_for=5)
+        with pytest.raises(commands.CliError, match="FAILED_PRECONDITION"):
+            commands.set_manifest(ws, b.user, retry_for=0)
+        assert b.http("probes", "/probe/readiness")[0] == 503
+        assert a.http("probes", "/probe/readiness")[0] == 200
     finally:
         for proc in (a, b, c):
             if proc is not None:
