@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,8 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ class Run:
     p99_us: float
 
 
-@contextmanager
+@contextlib.contextmanager
 def process(argv: list[str]) -> Iterator[None]:
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, text=True)
     try:
@@ -116,22 +116,29 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault(name, []).append(run)
 
     try:
-        with process([str(peers.server), "-sock", str(go_sock)]):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(process([str(peers.server), "-sock", str(go_sock)]))
+            for uv in loops:
+                tag = "uvloop" if uv else "asyncio"
+                stack.enter_context(process(py("serve", f"unix://{py_sock}-{tag}", uvloop=uv)))
+                stack.enter_context(
+                    process(py("proxy", f"unix://{proxy_sock}-{tag}", f"unix://{go_sock}", uvloop=uv))
+                )
+            # Every round runs all cases back to back, so that ratios and differences can be taken within a
+            # round: the machine is shared and its speed drifts between rounds.
             for _ in range(args.rounds):
                 for conc, n in ((1, args.seq_calls), (16, args.calls)):
                     record(f"Go client → Go server|{conc}", go_bench(peers, go_sock, conc, n))
-                for uv in loops:
-                    tag = " (uvloop)" if uv else ""
-                    with process(py("serve", f"unix://{py_sock}", uvloop=uv)):
-                        for conc, n in ((1, args.seq_calls), (16, args.calls)):
-                            record(f"Go client → our server{tag}|{conc}", go_bench(peers, py_sock, conc, n))
-                            record(f"our client → our server{tag}|{conc}", py_bench(py_sock, conc, n))
-                    with process(py("proxy", f"unix://{proxy_sock}", f"unix://{go_sock}", uvloop=uv)):
-                        for conc, n in ((1, args.seq_calls), (16, args.calls)):
-                            record(
-                                f"Go client → our proxy{tag} → Go server|{conc}",
-                                go_bench(peers, proxy_sock, conc, n),
-                            )
+                    for uv in loops:
+                        tag = "uvloop" if uv else "asyncio"
+                        label = " (uvloop)" if uv else ""
+                        sock = Path(f"{py_sock}-{tag}")
+                        record(f"Go client → our server{label}|{conc}", go_bench(peers, sock, conc, n))
+                        record(f"our client → our server{label}|{conc}", py_bench(sock, conc, n))
+                        record(
+                            f"Go client → our proxy{label} → Go server|{conc}",
+                            go_bench(peers, Path(f"{proxy_sock}-{tag}"), conc, n),
+                        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -139,25 +146,30 @@ def main(argv: list[str] | None = None) -> int:
         runs = results[name]
         return Run(*(statistics.median(getattr(r, f) for r in runs) for f in ("rate", "p50_us", "p99_us")))
 
+    def paired(name: str, conc: int, f: Callable[[Run, Run], float]) -> float:
+        """Median over rounds of f(this case, Go client → Go server in the same round)."""
+        base = results[f"Go client → Go server|{conc}"]
+        return statistics.median(f(r, b) for r, b in zip(results[f"{name}|{conc}"], base, strict=True))
+
     print(
         f"ttrpc benchmark: unary Echo, 16-byte payload, unix sockets, {os.cpu_count()} CPUs, "
-        f"median of {args.rounds} interleaved rounds"
+        f"median of {args.rounds} rounds (ratios and differences paired within each round)"
     )
     print(f"{'case':<44} {'callers':>7} {'calls/s':>9} {'p50 µs':>8} {'p99 µs':>8}  note")
     names = list(dict.fromkeys(k.split("|")[0] for k in results))
-    go = {c: med(f"Go client → Go server|{c}") for c in (1, 16)}
     for name in names:
         for conc in (1, 16):
             r = med(f"{name}|{conc}")
             note = ""
             if name.startswith("Go client → our server"):
                 need = 0.9 if conc == 1 else 1.0
-                ratio = r.rate / go[conc].rate
+                ratio = paired(name, conc, lambda a, b: a.rate / b.rate)
                 note = f"{ratio:.2f}× Go server (target ≥{need}×)"
             elif "proxy" in name:
-                note = (
-                    f"adds p50 {r.p50_us - go[conc].p50_us:+.0f} µs, p99 {r.p99_us - go[conc].p99_us:+.0f} µs"
-                    + (" (target ≤50 / ≤1000)" if conc == 16 else "")
+                d50 = paired(name, conc, lambda a, b: a.p50_us - b.p50_us)
+                d99 = paired(name, conc, lambda a, b: a.p99_us - b.p99_us)
+                note = f"adds p50 {d50:+.0f} µs, p99 {d99:+.0f} µs" + (
+                    " (target ≤50 / ≤1000)" if conc == 16 else ""
                 )
             print(f"{name:<44} {conc:>7} {r.rate:>9.0f} {r.p50_us:>8.0f} {r.p99_us:>8.0f}  {note}")
     return 0
