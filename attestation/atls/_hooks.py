@@ -25,8 +25,14 @@ except ImportError:  # pragma: no cover - exercised only when pyOpenSSL changes
     _lib = None
 
 
+_checked = False
+
+
 def require() -> None:
-    """Raise HookMissingError naming the first missing internal."""
+    """Raise HookMissingError naming the first missing internal (checked once per process)."""
+    global _checked
+    if _checked:
+        return
     if _ffi is None or _lib is None:
         raise HookMissingError("OpenSSL._util.ffi/lib")
     for name in ("SSL_CTX_set_cert_cb", "d2i_X509_NAME", "SSL_CTX_set_client_CA_list", "sk_X509_NAME_push"):
@@ -37,6 +43,7 @@ def require() -> None:
     probe = SSL.Context(SSL.TLS_METHOD)
     if not hasattr(probe, "_context"):
         raise HookMissingError("SSL.Context._context")
+    _checked = True
 
 
 def set_cert_callback(ctx: SSL.Context, callback: Callable[[SSL.Connection], bool]) -> Any:
