@@ -130,7 +130,8 @@ class DeviceMapper:
             off += nxt
         return out
 
-    def create(self, name: str, targets: list[Target], *, readonly: bool = True, uuid: str = "") -> MappedDevice:
+    def create(self, name: str, targets: list[Target], *, readonly: bool = True,
+               uuid: str = "") -> MappedDevice:
         """Create ``name``, load ``targets`` and resume it; on any failure the device is removed."""
         self._ioctl(DM_DEV_CREATE, name, uuid=uuid)
         try:

@@ -13,7 +13,9 @@ from importlib import resources
 from .errors import StorageOptionError
 from .verity import VerityParams
 
-__all__ = ["DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "params_from_options", "params_from_pin", "rego_module"]
+__all__ = [
+    "DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "params_from_options", "params_from_pin", "rego_module",
+]
 
 DRIVER = "erofs.multi-layer"
 DMVERITY_ENABLED = "X-kata.dmverity-enabled=true"
@@ -45,7 +47,8 @@ def _from_map(values: Mapping[str, str]) -> VerityParams:
     v = {**DEFAULTS, **values}
     if "roothash" not in v or "hashoffset" not in v:
         raise StorageOptionError(f"{PREFIX}roothash/hashoffset", "", "both present")
-    return VerityParams(root_hash=v["roothash"], salt=v["salt"], hash_offset=_int("hashoffset", v["hashoffset"]),
+    return VerityParams(root_hash=v["roothash"], salt=v["salt"],
+                        hash_offset=_int("hashoffset", v["hashoffset"]),
                         algorithm=v["algorithm"], hash_type=_int("hashtype", v["hashtype"]),
                         data_block_size=_int("blocksize", v["blocksize"]),
                         hash_block_size=_int("hashsize", v["hashsize"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -56,3 +57,40 @@ def test_agent_listens_on_vsock() -> None:
         s.connect((1, AGENT_PORT))
         s.sendall(b"ping")
         assert s.recv(16) == b"ping"
+
+
+def _read_direct(dev: str, block: int) -> bytes:
+    """One 4 KiB block with O_DIRECT: past the guest page cache, so every read reaches verity."""
+    import mmap
+
+    buf = mmap.mmap(-1, 4096)
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+    try:
+        n = os.preadv(fd, [buf], block * 4096)
+        assert n == 4096
+        return bytes(buf)
+    finally:
+        os.close(fd)
+        buf.close()
+
+
+def test_tampered_root_block_reads_fail_with_eio() -> None:
+    """With cg.tamper=1 the host flips one byte of root data while the VM runs (tests/image)."""
+    if " cg.tamper=1" not in f" {_cmdline()}":
+        pytest.skip("only in the tamper boot (tests/image/test_image_vm.py)")
+    import time
+
+    table = _pinned_table()
+    block = int(table[7]) // 2  # a data block in the middle of the root filesystem
+    original = _read_direct("/dev/vda", block)
+    assert _read_direct("/dev/dm-0", block) == original
+    with open("/dev/console", "w") as console:  # pytest captures stdout; the host reads the console
+        console.write(f"MARK tamper-ready block={block}\n")
+    deadline = time.monotonic() + 60
+    while _read_direct("/dev/vda", block) == original:  # the raw disk, not verity-checked
+        assert time.monotonic() < deadline, "host did not modify the disk"
+        time.sleep(0.05)
+    with pytest.raises(OSError) as e:
+        _read_direct("/dev/dm-0", block)
+    assert e.value.errno == errno.EIO
+    assert _read_direct("/dev/dm-0", block + 1)  # neighbours still verify

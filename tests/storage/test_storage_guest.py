@@ -72,7 +72,8 @@ def _make_layer(tmp: Path, *, superblock: bool, corrupt: bool = False) -> tuple[
         assert at > 0
         data[at] ^= 0x01
         img.write_bytes(bytes(data))
-    return img, VerityParams(root_hash=result.root_hash.hex(), salt=SALT, hash_offset=size, superblock=superblock)
+    root = result.root_hash.hex()
+    return img, VerityParams(root_hash=root, salt=SALT, hash_offset=size, superblock=superblock)
 
 
 @pytest.fixture

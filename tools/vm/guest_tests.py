@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,16 @@ import pytest
 from .qemu import Disk, SerialPort, VirtualMachine, qemu_available
 from .share import RESULTS_PORT, build_share
 
-__all__ = ["GuestItem", "GuestRun", "in_guest", "pod_image", "pod_image_dir", "route_guest_items"]
+__all__ = [
+    "GuestItem",
+    "GuestResults",
+    "GuestRun",
+    "in_guest",
+    "pod_image",
+    "pod_image_dir",
+    "route_guest_items",
+    "run_in_guest",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_RUN_TIMEOUT = float(os.environ.get("CG_VM_TIMEOUT", "900"))
@@ -49,7 +60,7 @@ def _is_guest_test(item: pytest.Item) -> bool:
 def pod_image_dir(config: pytest.Config) -> Path:
     """Build (or take from the cache) the pod-VM image once per session; its directory."""
     if _IMAGE_KEY not in config.stash:
-        from image.build import BuildOptions, build_image, default_cache_dir  # noqa: PLC0415
+        from image.build import BuildOptions, build_image, default_cache_dir
 
         out = Path(tempfile.mkdtemp(prefix="cg-image-"))
         build_image(BuildOptions(out=out, repo=REPO, cache_dir=default_cache_dir(), quiet=True))
@@ -75,25 +86,46 @@ class GuestRun:
         self.console = ""
 
     def run(self, nodeids: list[str]) -> None:
-        image = pod_image_dir(self.config)
-        work = Path(tempfile.mkdtemp(prefix="cg-guest-run-"))
-        share = build_share(REPO, work / "share.img", nodeids)
-        vm = VirtualMachine(image, extra_cmdline="cg.test=1", workdir=work,
-                            disks=[Disk(share, serial="cg-test-share")],
-                            ports=[SerialPort(RESULTS_PORT, kind="file")])
-        try:
-            vm.start()
-            vm.wait_exit(GUEST_RUN_TIMEOUT)
-        except Exception as e:  # a hung or crashed VM fails every guest item, with the console
-            self.error = f"{type(e).__name__}: {e}"
-        finally:
-            vm.stop()
-            self.console = vm.text()
-        raw = vm.port_path(RESULTS_PORT).read_bytes() if vm.port_path(RESULTS_PORT).exists() else b""
-        try:
-            self.results = json.loads(raw)["tests"]
-        except (ValueError, KeyError):
-            self.error = (self.error or "") + f" no results from the guest ({len(raw)} bytes)"
+        out = run_in_guest(pod_image_dir(self.config), nodeids)
+        self.results, self.error, self.console = out.results or None, out.error, out.console
+
+
+@dataclass
+class GuestResults:
+    results: dict[str, dict[str, Any]]  # nodeid → {"outcome", "longrepr", "duration"}
+    error: str
+    console: str
+
+
+def run_in_guest(image: Path, nodeids: list[str], *, extra_cmdline: str = "",
+                 disk_override: Path | None = None, on_console: Any = None) -> GuestResults:
+    """Boot ``image`` with a test share running ``nodeids`` and collect the per-test results.
+
+    ``on_console(vm)`` is called once the VM started (tests that act on the running guest).
+    """
+    work = Path(tempfile.mkdtemp(prefix="cg-guest-run-"))
+    share = build_share(REPO, work / "share.img", nodeids)
+    vm = VirtualMachine(image, extra_cmdline=f"cg.test=1 {extra_cmdline}".strip(), workdir=work,
+                        disks=[Disk(share, serial="cg-test-share")], disk_override=disk_override,
+                        ports=[SerialPort(RESULTS_PORT, kind="file")])
+    error = ""
+    try:
+        vm.start()
+        if on_console is not None:
+            on_console(vm)
+        vm.wait_exit(GUEST_RUN_TIMEOUT)
+    except Exception as e:  # a hung or crashed VM fails every guest item, with the console
+        error = f"{type(e).__name__}: {e}"
+    finally:
+        vm.stop()
+    raw = vm.port_path(RESULTS_PORT).read_bytes() if vm.port_path(RESULTS_PORT).exists() else b""
+    try:
+        results: dict[str, dict[str, Any]] = json.loads(raw)["tests"]
+    except (ValueError, KeyError):
+        error += f" no results from the guest ({len(raw)} bytes)"
+        results = {}
+    shutil.rmtree(work, ignore_errors=True)
+    return GuestResults(results, error, vm.text())
 
 
 class GuestItem(pytest.Item):

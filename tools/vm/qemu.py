@@ -78,6 +78,7 @@ class VirtualMachine:
     memory_mib: int = 1024
     accel: str = "tcg"
     workdir: Path | None = None
+    base_cmdline: str | None = None  # replaces the image's command line (negative tests)
 
     def __post_init__(self) -> None:
         self.description = ImageDescription.load(self.image_dir / DESCRIPTION_NAME)
@@ -95,7 +96,8 @@ class VirtualMachine:
 
     @property
     def cmdline(self) -> str:
-        return f"{self.description.cmdline} {host_timing_args()} {self.extra_cmdline}".strip()
+        base = self.description.cmdline if self.base_cmdline is None else self.base_cmdline
+        return f"{base} {host_timing_args()} {self.extra_cmdline}".strip()
 
     def argv(self) -> list[str]:
         d = self.description

@@ -17,8 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from image.build.erofs import GUEST_PYTHON, make_erofs
 from image.build.elf import library_closure
+from image.build.erofs import GUEST_PYTHON, make_erofs
 from image.build.rootfs import distribution_closure
 
 __all__ = ["GUEST_MOUNT", "RESULTS_PORT", "TEST_DISTRIBUTIONS", "build_share"]
@@ -100,7 +100,8 @@ def build_share(repo: Path, out: Path, pytest_args: list[str]) -> Path:
     # Bytecode so the read-only share imports quickly; other helpers' half-written files may not
     # compile, which must not stop the run (pytest reports them).
     subprocess.run([str(GUEST_PYTHON), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
-                    "unchecked-hash", "-s", str(stage), "-p", GUEST_MOUNT, str(stage / "main"), str(stage / "site")],
+                    "unchecked-hash", "-s", str(stage), "-p", GUEST_MOUNT, str(stage / "main"),
+                    str(stage / "site")],
                    capture_output=True, check=False)
     make_erofs(stage, out, epoch=0, compression="")
     shutil.rmtree(stage)
