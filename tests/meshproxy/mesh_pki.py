@@ -70,6 +70,16 @@ class MeshPKI:
         mesh_ca = _ca_cert(inter_name, mesh_key, inter_name, mesh_key)
         return cls(root_key, root, mesh_key, intermediate, mesh_ca)
 
+    def next_generation(self, label: str) -> MeshPKI:
+        """A new mesh CA under the same root, as after a manifest update: leaves of the new generation
+        chain to the root but not to the old mesh CA."""
+        mesh_key = ec.generate_private_key(ec.SECP384R1())
+        inter_name = f"system:coordinator:intermediate:{label}"
+        root_name = self.root.subject.rfc4514_string()[3:]
+        intermediate = _ca_cert(inter_name, mesh_key, root_name, self.root_key)
+        mesh_ca = _ca_cert(inter_name, mesh_key, inter_name, mesh_key)
+        return MeshPKI(self.root_key, self.root, mesh_key, intermediate, mesh_ca)
+
     def leaf(
         self,
         dns: str,

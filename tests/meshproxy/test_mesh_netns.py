@@ -363,14 +363,20 @@ def test_lifecycle_default_deny_config_errors_rotation_and_shutdown(
         assert again.returncode == 0, again.stderr
         assert _ruleset(topo.b) == rules
 
-        # certificate rotation to a new mesh CA, no restart: old-CA clients now fail, new-CA clients work
-        new_pki = MeshPKI.create("rotated")
+        # rotation to a new mesh CA under the same root (a manifest update), no restart: clients of the
+        # old mesh are refused, new ones work, and the root CA still verifies the server (contrast e2e)
+        new_pki = pki.next_generation("rotated")
         new_client = new_pki.write_workload(tmp_path / "a-new", "pod-a")
         new_pki.write_workload(b_tls, "pod-b")
         assert wait_for(lambda: 'cert_reloads_total{result="success"} 1' in metrics(topo.b), 10)
         assert curl(topo.a, *mtls_args(a, topo.b.ip, 8080)).returncode != 0
         r = curl(topo.a, *mtls_args(new_client, topo.b.ip, 8080))
         assert r.returncode == 0 and r.stdout == f"app port=8080 peer={topo.b.ip}\n".encode()
+        for ca, verified in ((a / "mesh-ca.pem", False), (a / "coordinator-root-ca.pem", True)):
+            r = topo.a.run("openssl", "s_client", "-connect", f"{topo.b.ip}:8080", "-CAfile", str(ca),
+                           "-cert", str(new_client / "certChain.pem"), "-key", str(new_client / "key.pem"),
+                           input=b"", timeout=15)
+            assert ("Verify return code: 0 (ok)" in r.stdout.decode(errors="replace")) is verified
         # a broken write (key of another workload) keeps the current credentials
         (b_tls / "key.pem").write_bytes((new_client / "key.pem").read_bytes())
         assert wait_for(lambda: 'cert_reloads_total{result="failure"} 1' in metrics(topo.b), 10)
