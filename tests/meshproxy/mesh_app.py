@@ -4,12 +4,32 @@ Every response body is ``app port=<port> peer=<ip>``, so a test sees which port 
 that it arrived in plaintext. Usage: app_server.py PORT [PORT...]
 """
 
+import hashlib
 import socket
+import struct
 import sys
 import threading
 
 
+def digest(conn: socket.socket) -> None:
+    """Port 8090: an 8-byte length, then that many bytes; answers with their SHA-256 (hex)."""
+    with conn:
+        header = conn.recv(8, socket.MSG_WAITALL)
+        remaining = struct.unpack("!Q", header)[0]
+        h = hashlib.sha256()
+        while remaining:
+            chunk = conn.recv(min(remaining, 1 << 20))
+            if not chunk:
+                return
+            h.update(chunk)
+            remaining -= len(chunk)
+        conn.sendall(h.hexdigest().encode())
+
+
 def handle(conn: socket.socket, port: int, peer: str) -> None:
+    if port == 8090:
+        digest(conn)
+        return
     with conn:
         data = b""
         while b"\r\n\r\n" not in data and len(data) < 65536:

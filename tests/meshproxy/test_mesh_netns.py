@@ -62,7 +62,7 @@ def mesh(tls_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("mesh-netns")
     topo = Topology("m", subnet=78)
     try:
-        topo.b.spawn(*APP_SERVER, "8080", "8081", "8082")
+        topo.b.spawn(*APP_SERVER, "8080", "8081", "8082", "8090")
         b = tls_dirs["b"]
         topo.b.spawn(
             "openssl",
@@ -281,6 +281,24 @@ def test_stalled_handshakes_time_out_and_do_not_block_others(
         proc.kill()
         proc.communicate()
     assert 'reason="timeout"' in metrics(mesh.b)
+
+
+def test_large_transfer_through_tproxy_ingress(mesh: Topology, tls_dirs: dict[str, Path]) -> None:
+    a = tls_dirs["a"]
+    script = (
+        "import hashlib, os, socket, ssl, struct\n"
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False\n"
+        f"ctx.load_verify_locations('{a}/mesh-ca.pem')\n"
+        f"ctx.load_cert_chain('{a}/certChain.pem', '{a}/key.pem')\n"
+        f"s = ctx.wrap_socket(socket.create_connection(('{mesh.b.ip}', 8090), timeout=30))\n"
+        "data = os.urandom(24 << 20)\n"
+        "s.sendall(struct.pack('!Q', len(data)) + data)\n"
+        "got = b''\n"
+        "while len(got) < 64 and (part := s.recv(64 - len(got))): got += part\n"
+        "print(got.decode() == hashlib.sha256(data).hexdigest())\n"
+    )
+    r = mesh.a.run(PYTHON, "-c", script, timeout=60)
+    assert r.stdout.decode().strip() == "True", r.stderr.decode()[-2000:]
 
 
 def test_admin_probes_and_metrics(mesh: Topology) -> None:
