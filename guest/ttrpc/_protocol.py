@@ -17,6 +17,9 @@ from .connection import NEED_DATA, Closed, Connection, Event, Role
 log = logging.getLogger("guest.ttrpc")
 
 DEFAULT_MAX_IN_FLIGHT = 4096
+# Request payloads held by handlers/interceptors that are still waiting; with 4 MiB frames the call cap
+# alone would allow 16 GiB per connection.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 64 << 20
 
 
 READ_CHUNK = 64 * 1024
@@ -32,6 +35,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.loop = asyncio.get_running_loop()
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.max_in_flight_bytes = DEFAULT_MAX_IN_FLIGHT_BYTES
+        self.in_flight_bytes = 0
         self.closed = False
         self._write_paused = False
         self._read_paused = False
@@ -89,7 +94,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     # -- event pump -----------------------------------------------------------------------------------
     def _blocked(self) -> bool:
-        return self.in_flight >= self.max_in_flight or self._write_paused
+        return (
+            self.in_flight >= self.max_in_flight
+            or self.in_flight_bytes >= self.max_in_flight_bytes
+            or self._write_paused
+        )
 
     def process(self) -> None:
         conn = self.conn
@@ -145,6 +154,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def call_done(self) -> None:
         self.in_flight -= 1
+        if self._read_paused and not self._blocked():
+            self.update_reading()
+
+    def bytes_done(self, n: int) -> None:
+        self.in_flight_bytes -= n
         if self._read_paused and not self._blocked():
             self.update_reading()
 

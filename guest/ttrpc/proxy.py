@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ._eager import Resumed, as_coroutine
-from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
+from ._protocol import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, FramedProtocol, log
 from .address import Address
 from .connection import DEADLINE_TEXT, Call, Event, Rejected, Reply, Role, check_message_size
 from .errors import LocalProtocolError
@@ -89,6 +89,7 @@ class _Upstream(FramedProtocol):
 class _Downstream(FramedProtocol):
     def __init__(self, proxy: Proxy) -> None:
         super().__init__(Role.SERVER, proxy.max_message_size, proxy.max_in_flight)
+        self.max_in_flight_bytes = proxy.max_in_flight_bytes
         self.proxy = proxy
         self.up: _Upstream | None = None
         self.pending: dict[int, _Pending] = {}
@@ -144,6 +145,7 @@ class _Downstream(FramedProtocol):
                     self._interceptor_failed(sid, request, e)
                     return
                 coro = Resumed(coro, first)
+            self.in_flight_bytes += len(request.payload)
             task = self.loop.create_task(self._intercept(sid, request, coro))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -156,11 +158,14 @@ class _Downstream(FramedProtocol):
         try:
             decision = await coro
         except asyncio.CancelledError:
+            self.bytes_done(len(request.payload))
             self.call_done()
             raise
         except Exception as e:
+            self.bytes_done(len(request.payload))
             self._interceptor_failed(down_sid, request, e)
             return
+        self.bytes_done(len(request.payload))
         self._decided(down_sid, request, decision)
 
     def _interceptor_failed(self, down_sid: int, request: Request, error: BaseException) -> None:
@@ -277,9 +282,11 @@ class Proxy:
         *,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         eager: bool = True,
     ) -> None:
         check_message_size(max_message_size)
+        self.max_in_flight_bytes = max_in_flight_bytes
         self.upstream = upstream
         self.eager = eager
         self.interceptor = interceptor

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ._eager import Resumed, as_coroutine
-from ._protocol import DEFAULT_MAX_IN_FLIGHT, FramedProtocol, log
+from ._protocol import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_BYTES, FramedProtocol, log
 from .address import Address
 from .connection import (
     DEADLINE_TEXT,
@@ -39,6 +39,7 @@ Handler = Callable[[Request], Awaitable[bytes]]
 class _ServerConnection(FramedProtocol):
     def __init__(self, server: Server) -> None:
         super().__init__(Role.SERVER, server.max_message_size, server.max_in_flight)
+        self.max_in_flight_bytes = server.max_in_flight_bytes
         self._server = server
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -74,6 +75,7 @@ class _ServerConnection(FramedProtocol):
                     return
                 runner = Resumed(runner, first)
             self.in_flight += 1
+            self.in_flight_bytes += len(req.payload)
             task = self.loop.create_task(self._run(event.stream_id, runner, req))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -123,6 +125,7 @@ class _ServerConnection(FramedProtocol):
                 return
             self._reply(stream_id, req, payload, None)
         finally:
+            self.in_flight_bytes -= len(req.payload)
             self.call_done()
 
     def on_close(self, exc: Exception | None) -> None:
@@ -140,9 +143,11 @@ class Server:
         *,
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
         eager: bool = True,
     ) -> None:
         check_message_size(max_message_size)
+        self.max_in_flight_bytes = max_in_flight_bytes
         self._handlers = dict(handlers)
         self.eager = eager
         self._services = {service for service, _ in self._handlers}

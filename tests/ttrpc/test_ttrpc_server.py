@@ -279,3 +279,23 @@ async def test_handlers_returning_plain_awaitables_or_raising_synchronously(sock
     assert ei.value.status == Status(Code.NOT_FOUND, "raised before returning")
     await c.close()
     await server.close()
+
+
+async def test_bytes_held_by_waiting_handlers_are_capped(sockdir: Path) -> None:
+    server, c = await start(sockdir, max_in_flight_bytes=1 << 20)
+    big = b"x" * 400_000
+    waits = [asyncio.create_task(c.call(SVC, "Wait", big)) for _ in range(4)]
+    await asyncio.sleep(0.1)
+    [conn] = [k for k in server._connections if k.in_flight]
+    assert conn.in_flight == 3 and conn.in_flight_bytes == 1_200_000  # the 4th request is not read yet
+    blocked = asyncio.create_task(c.call(SVC, "Echo", b"later"))
+    await asyncio.sleep(0.1)
+    assert not blocked.done()
+    other = await Client().connect(server.addresses[0])
+    await other.call(SVC, "Release", b"")
+    assert await asyncio.wait_for(asyncio.gather(*waits), 5) == [b"exited"] * 4
+    assert await asyncio.wait_for(blocked, 5) == b"later"
+    assert conn.in_flight_bytes == 0
+    await other.close()
+    await c.close()
+    await server.close()
