@@ -106,6 +106,15 @@ def _publish(src_dir: Path, out: Path) -> None:
 def build_image(opts: BuildOptions) -> ImageDescription:
     progress = _Progress(opts.quiet)
     t0 = time.monotonic()
+    initdata_raw = None
+    if opts.initdata_toml is not None:
+        from attestation import initdata
+
+        initdata_raw = opts.initdata_toml.read_bytes()
+        try:
+            initdata.parse(initdata_raw)  # refuse a malformed document before writing anything
+        except initdata.InitdataError as e:
+            raise BuildError(f"initdata {opts.initdata_toml}: {e}") from e
     progress("collect", "kernel, initramfs and rootfs inputs")
     kernel = find_kernel(opts.kernel_flavour)
     initramfs_tree = build_initramfs_tree(kernel)
