@@ -25,7 +25,6 @@ from .errors import (
     ConnectionClosedError,
     LocalProtocolError,
     ProtocolError,
-    RemoteProtocolError,
     TtrpcError,
 )
 from .frames import HEADER_SIZE, MAX_MESSAGE_SIZE, Flags, Frame, FrameReader, MessageType, encode_frame
@@ -60,7 +59,6 @@ __all__ = [
     "ProtocolError",
     "Proxy",
     "Rejected",
-    "RemoteProtocolError",
     "Reply",
     "Request",
     "Response",

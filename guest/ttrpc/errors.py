@@ -1,10 +1,9 @@
 """Exceptions of the ttrpc package.
 
-`ProtocolError` splits as in h11: `LocalProtocolError` means our caller tried to do something the protocol
-forbids (send an oversize message, use an even stream id); `RemoteProtocolError` means the peer broke the
-protocol badly enough that the connection cannot continue. Per-stream problems that ttrpc answers with a
-status (oversize frame, undecodable envelope, ...) are not exceptions: the sans-IO core reports them as
-`Rejected` events. `TtrpcError` is the status of one failed call.
+`LocalProtocolError` means our caller tried to do something the protocol forbids (send an oversize
+message, use an even stream id). Nothing a peer sends raises: every problem ttrpc answers with a status
+(oversize frame, undecodable envelope, ...) is a `Rejected` event of the sans-IO core, and EOF is a
+`Closed` event, so there is no remote-error exception. `TtrpcError` is the status of one failed call.
 """
 
 from __future__ import annotations
@@ -32,10 +31,6 @@ class ProtocolError(Exception):
 
 class LocalProtocolError(ProtocolError):
     """We were asked to send something the protocol does not allow."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer sent something that ends the connection."""
 
 
 class ConnectionClosedError(TtrpcError):

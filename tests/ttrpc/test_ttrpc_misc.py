@@ -159,3 +159,15 @@ async def test_python_m_guest_ttrpc_proxy_forwards() -> None:
         await server.close()
         shutil.rmtree(d, ignore_errors=True)
     assert b"event=request service=grpc.AgentService method=Echo" in err
+
+
+def test_sans_io_modules_never_import_asyncio() -> None:
+    import ast
+
+    for name in ("frames", "messages", "connection", "status", "errors", "address", "_eager"):
+        tree = ast.parse((REPO / "guest/ttrpc" / f"{name}.py").read_text())
+        imported = {
+            a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "asyncio" not in imported, name
