@@ -153,15 +153,16 @@ class Proxy:
         self._spawn(self._sweep())
 
     async def stop(self) -> None:
+        # Cancel the accept loops before closing their sockets, so no pending accept sees a closed fd.
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for sock in self._listeners:
             sock.close()
         self._listeners.clear()
         for relay in list(self._relays):
             relay.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
