@@ -125,9 +125,10 @@ def test_truncation_is_not_a_clean_end(tls_dirs: dict[str, Path]) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(min_size=1, max_size=40000), st.lists(st.integers(1, 5000), min_size=1, max_size=20))
-def test_any_split_of_the_ciphertext_gives_the_same_plaintext(payload: bytes, cuts: list[int]) -> None:
-    dirs = _DIRS
-    client, server = _pair(dirs)
+def test_any_split_of_the_ciphertext_gives_the_same_plaintext(
+    tls_dirs: dict[str, Path], payload: bytes, cuts: list[int]
+) -> None:
+    client, server = _pair(tls_dirs)
     _pump(client, server)
     client.send_plaintext(payload)
     wire = client.data_to_send()
@@ -142,14 +143,6 @@ def test_any_split_of_the_ciphertext_gives_the_same_plaintext(payload: bytes, cu
         if pos >= len(wire):
             break
     assert bytes(out) == payload
-
-
-_DIRS: dict[str, Path] = {}
-
-
-@pytest.fixture(autouse=True)
-def _dirs(tls_dirs: dict[str, Path]) -> None:
-    _DIRS.update(tls_dirs)
 
 
 def test_credentials_errors_name_the_file(tmp_path: Path, tls_dirs: dict[str, Path]) -> None:
