@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mesh_netns import APP_SERVER, PYTHON, Pod, Topology, meshproxy_argv, netns_unavailable, wait_for
+from mesh_netns import (
+    APP_SERVER,
+    PYTHON,
+    Pod,
+    Topology,
+    go_meshclient,
+    meshproxy_argv,
+    netns_unavailable,
+    wait_for,
+)
 from mesh_pki import MeshPKI
 
 REASON = netns_unavailable()
@@ -192,6 +201,20 @@ def test_openssl_client_verifies_server_with_mesh_or_root_ca(
     assert "Verify return code: 0 (ok)" in out
     assert f"app port=8080 peer={mesh.b.ip}" in out
     assert "TLSv1.3" in out
+
+
+@pytest.mark.parametrize("ca", ["mesh-ca.pem", "coordinator-root-ca.pem"])
+def test_go_client_mtls_with_mesh_or_root_ca(mesh: Topology, tls_dirs: dict[str, Path], ca: str) -> None:
+    client = go_meshclient()
+    if client is None:
+        pytest.skip("go not installed (golang-go, see .ci/apt/meshproxy.txt)")
+    a = tls_dirs["a"]
+    addr = f"{mesh.b.ip}:8080"
+    r = mesh.a.run(str(client), addr, "pod-b", str(a / ca), str(a / "certChain.pem"), str(a / "key.pem"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == f"pod-b app port=8080 peer={mesh.b.ip}\n"
+    r = mesh.a.run(str(client), addr, "pod-b", str(a / ca))  # no client certificate
+    assert r.returncode == 1 and b"app port" not in r.stdout
 
 
 def test_openssl_tls12_client_accepted(mesh: Topology, tls_dirs: dict[str, Path]) -> None:
