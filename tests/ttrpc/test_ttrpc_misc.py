@@ -158,7 +158,7 @@ async def test_python_m_guest_ttrpc_proxy_forwards() -> None:
         _, err = await p.communicate()
         await server.close()
         shutil.rmtree(d, ignore_errors=True)
-    assert b"event=request service=grpc.AgentService method=Echo" in err
+    assert b"event=request service=ttrpcecho.AgentService method=Echo" in err
 
 
 def test_sans_io_modules_never_import_asyncio() -> None:

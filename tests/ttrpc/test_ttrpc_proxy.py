@@ -31,7 +31,7 @@ from guest.ttrpc.messages import decode_response, encode_request, encode_respons
 
 from .conftest import RawPeer, unix
 
-SVC = "grpc.AgentService"
+SVC = "ttrpcecho.AgentService"
 
 
 class RecordingUpstream:

@@ -14,7 +14,7 @@ from guest.ttrpc.messages import decode_response, encode_request
 
 from .conftest import RawPeer, unix
 
-SVC = "grpc.AgentService"
+SVC = "ttrpcecho.AgentService"
 
 
 def handlers(log: list[str] | None = None) -> dict[tuple[str, str], object]:

@@ -1,4 +1,4 @@
-"""Python side of the Go peers' test service (grpc.AgentService/Echo), for tests, bench and tools."""
+"""Python side of the Go peers' test service (ttrpcecho.AgentService/Echo), for tests, bench and tools."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from guest.ttrpc import Code, Handler, Request, TtrpcError
 
 from . import echo_pb2
 
-SERVICE = "grpc.AgentService"
+SERVICE = "ttrpcecho.AgentService"
 METHOD = "Echo"
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17peers/echopb/echo.proto\x12\x04grpc\"M\n\x0b\x45\x63hoRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08sleep_ms\x18\x03 \x01(\r\x12\x12\n\nreply_size\x18\x04 \x01(\r\"[\n\x0c\x45\x63hoResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\x32=\n\x0c\x41gentService\x12-\n\x04\x45\x63ho\x12\x11.grpc.EchoRequest\x1a\x12.grpc.EchoResponseB\x0eZ\x0cpeers/echopbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17peers/echopb/echo.proto\x12\tttrpcecho\"M\n\x0b\x45\x63hoRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08sleep_ms\x18\x03 \x01(\r\x12\x12\n\nreply_size\x18\x04 \x01(\r\"[\n\x0c\x45\x63hoResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x10\n\x08metadata\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\x32G\n\x0c\x41gentService\x12\x37\n\x04\x45\x63ho\x12\x16.ttrpcecho.EchoRequest\x1a\x17.ttrpcecho.EchoResponseB\x0eZ\x0cpeers/echopbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +32,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'peers.echopb.echo_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\014peers/echopb'
-  _globals['_ECHOREQUEST']._serialized_start=33
-  _globals['_ECHOREQUEST']._serialized_end=110
-  _globals['_ECHORESPONSE']._serialized_start=112
-  _globals['_ECHORESPONSE']._serialized_end=203
-  _globals['_AGENTSERVICE']._serialized_start=205
-  _globals['_AGENTSERVICE']._serialized_end=266
+  _globals['_ECHOREQUEST']._serialized_start=38
+  _globals['_ECHOREQUEST']._serialized_end=115
+  _globals['_ECHORESPONSE']._serialized_start=117
+  _globals['_ECHORESPONSE']._serialized_end=208
+  _globals['_AGENTSERVICE']._serialized_start=210
+  _globals['_AGENTSERVICE']._serialized_end=281
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,4 @@
-// Go ttrpc interop server (containerd/ttrpc from Debian): serves grpc.AgentService/Echo on a unix socket
+// Go ttrpc interop server (containerd/ttrpc from Debian): serves ttrpcecho.AgentService/Echo on a unix socket
 // and reports what it received (metadata, deadline) so tests can check what a proxy forwarded.
 package main
 
