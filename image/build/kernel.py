@@ -21,8 +21,9 @@ __all__ = ["GUEST_MODULES", "Kernel", "find_kernel", "module_load_order"]
 # What the pod VM needs before and right after switch_root: disk and console drivers, the verity
 # root, erofs for root and container layers, overlay for layered rootfs, loop for file-backed
 # layers, and the vsock loopback transport so the agent's AF_VSOCK listener works without vhost.
+# (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so no virtio vsock
+# transport — every module costs a signature check under TCG.)
 GUEST_MODULES: tuple[str, ...] = (
-    "virtio_pci",
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
@@ -31,7 +32,6 @@ GUEST_MODULES: tuple[str, ...] = (
     "overlay",
     "loop",
     "vsock_loopback",
-    "vmw_vsock_virtio_transport",
 )
 
 

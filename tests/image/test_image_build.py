@@ -22,6 +22,8 @@ INITDATA = b'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"policy.rego" = "p
 def image_dir(request: pytest.FixtureRequest) -> Path:
     if shutil.which("mkfs.erofs") is None:
         pytest.skip("mkfs.erofs not installed (apt-get install erofs-utils)")
+    if not list(Path("/boot").glob("vmlinuz-*-cloud-amd64")):
+        pytest.skip("no guest kernel (apt-get install linux-image-cloud-amd64)")
     return pod_image_dir(request.config)
 
 

@@ -34,6 +34,8 @@ def qemu_available() -> str | None:
     """None if VMs can be booted here, else the reason they cannot."""
     if shutil.which(QEMU) is None:
         return f"{QEMU} not installed (apt-get install qemu-system-x86)"
+    if not any(Path("/boot").glob("vmlinuz-*-cloud-amd64")):
+        return "no guest kernel in /boot (apt-get install linux-image-cloud-amd64)"
     return None
 
 

@@ -16,14 +16,15 @@ TEST_SHARE_SERIAL = "cg-test-share"
 INIT_SCRIPT = r"""#!/bin/sh
 # Pod-VM PID 1 (after the initramfs mapped the verity root): tmpfs for /run and /tmp, loopback,
 # then the guest agent. The VM powers off when the agent exits (like Kata's FailureAction=poweroff).
-export PATH=/usr/bin:/usr/sbin HOME=/root PYTHONDONTWRITEBYTECODE=1
+# python3 -S with PYTHONPATH: site.py's path probing costs ~0.15 s under TCG and adds nothing here.
+export PATH=/usr/bin:/usr/sbin HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/usr/lib/python3/dist-packages
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 hostname pod-vm
 ip link set lo up
 echo "MARK init uptime=$(cut -d' ' -f1 /proc/uptime)"
-python3 -m image.build.inside.boot &
+python3 -S -m image.build.inside.boot &
 agent=$!
 case " $(cat /proc/cmdline) " in
 *" cg.test=1 "*)
