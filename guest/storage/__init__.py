@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .dm import DeviceMapper, MappedDevice, Target
 from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError
-from .layers import params_from_options, params_from_pin, rego_module
+from .layers import mount_layer_storage, params_from_options, params_from_pin, pinned_for, rego_module
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
 __all__ = [
@@ -24,10 +24,12 @@ __all__ = [
     "VerityMount",
     "VerityParams",
     "check_pinned",
+    "mount_layer_storage",
     "mount_verity",
     "open_verity",
     "params_from_options",
     "params_from_pin",
+    "pinned_for",
     "rego_module",
     "verity_table",
 ]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 
-from .errors import StorageOptionError
-from .verity import VerityParams
+from .dm import DeviceMapper
+from .errors import PolicyDeniedError, StorageOptionError
+from .verity import VerityMount, VerityParams, mount_verity
 
 __all__ = [
-    "DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "params_from_options", "params_from_pin", "rego_module",
+    "DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "mount_layer_storage", "params_from_options",
+    "params_from_pin", "pinned_for", "rego_module",
 ]
 
 DRIVER = "erofs.multi-layer"
@@ -83,3 +86,29 @@ def params_from_pin(layer: Mapping[str, str]) -> VerityParams:
     if unknown:
         raise StorageOptionError("erofs_layers", ",".join(sorted(unknown)), f"keys among {KEYS}")
     return _from_map({k: str(v) for k, v in layer.items()})
+
+
+def pinned_for(requested: VerityParams, pinned_layers: Sequence[Mapping[str, str]]) -> VerityParams:
+    """The pinned layer the request claims (same root hash); PolicyDeniedError if none.
+
+    Only the root hash selects the candidate; :func:`~.verity.check_pinned` then requires every
+    other field to be equal as well, so a request cannot mix fields of two pinned layers.
+    """
+    candidates = [params_from_pin(layer) for layer in pinned_layers]
+    for pin in candidates:
+        if pin.root_hash == requested.root_hash:
+            return pin
+    raise PolicyDeniedError({"root_hash": (requested.root_hash, sorted(p.root_hash for p in candidates))})
+
+
+def mount_layer_storage(driver: str, source: Path, options: Sequence[str], mount_point: Path,
+                        pinned_layers: Sequence[Mapping[str, str]],
+                        dm: DeviceMapper | None = None) -> VerityMount:
+    """An ``erofs.multi-layer`` storage with dm-verity, as kata's agent would mount it, but only with
+    parameters pinned in ``policy_data`` (``containers[_].erofs_layers``)."""
+    if driver != DRIVER:
+        raise StorageOptionError("driver", driver, DRIVER)
+    requested = params_from_options(options)
+    if requested is None:
+        raise PolicyDeniedError({"X-kata.dmverity-enabled": ("absent", "true")})
+    return mount_verity(source, requested, pinned_for(requested, pinned_layers), mount_point, dm=dm)

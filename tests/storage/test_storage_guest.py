@@ -185,3 +185,24 @@ def test_corrupted_layer_reads_fail_with_eio(dm: DeviceMapper, tmp_path: Path) -
 def test_invalid_request_values_are_refused_before_any_device() -> None:
     with pytest.raises(StorageOptionError):
         VerityParams(root_hash="zz" * 32, salt="", hash_offset=4096)
+
+
+def test_kata_layer_storage_options_mount(layer: Layer, dm: DeviceMapper, tmp_path: Path) -> None:
+    from guest.storage import mount_layer_storage
+
+    dev, p = layer
+    options = ["ro", "X-kata.dmverity-enabled=true", f"X-kata.dmverity.roothash={p.root_hash}",
+               f"X-kata.dmverity.hashoffset={p.hash_offset}", f"X-kata.dmverity.salt={p.salt}",
+               f"X-kata.dmverity.no-superblock={'false' if p.superblock else 'true'}"]
+    pin = {"roothash": p.root_hash, "hashoffset": str(p.hash_offset), "salt": p.salt,
+           "no-superblock": "false" if p.superblock else "true"}
+    before = dm.list_devices()
+    m = mount_layer_storage("erofs.multi-layer", dev, options, tmp_path / "mnt", [pin], dm=dm)
+    try:
+        assert (tmp_path / "mnt" / "hello.txt").read_bytes() == HELLO
+    finally:
+        m.close(dm)
+    with pytest.raises(PolicyDeniedError):
+        mount_layer_storage("erofs.multi-layer", dev, options, tmp_path / "mnt2",
+                            [{**pin, "salt": "00" * 32}], dm=dm)
+    assert dm.list_devices() == before

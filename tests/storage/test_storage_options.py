@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import regorus
@@ -16,8 +17,10 @@ from guest.storage import (
     StorageOptionError,
     VerityParams,
     check_pinned,
+    mount_layer_storage,
     params_from_options,
     params_from_pin,
+    pinned_for,
     rego_module,
     verity_table,
 )
@@ -145,3 +148,30 @@ def test_rego_denies_malformed_storages(options: list[str]) -> None:
 def test_rego_denies_other_drivers_and_empty_pins() -> None:
     assert not _allowed([PIN], driver="virtio-blk")
     assert not _allowed([])
+
+
+def test_pinned_for_selects_by_root_and_denies_unknown_roots() -> None:
+    other = {**PIN, "roothash": "11" * 32}
+    requested = params_from_options(OPTIONS)
+    assert requested is not None
+    assert pinned_for(requested, [other, PIN]) == params_from_pin(PIN)
+    with pytest.raises(PolicyDeniedError):
+        pinned_for(requested, [other])
+    with pytest.raises(PolicyDeniedError):
+        pinned_for(requested, [])
+
+
+def test_layer_storage_refused_before_touching_the_kernel(tmp_path: Path) -> None:
+    class NoKernel(dmmod.DeviceMapper):
+        def _ioctl(self, *a: object, **k: object) -> tuple[tuple[object, ...], bytes]:
+            raise AssertionError("device-mapper must not be called for a refused request")
+
+    dev = tmp_path / "no-such-device"
+    with pytest.raises(StorageOptionError):
+        mount_layer_storage("virtio-blk", dev, OPTIONS, tmp_path / "m", [PIN], dm=NoKernel())
+    with pytest.raises(PolicyDeniedError):
+        mount_layer_storage("erofs.multi-layer", dev, ["ro"], tmp_path / "m", [PIN], dm=NoKernel())
+    with pytest.raises(PolicyDeniedError):
+        mount_layer_storage("erofs.multi-layer", dev, OPTIONS, tmp_path / "m", [{**PIN, "salt": ""}],
+                            dm=NoKernel())
+    assert not (tmp_path / "m").exists()
