@@ -35,7 +35,7 @@ def rego_module() -> str:
 
 
 def _int(key: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise StorageOptionError(f"{PREFIX}{key}", value, "a decimal integer")
     return int(value)
 

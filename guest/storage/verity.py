@@ -53,9 +53,10 @@ class VerityParams:
         for what, size in (("blocksize", self.data_block_size), ("hashsize", self.hash_block_size)):
             if size < 512 or size > 65536 or size & (size - 1):
                 raise StorageOptionError(what, str(size), "a power of two from 512 to 65536")
-        if self.hash_offset <= 0 or self.hash_offset % self.data_block_size or self.hash_offset % 512:
+        if (self.hash_offset <= 0 or self.hash_offset >= 2**63 or self.hash_offset % self.data_block_size
+                or self.hash_offset % self.hash_block_size):
             raise StorageOptionError("hashoffset", str(self.hash_offset),
-                                     "a positive multiple of the data block size")
+                                     "a positive multiple of the data and hash block sizes")
 
     @property
     def data_blocks(self) -> int:
@@ -65,8 +66,6 @@ class VerityParams:
     def hash_start_block(self) -> int:
         # Kata: hash_offset / hash size, plus the superblock block when one precedes the tree.
         skip = -(-_SB_SIZE // self.hash_block_size) if self.superblock else 0
-        if self.hash_offset % self.hash_block_size:
-            raise StorageOptionError("hashoffset", str(self.hash_offset), "a multiple of the hash block size")
         return self.hash_offset // self.hash_block_size + skip
 
 

@@ -212,7 +212,13 @@ def _build(opts: BuildOptions, progress: _Progress, vmlinuz: Path, initramfs_tre
         )
         atomic_write(result / DESCRIPTION_NAME, desc.to_json().encode())
         if cached is not None:
-            os.replace(result, cached)  # atomic: a cache entry is complete or absent
+            try:
+                os.replace(result, cached)  # atomic: a cache entry is complete or absent
+            except OSError:
+                if not (cached / DESCRIPTION_NAME).is_file():
+                    raise
+                # A concurrent build of the same inputs won; its bytes are identical to ours.
+                return ImageDescription.load(cached / DESCRIPTION_NAME)
         else:
             _publish(result, opts.out)
         return desc
