@@ -36,6 +36,19 @@ _STDLIB_SKIP = re.compile(
     r"[^/]*/tests?|unittest/test)(/|$)|/__pycache__/"
 )
 _DIST_PACKAGES = "usr/lib/python3/dist-packages"
+_RPC = re.compile(r"rpc\s+\w+\s*\(\s*([\w.]+)\s*\)")
+
+
+def default_policy(agent_proto: Path) -> bytes:
+    """The policy agent's boot-time policy until initdata supplies one: every request of the agent
+    API (from guest/protocols/agent.proto) is explicitly denied, SetPolicyRequest included."""
+    names = sorted({m.split(".")[-1] for m in _RPC.findall(agent_proto.read_text())})
+    if not names:
+        raise BuildError(f"no rpc definitions in {agent_proto}")
+    lines = ["# Pod-VM default policy: every agent request is denied until the measured initdata",
+             "# carries a policy.", "package agent_policy", ""]
+    lines += [f"default {n} := false" for n in names]
+    return ("\n".join(lines) + "\n").encode()
 _BUSYBOX_APPLETS = ("sh", "mount", "umount", "cat", "echo", "sleep", "reboot", "poweroff", "ip",
                     "hostname", "grep", "sed", "ls", "mkdir", "dmesg", "sha256sum", "dd", "losetup",
                     "head", "tail", "cut", "tr", "wc", "ps", "kill", "true", "false", "test", "[",
@@ -155,6 +168,8 @@ def build_rootfs_tree(repo: Path) -> FileTree:
     tree.add_file("etc/os-release", data=b'ID=confidential-guest\nNAME="Confidential pod VM"\n')
     tree.add_file("etc/resolv.conf", data=b"")
     tree.add_file("etc/machine-id", data=b"")
+    tree.add_file("etc/kata-opa/default-policy.rego",
+                  data=default_policy(repo / "guest" / "protocols" / "agent.proto"))
     elves = _add_python(tree)
     more, venv_roots = _add_distributions(tree, runtime_distributions(repo / "pyproject.toml"))
     elves += more

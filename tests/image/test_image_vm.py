@@ -18,8 +18,8 @@ pytestmark = pytest.mark.vm
 TAMPER_TEST = "tests/image/test_image_guest.py::test_tampered_root_block_reads_fail_with_eio"
 
 
-def test_boots_to_agent_over_hybrid_vsock(pod_image: Path) -> None:
-    with VirtualMachine(pod_image, ports=[SerialPort("cg.hvsock")]) as vm:
+def test_boots_to_echo_agent_over_hybrid_vsock(pod_image: Path) -> None:
+    with VirtualMachine(pod_image, extra_cmdline="cg.agent=echo", ports=[SerialPort("cg.hvsock")]) as vm:
         vm.wait_for(r"MARK agent-listening vsock:1024", 120)
         assert vm.workdir is not None
         hv = vm.workdir / "hvsock.sock"
@@ -40,11 +40,11 @@ def test_wrong_root_hash_fails_closed(pod_image: Path) -> None:
     wrong = f"{int(desc.root_hash, 16) ^ (1 << 200):064x}"
     cmdline = desc.cmdline.replace(desc.root_hash, wrong)
     assert cmdline != desc.cmdline
-    with VirtualMachine(pod_image, base_cmdline=cmdline) as vm:
+    with VirtualMachine(pod_image, base_cmdline=cmdline) as vm:  # default agent: the policy proxy
         vm.wait_exit(120)
         text = vm.text()
     assert "initramfs: FATAL: mount root" in text
-    assert "agent-listening" not in text
+    assert "agent-listening" not in text and "event=serving" not in text
 
 
 def test_tampered_root_data_reads_fail_with_eio(pod_image: Path, tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_tampered_root_data_reads_fail_with_eio(pod_image: Path, tmp_path: Path)
     shutil.copyfile(pod_image / desc.disk, disk)
 
     def tamper(vm: VirtualMachine) -> None:
-        m = vm.wait_for(r"MARK tamper-ready block=(\d+)", 300)
+        m = vm.wait_for(r"MARK tamper-ready block=(\d+)\r?\n", 300)  # whole line: no partial number
         offset = int(m.group(1)) * 4096 + 1234
         with open(disk, "r+b") as f:  # the hostile host rewrites one byte under the running guest
             f.seek(offset)
@@ -75,3 +75,31 @@ def test_cmdline_pins_root_hash_and_salt(pod_image: Path) -> None:
     assert m is not None
     assert m.group(1).split()[-2:] == [desc.root_hash, desc.salt]
     assert "root=/dev/dm-0" in desc.cmdline.split() and "rootfstype=erofs" in desc.cmdline.split()
+
+
+def test_policy_agent_answers_the_runtime_over_hybrid_vsock(pod_image: Path) -> None:
+    """The default agent is ``python -m guest serve``; with the image's default policy (no
+    initdata) a CreateContainer request from the host is answered PERMISSION_DENIED over ttrpc."""
+    import struct
+
+    from guest.ttrpc import Code, MessageType, Request, encode_frame
+    from guest.ttrpc.messages import decode_response, encode_request
+
+    with VirtualMachine(pod_image, ports=[SerialPort("cg.hvsock")]) as vm:
+        vm.wait_for(r"event=serving listen=vsock://-1:1024", 180)
+        assert vm.workdir is not None
+        hv = vm.workdir / "hvsock.sock"
+        with BridgeThread(vm.port_path("cg.hvsock"), hv), connect(hv, 1024, timeout=60) as s:
+            body = encode_request(Request("grpc.AgentService", "CreateContainer", b""))
+            s.sendall(encode_frame(1, MessageType.REQUEST, 0, body))
+            header = b""
+            while len(header) < 10:
+                chunk = s.recv(10 - len(header))
+                assert chunk, "agent closed the connection"
+                header += chunk
+            length, stream, mtype, _flags = struct.unpack(">IIBB", header)
+            payload = b""
+            while len(payload) < length:
+                payload += s.recv(length - len(payload))
+            assert (stream, mtype) == (1, MessageType.RESPONSE)
+            assert decode_response(payload).status.code == Code.PERMISSION_DENIED

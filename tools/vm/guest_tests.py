@@ -105,7 +105,7 @@ def run_in_guest(image: Path, nodeids: list[str], *, extra_cmdline: str = "",
     """
     work = Path(tempfile.mkdtemp(prefix="cg-guest-run-"))
     share = build_share(REPO, work / "share.img", nodeids)
-    vm = VirtualMachine(image, extra_cmdline=f"cg.test=1 {extra_cmdline}".strip(), workdir=work,
+    vm = VirtualMachine(image, extra_cmdline=f"cg.test=1 cg.agent=echo {extra_cmdline}".strip(), workdir=work,
                         disks=[Disk(share, serial="cg-test-share")], disk_override=disk_override,
                         ports=[SerialPort(RESULTS_PORT, kind="file")])
     error = ""

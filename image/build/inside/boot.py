@@ -1,8 +1,10 @@
 """Started by the image's init: the hybrid-vsock relay (if the port exists) and the guest agent.
 
-The agent is ``python -m guest serve`` once the guest package provides it; until then a
-stand-in echo service listens on the agent's vsock port so boot, channel and harness can be
-tested end to end. ``MARK agent-listening`` on the console is what the boot benchmark times.
+The agent is ``python -m guest serve`` (the policy proxy, listening on vsock port 1024) with a
+stand-in upstream on kata-agent's socket, since kata-agent itself is not in the image. With
+``cg.agent=echo`` on the command line a stand-in echo service listens on port 1024 instead
+(``MARK agent-listening``), which the in-guest test runs use. The proxy's ``event=serving``
+line and ``MARK agent-listening`` are what the boot benchmark times.
 """
 
 from __future__ import annotations
@@ -57,7 +59,54 @@ def echo_agent(port: int = AGENT_VSOCK_PORT) -> None:
         threading.Thread(target=_echo, args=(conn,), daemon=True).start()
 
 
+def _cmdline_arg(name: str) -> str | None:
+    try:
+        with open("/proc/cmdline") as f:
+            words = f.read().split()
+    except OSError:
+        return None
+    for w in words:
+        if w.startswith(name + "="):
+            return w.split("=", 1)[1]
+    return None
+
+
+KATA_AGENT_SOCKET = "/run/kata-agent.sock"
+
+
+def _upstream_standin() -> None:
+    """kata-agent is not in this image: an empty ttrpc server on its socket answers every method
+    UNIMPLEMENTED, so the policy proxy has an upstream to connect each runtime connection to."""
+    import asyncio
+
+    from guest.ttrpc import Server, parse_address
+
+    async def serve() -> None:
+        await Server({}).start(parse_address(f"unix://{KATA_AGENT_SOCKET}"))
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def policy_proxy() -> int:
+    """``python -m guest serve`` (the policy agent in front of kata-agent) as a child process; the
+    relay and the kata-agent stand-in stay in this process. ``event=serving`` marks listening."""
+    import subprocess
+
+    threading.Thread(target=_upstream_standin, name="kata-agent-standin", daemon=True).start()
+    _start_relay()
+    return subprocess.call([sys.executable, "-S", "-m", "guest", "serve", "--upstream",
+                            f"unix://{KATA_AGENT_SOCKET}"])
+
+
 def main() -> int:
+    # The policy agent (python -m guest serve) unless the measured command line says cg.agent=echo
+    # (a stand-in echo service, used by the in-guest test runs for a lighter boot).
+    import importlib.util
+
+    choice = _cmdline_arg("cg.agent")
+    if choice != "echo" and importlib.util.find_spec("guest.cli") is not None:
+        return policy_proxy()
     echo_agent()
     return 0
 
