@@ -12,7 +12,7 @@ import pytest
 from image.build import ImageDescription
 from tools.vm.guest_tests import run_in_guest
 from tools.vm.hvsock import BridgeThread, connect
-from tools.vm.qemu import SerialPort, VirtualMachine
+from tools.vm.qemu import Disk, SerialPort, VirtualMachine
 
 pytestmark = pytest.mark.vm
 TAMPER_TEST = "tests/image/test_image_guest.py::test_tampered_root_block_reads_fail_with_eio"
@@ -102,4 +102,41 @@ def test_policy_agent_answers_the_runtime_over_hybrid_vsock(pod_image: Path) -> 
             while len(payload) < length:
                 payload += s.recv(length - len(payload))
             assert (stream, mtype) == (1, MessageType.RESPONSE)
+            assert decode_response(payload).status.code == Code.PERMISSION_DENIED
+
+
+def test_policy_agent_reads_the_initdata_device_and_fails_closed_without_tee(pod_image: Path,
+                                                                             tmp_path: Path) -> None:
+    """The builder's initdata.img, attached as a disk, is found by ``guest serve``; with no TEE to
+    bind its digest (HOST_DATA/MRCONFIGID) the measured policy is not installed and requests stay
+    denied."""
+    import struct
+
+    from guest.ttrpc import Code, MessageType, Request, encode_frame
+    from guest.ttrpc.messages import decode_response, encode_request
+    from image.build import BuildOptions, build_image, default_cache_dir
+
+    toml = tmp_path / "initdata.toml"
+    toml.write_text('version = "0.1.0"\nalgorithm = "sha256"\n[data]\n'
+                    '"policy.rego" = "package agent_policy\\ndefault CreateContainerRequest := true\\n"\n')
+    out = tmp_path / "image"
+    build_image(BuildOptions(out=out, repo=Path(__file__).resolve().parents[2], initdata_toml=toml,
+                             cache_dir=default_cache_dir(), quiet=True))
+    with VirtualMachine(out, disks=[Disk(out / "initdata.img")], ports=[SerialPort("cg.hvsock")]) as vm:
+        vm.wait_for(r"event=serving listen=vsock", 180)
+        assert re.search(r"event=measured_config_failed device=/dev/vdb", vm.text())
+        assert vm.workdir is not None
+        hv = vm.workdir / "hvsock.sock"
+        with BridgeThread(vm.port_path("cg.hvsock"), hv), connect(hv, 1024, timeout=60) as s:
+            s.sendall(encode_frame(1, MessageType.REQUEST, 0,
+                                   encode_request(Request("grpc.AgentService", "CreateContainer", b""))))
+            header = b""
+            while len(header) < 10:
+                chunk = s.recv(10 - len(header))
+                assert chunk
+                header += chunk
+            length = struct.unpack(">IIBB", header)[0]
+            payload = b""
+            while len(payload) < length:
+                payload += s.recv(length - len(payload))
             assert decode_response(payload).status.code == Code.PERMISSION_DENIED
