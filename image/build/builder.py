@@ -89,6 +89,18 @@ def _verity_format(disk: Path, data_blocks: int, salt: str) -> tuple[str, str]:
     return result.root_hash.hex(), verity.kernel_table(result, ROOT_DEVICE, ROOT_DEVICE)
 
 
+CACHE_KEEP = 4  # images kept in the cache (each ~75 MiB); every change of the project is a new key
+
+
+def _prune_cache(cache: Path, keep: int) -> None:
+    """Drop all but the ``keep`` most recently used entries (published copies are hard links, so
+    images already handed out stay intact)."""
+    entries = sorted((p for p in cache.iterdir() if (p / DESCRIPTION_NAME).is_file()),
+                     key=lambda p: (p / DESCRIPTION_NAME).stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _publish(src_dir: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(src_dir.iterdir()):
@@ -139,6 +151,7 @@ def build_image(opts: BuildOptions) -> ImageDescription:
     if cached is not None and (cached / DESCRIPTION_NAME).is_file():
         progress("cache", f"hit {cached}")
         desc = ImageDescription.load(cached / DESCRIPTION_NAME)
+        os.utime(cached / DESCRIPTION_NAME)  # most recently used, for pruning
     else:
         desc = _build(opts, progress, kernel.vmlinuz, initramfs_tree, rootfs_tree, digest, inputs, cached, t0)
     staging = cached if cached is not None and cached.is_dir() else None
@@ -212,6 +225,7 @@ def _build(opts: BuildOptions, progress: _Progress, vmlinuz: Path, initramfs_tre
         )
         atomic_write(result / DESCRIPTION_NAME, desc.to_json().encode())
         if cached is not None:
+            _prune_cache(cached.parent, keep=CACHE_KEEP - 1)
             try:
                 os.replace(result, cached)  # atomic: a cache entry is complete or absent
             except OSError:
