@@ -63,6 +63,7 @@ def pod_image_dir(config: pytest.Config) -> Path:
         from image.build import BuildOptions, build_image, default_cache_dir
 
         out = Path(tempfile.mkdtemp(prefix="cg-image-"))
+        config.add_cleanup(lambda: shutil.rmtree(out, ignore_errors=True))
         build_image(BuildOptions(out=out, repo=REPO, cache_dir=default_cache_dir(), quiet=True))
         config.stash[_IMAGE_KEY] = out
     return config.stash[_IMAGE_KEY]
