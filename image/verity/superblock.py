@@ -78,6 +78,10 @@ class Superblock:
             hash_name = hash_name_bytes.decode("ascii")
         except UnicodeDecodeError:
             raise SuperblockError("hash name", offset + 32, "ASCII", hash_name_bytes) from None
+        if hash_name != hash_name.lower():
+            # veritysetup writes lowercase names; accepting other spellings would let two different
+            # superblocks describe the same tree.
+            raise SuperblockError("hash name", offset + 32, "a lowercase name", hash_name_bytes)
         salt = bytes(raw[88:88 + salt_size])
         try:
             params = VerityParams(hash_name=hash_name, data_block_size=dbs, hash_block_size=hbs,
