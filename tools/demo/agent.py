@@ -1,0 +1,137 @@
+"""Step 3: a pod's policy agent (`python -m guest serve`) in front of a local stand-in for kata-agent.
+
+The stand-in is a real ttrpc server (guest.ttrpc.Server) answering the AgentService methods the demo
+calls; it records the exact bytes it received, so the demo can show that allowed requests arrive
+re-encoded (an unknown field smuggled by the "host" is gone) and denied ones never arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guest.protocols import agent_pb2
+from guest.ttrpc import Client, Request, Server, parse_address
+from guest.ttrpc.status import Code
+
+from .errors import StepFailed
+from .report import Narrator
+
+SERVICE = "grpc.AgentService"
+METHODS = ("StartContainer", "ExecProcess", "RemoveContainer")
+# Field 99 (varint 1) is not in StartContainerRequest: a parser-discrepancy probe the agent must strip.
+UNKNOWN_FIELD = b"\x98\x06\x01"
+
+
+@dataclass
+class EchoAgent:
+    """Answers every call with an empty message (google.protobuf.Empty) and keeps what it got."""
+
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def handlers(self) -> dict[tuple[str, str], object]:
+        return {(SERVICE, m): self._handler(m) for m in METHODS}
+
+    def _handler(self, method: str) -> object:
+        async def handle(request: Request) -> bytes:
+            self.received.append((method, request.payload))
+            return b""
+
+        return handle
+
+
+@dataclass(frozen=True)
+class PodFiles:
+    workdir: Path
+    initdata_device: Path
+    host_data: bytes
+    default_policy: Path
+
+
+async def _wait_for(path: Path, proc: asyncio.subprocess.Process, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not path.exists():
+        if proc.returncode is not None:
+            raise StepFailed(f"guest agent exited early with status {proc.returncode}")
+        if loop.time() > deadline:
+            raise StepFailed(f"guest agent did not listen on {path} within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
+    agent = EchoAgent()
+    upstream = files.workdir / "kata-agent.sock"
+    listen = files.workdir / "policy-agent.sock"
+    server = Server(agent.handlers())  # type: ignore[arg-type]
+    await server.start(parse_address(f"unix://{upstream}"))
+    log_path = files.workdir / "guest-agent.log"
+    argv = [
+        sys.executable, "-m", "guest", "serve", "--listen", f"unix://{listen}",
+        "--upstream", f"unix://{upstream}", "--policy", str(files.default_policy),
+        "--initdata", str(files.initdata_device), "--evidence", f"snp:{files.host_data.hex()}",
+        "--measured-dir", str(files.workdir / "measured-cfg"),
+    ]
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=log, stderr=log,
+            start_new_session=True,
+        )
+    try:
+        await _wait_for(listen, proc, 30)
+        logged = log_path.read_text(errors="replace")
+        if "event=measured_config_installed" not in logged:
+            raise StepFailed(f"the guest agent did not install the measured policy; its log:\n{logged[-1500:]}")
+        policy_file = files.workdir / "measured-cfg" / "policy.rego"
+        say.ok(f"policy agent up: initdata digest matches HOST_DATA {files.host_data.hex()[:16]}…, "
+               f"measured policy installed ({policy_file.stat().st_size} bytes)")
+        client = await Client().connect(parse_address(f"unix://{listen}"))
+        try:
+            await _calls(client, agent, say)
+        finally:
+            await client.close()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await server.close()
+
+
+async def _calls(client: Client, agent: EchoAgent, say: Narrator) -> None:
+    start_web = agent_pb2.StartContainerRequest(container_id="web").SerializeToString()
+    resp = await client.request(Request(SERVICE, "StartContainer", start_web + UNKNOWN_FIELD))
+    if resp.status.code != Code.OK:
+        raise StepFailed(f"StartContainer(web) should be allowed, got {resp.status.code.name}: "
+                         f"{resp.status.message}")
+    if not agent.received or agent.received[-1] != ("StartContainer", start_web):
+        raise StepFailed(f"kata-agent should have received the re-encoded request {start_web.hex()}, "
+                         f"got {agent.received!r}")
+    say.ok(f"StartContainer(container_id=web): ALLOWED, forwarded re-encoded "
+           f"(sent {len(start_web) + len(UNKNOWN_FIELD)} bytes with an unknown field, "
+           f"kata-agent got {len(start_web)} bytes: {start_web.hex()})")
+
+    before = len(agent.received)
+    start_db = agent_pb2.StartContainerRequest(container_id="db").SerializeToString()
+    resp = await client.request(Request(SERVICE, "StartContainer", start_db))
+    _expect_denied(resp.status.code, resp.status.message, "StartContainerRequest", agent, before)
+    say.ok(f"StartContainer(container_id=db): DENIED {resp.status.code.name} {resp.status.message}")
+
+    exec_req = agent_pb2.ExecProcessRequest(container_id="web", exec_id="shell").SerializeToString()
+    resp = await client.request(Request(SERVICE, "ExecProcess", exec_req))
+    _expect_denied(resp.status.code, resp.status.message, "ExecProcessRequest", agent, before)
+    say.ok(f"ExecProcess(container_id=web): DENIED {resp.status.code.name} {resp.status.message}")
+
+
+def _expect_denied(code: Code, message: str, endpoint: str, agent: EchoAgent, before: int) -> None:
+    if code != Code.PERMISSION_DENIED or f"{endpoint} is blocked by policy" not in message:
+        raise StepFailed(f"{endpoint} should be PERMISSION_DENIED by the policy, got {code.name}: {message}")
+    if len(agent.received) != before:
+        raise StepFailed(f"a denied {endpoint} reached kata-agent: {agent.received[before:]!r}")

@@ -1,0 +1,7 @@
+"""Typed failure of a demo step: the message says what happened and what was expected."""
+
+from __future__ import annotations
+
+
+class StepFailed(Exception):
+    """A step did not do what it should."""
