@@ -18,7 +18,7 @@ from guest.protocols import agent_pb2
 from guest.ttrpc import Client, Request, Server, parse_address
 from guest.ttrpc.status import Code
 
-from .errors import StepFailed
+from .errors import StepFailedError
 from .report import Narrator
 
 SERVICE = "grpc.AgentService"
@@ -52,14 +52,14 @@ class PodFiles:
     default_policy: Path
 
 
-async def _wait_for(path: Path, proc: asyncio.subprocess.Process, timeout: float) -> None:
+async def _wait_for(path: Path, proc: asyncio.subprocess.Process, limit: float) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not path.exists():
+    deadline = loop.time() + limit
+    while not os.path.exists(path):  # noqa: ASYNC240 - a stat every 50 ms while waiting
         if proc.returncode is not None:
-            raise StepFailed(f"guest agent exited early with status {proc.returncode}")
+            raise StepFailedError(f"guest agent exited early with status {proc.returncode}")
         if loop.time() > deadline:
-            raise StepFailed(f"guest agent did not listen on {path} within {timeout:.0f} s")
+            raise StepFailedError(f"guest agent did not listen on {path} within {limit:.0f} s")
         await asyncio.sleep(0.05)
 
 
@@ -85,7 +85,8 @@ async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
         await _wait_for(listen, proc, 30)
         logged = log_path.read_text(errors="replace")
         if "event=measured_config_installed" not in logged:
-            raise StepFailed(f"the guest agent did not install the measured policy; its log:\n{logged[-1500:]}")
+            raise StepFailedError("the guest agent did not install the measured policy; its log:\n"
+                                  + logged[-1500:])
         policy_file = files.workdir / "measured-cfg" / "policy.rego"
         say.ok(f"policy agent up: initdata digest matches HOST_DATA {files.host_data.hex()[:16]}…, "
                f"measured policy installed ({policy_file.stat().st_size} bytes)")
@@ -109,10 +110,10 @@ async def _calls(client: Client, agent: EchoAgent, say: Narrator) -> None:
     start_web = agent_pb2.StartContainerRequest(container_id="web").SerializeToString()
     resp = await client.request(Request(SERVICE, "StartContainer", start_web + UNKNOWN_FIELD))
     if resp.status.code != Code.OK:
-        raise StepFailed(f"StartContainer(web) should be allowed, got {resp.status.code.name}: "
+        raise StepFailedError(f"StartContainer(web) should be allowed, got {resp.status.code.name}: "
                          f"{resp.status.message}")
     if not agent.received or agent.received[-1] != ("StartContainer", start_web):
-        raise StepFailed(f"kata-agent should have received the re-encoded request {start_web.hex()}, "
+        raise StepFailedError(f"kata-agent should have received the re-encoded request {start_web.hex()}, "
                          f"got {agent.received!r}")
     say.ok(f"StartContainer(container_id=web): ALLOWED, forwarded re-encoded "
            f"(sent {len(start_web) + len(UNKNOWN_FIELD)} bytes with an unknown field, "
@@ -132,6 +133,7 @@ async def _calls(client: Client, agent: EchoAgent, say: Narrator) -> None:
 
 def _expect_denied(code: Code, message: str, endpoint: str, agent: EchoAgent, before: int) -> None:
     if code != Code.PERMISSION_DENIED or f"{endpoint} is blocked by policy" not in message:
-        raise StepFailed(f"{endpoint} should be PERMISSION_DENIED by the policy, got {code.name}: {message}")
+        raise StepFailedError(f"{endpoint} should be PERMISSION_DENIED by the policy, "
+                              f"got {code.name}: {message}")
     if len(agent.received) != before:
-        raise StepFailed(f"a denied {endpoint} reached kata-agent: {agent.received[before:]!r}")
+        raise StepFailedError(f"a denied {endpoint} reached kata-agent: {agent.received[before:]!r}")

@@ -3,5 +3,5 @@
 from __future__ import annotations
 
 
-class StepFailed(Exception):
+class StepFailedError(Exception):
     """A step did not do what it should."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StepFailed
+from .errors import StepFailedError
 from .processes import Children, tail
 from .report import Narrator
 
@@ -87,7 +87,7 @@ def run_mesh(children: Children, work: Path, web_tls: Path, db_tls: Path, say: N
         deadline = time.monotonic() + 30
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise StepFailed(f"meshproxy did not become ready (exit status {proc.poll()}); "
+                raise StepFailedError(f"meshproxy did not become ready (exit status {proc.poll()}); "
                                  f"log:\n{tail(log)}")
             time.sleep(0.05)
         say.ok(f"web's sidecar ready: plaintext 127.0.0.1:{egress_port} -> mTLS 127.0.0.1:{db_port} (db)")
@@ -97,8 +97,8 @@ def run_mesh(children: Children, work: Path, web_tls: Path, db_tls: Path, say: N
             while chunk := app.recv(4096):
                 reply += chunk
         if db.errors or db.peers != ["web"]:
-            raise StepFailed(f"db should have accepted exactly one mTLS client CN=web, got peers={db.peers} "
-                             f"errors={db.errors}; meshproxy log:\n{tail(log)}")
+            raise StepFailedError(f"db should have accepted exactly one mTLS client CN=web, "
+                                  f"got peers={db.peers} errors={db.errors}; meshproxy log:\n{tail(log)}")
         say.ok(f"reply through the mesh: {reply.decode(errors='replace').strip()}")
     finally:
         db.close()

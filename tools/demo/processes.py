@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StepFailed
+from .errors import StepFailedError
 
 
 def tail(path: Path, chars: int = 1500) -> str:
@@ -48,12 +48,12 @@ class Children:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            raise StepFailedError(f"{what} did not finish within {timeout:.0f} s; log:\n{tail(log)}") from exc
+        finally:  # also on Ctrl-C while waiting: never leave the child running
             self.stop(proc)
-            raise StepFailed(f"{what} did not finish within {timeout:.0f} s; log:\n{tail(log)}") from exc
-        finally:
             self.procs.remove(proc)
         if proc.returncode != 0:
-            raise StepFailed(f"{what} exited with status {proc.returncode}; log:\n{tail(log)}")
+            raise StepFailedError(f"{what} exited with status {proc.returncode}; log:\n{tail(log)}")
         return out.decode(errors="replace")
 
     @staticmethod
@@ -107,5 +107,5 @@ def start_coordinator(children: Children, state_dir: Path, initdata: Path, log: 
                 return proc, CoordinatorPorts(*(int(g) for g in m.groups()))
         elif proc.poll() is not None:
             break
-    raise StepFailed(f"the Coordinator did not report ready within {timeout:.0f} s "
+    raise StepFailedError(f"the Coordinator did not report ready within {timeout:.0f} s "
                      f"(exit status {proc.poll()}); log:\n{tail(log)}")

@@ -22,7 +22,7 @@ from types import FrameType
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from .errors import StepFailed
+from .errors import StepFailedError
 from .processes import Children, start_coordinator
 from .report import Narrator
 
@@ -124,7 +124,7 @@ class Demo:
         policies = manifest.get("Policies", {})
         want = {digest(self.doc(n).read_bytes()).hex() for n in ("coordinator", "web", "db")}
         if set(policies) != want:
-            raise StepFailed(f"manifest Policies should be the three initdata digests {sorted(want)}, "
+            raise StepFailedError(f"manifest Policies should be the three initdata digests {sorted(want)}, "
                              f"got {sorted(policies)}; generate said: {out.strip()}")
         manifest_hash = hashlib.sha256(manifest_bytes).hexdigest()
         self.say.ok(f"generate: manifest.json sha256 {manifest_hash}, {len(policies)} policies, "
@@ -136,7 +136,7 @@ class Demo:
         self.children.run([*cli, "verify", "-c", self.user_addr], log, "coordinator.cli verify")
         latest = self.ws / "verify" / "manifest.0.json"
         if not latest.exists() or latest.read_bytes() != manifest_bytes:
-            raise StepFailed(f"verify should have written {latest} equal to manifest.json")
+            raise StepFailedError(f"verify should have written {latest} equal to manifest.json")
         self.say.ok(f"verify: the attested Coordinator serves manifest sha256 {manifest_hash}")
 
     # -- 3 ------------------------------------------------------------------------------------------
@@ -178,10 +178,11 @@ class Demo:
                 _chains(leaf, mesh_ca, [])
                 _chains(leaf, root_ca, inter)
             except Exception as exc:
-                raise StepFailed(f"{name}'s certificate should chain to the mesh CA and the root CA: {exc}") \
-                    from exc
+                raise StepFailedError(
+                    f"{name}'s certificate should chain to the mesh CA and the root CA: {exc}") from exc
             sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            self.say.ok(f"{name}: {leaf.subject.rfc4514_string()} SANs {sans.get_values_for_type(x509.DNSName)}"
+            dns = sans.get_values_for_type(x509.DNSName)
+            self.say.ok(f"{name}: {leaf.subject.rfc4514_string()} SANs {dns}"
                         f" issued by {leaf.issuer.rfc4514_string()}; chains to the mesh CA and the root CA")
         self._intruder()
 
@@ -201,11 +202,12 @@ class Demo:
             call(host, port, config, rpc.NEW_MESH_CERT, meshapi_pb2.NewMeshCertRequest())
         except CallError as exc:
             if exc.code != "PERMISSION_DENIED" or "not found in manifest" not in exc.message:
-                raise StepFailed(f"the intruder should get PERMISSION_DENIED 'not found in manifest', "
+                raise StepFailedError(f"the intruder should get PERMISSION_DENIED 'not found in manifest', "
                                  f"got {exc.code}: {exc.message}") from exc
             self.say.ok(f"intruder (initdata sha256 {digest(raw).hex()[:16]}…): {exc.code} {exc.message}")
             return
-        raise StepFailed("the intruder pod got a mesh certificate although its policy is not in the manifest")
+        raise StepFailedError("the intruder pod got a mesh certificate although its policy is not "
+                              "in the manifest")
 
     # -- 5 ------------------------------------------------------------------------------------------
 
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mesh", action="store_true", help="leave out step 5 (the meshproxy)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM cleans up like Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if our parent ignored SIGINT
     say = Narrator()
     work = Path(tempfile.mkdtemp(prefix="confidential-demo-"))
     say._write(f"confidential containers, local demo (simulated SEV-SNP); work dir {work}")
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         Demo(work, say, args.skip_mesh).run()
         say._write(f"all steps passed in {say.elapsed():.1f} s")
         status = 0
-    except StepFailed as exc:
+    except StepFailedError as exc:
         say.fail(str(exc))
     except KeyboardInterrupt:
         say.fail("interrupted; stopped every process and removed the work dir")
