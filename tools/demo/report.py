@@ -8,8 +8,8 @@ from typing import TextIO
 
 
 class Narrator:
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
         self.started = time.monotonic()
         self.step_no = 0
 
