@@ -35,8 +35,10 @@ def test_demo_passes_every_step() -> None:
     assert "StartContainer(container_id=web): ALLOWED, forwarded re-encoded" in out
     assert re.search(r"StartContainer\(container_id=db\): DENIED PERMISSION_DENIED "
                      r"\"StartContainerRequest is blocked by policy: ", out)
-    assert ("DENIED PERMISSION_DENIED \"ExecProcessRequest is blocked by policy: agent_policy:15: "
+    assert ("DENIED PERMISSION_DENIED \"ExecProcessRequest is blocked by policy: agent_policy:16: "
             "ExecProcessRequest: the data owner allows no exec into containers\"") in out
+    assert re.search(r"swapped initdata \(host lies\): deny-all, StartContainer\(container_id=web\): DENIED "
+                     r"PERMISSION_DENIED .*initdata digest [0-9a-f]{64} does not match HOST_DATA", out)
     for name in ("web", "db"):
         assert re.search(rf"ok   {name}: CN={name} SANs \['{name}', '\*'\] issued by "
                          r"CN=system:coordinator:intermediate; chains to the mesh CA and the root CA", out)

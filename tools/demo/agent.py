@@ -8,9 +8,11 @@ re-encoded (an unknown field smuggled by the "host" is gone) and denied ones nev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +65,12 @@ async def _wait_for(path: Path, proc: asyncio.subprocess.Process, limit: float) 
         await asyncio.sleep(0.05)
 
 
-async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
+@contextlib.asynccontextmanager
+async def policy_agent(files: PodFiles, repo: Path) -> AsyncIterator[tuple[Client, EchoAgent, str]]:
+    """The stand-in kata-agent, `python -m guest serve` in front of it, and a client of the latter.
+
+    Yields the client, the stand-in and the policy agent's log after start-up.
+    """
     agent = EchoAgent()
     upstream = files.workdir / "kata-agent.sock"
     listen = files.workdir / "policy-agent.sock"
@@ -76,27 +83,21 @@ async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
         "--initdata", str(files.initdata_device), "--evidence", f"snp:{files.host_data.hex()}",
         "--measured-dir", str(files.workdir / "measured-cfg"),
     ]
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=log, stderr=log,
-            start_new_session=True,
-        )
+    proc: asyncio.subprocess.Process | None = None
     try:
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=log, stderr=log,
+                start_new_session=True,
+            )
         await _wait_for(listen, proc, 30)
-        logged = log_path.read_text(errors="replace")
-        if "event=measured_config_installed" not in logged:
-            raise StepFailedError("the guest agent did not install the measured policy; its log:\n"
-                                  + logged[-1500:])
-        policy_file = files.workdir / "measured-cfg" / "policy.rego"
-        say.ok(f"policy agent up: initdata digest matches HOST_DATA {files.host_data.hex()[:16]}…, "
-               f"measured policy installed ({policy_file.stat().st_size} bytes)")
         client = await Client().connect(parse_address(f"unix://{listen}"))
         try:
-            await _calls(client, agent, say)
+            yield client, agent, log_path.read_text(errors="replace")
         finally:
             await client.close()
     finally:
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), 15)
@@ -104,6 +105,32 @@ async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
                 proc.kill()
                 await proc.wait()
         await server.close()
+
+
+async def run_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
+    async with policy_agent(files, repo) as (client, agent, logged):
+        if "event=measured_config_installed" not in logged:
+            raise StepFailedError("the guest agent did not install the measured policy; its log:\n"
+                                  + logged[-1500:])
+        policy_file = files.workdir / "measured-cfg" / "policy.rego"
+        say.ok(f"policy agent up: initdata digest matches HOST_DATA {files.host_data.hex()[:16]}…, "
+               f"measured policy installed ({policy_file.stat().st_size} bytes)")
+        await _calls(client, agent, say)
+
+
+async def run_swapped_pod(files: PodFiles, say: Narrator, repo: Path) -> None:
+    """A host that hands the pod a different initdata than the one the CPU measured: deny-all."""
+    async with policy_agent(files, repo) as (client, agent, logged):
+        if "event=measured_config_failed" not in logged:
+            raise StepFailedError("the guest agent should refuse initdata that does not match HOST_DATA; "
+                                  "its log:\n" + logged[-1500:])
+        start_web = agent_pb2.StartContainerRequest(container_id="web").SerializeToString()
+        resp = await client.request(Request(SERVICE, "StartContainer", start_web))
+        _expect_denied(resp.status.code, resp.status.message, "StartContainerRequest", agent, 0)
+        if "does not match HOST_DATA" not in resp.status.message:
+            raise StepFailedError(f"the denial should name the HOST_DATA mismatch, got {resp.status.message}")
+        say.ok(f"swapped initdata (host lies): deny-all, StartContainer(container_id=web): DENIED "
+               f"{resp.status.code.name} {resp.status.message}")
 
 
 async def _calls(client: Client, agent: EchoAgent, say: Narrator) -> None:

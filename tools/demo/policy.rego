@@ -5,6 +5,7 @@ package agent_policy
 default StartContainerRequest := false
 
 StartContainerRequest if {
+	print("StartContainerRequest: container", input.container_id, "is not on the data owner's list")
 	input.container_id == "web"
 }
 

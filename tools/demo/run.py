@@ -146,7 +146,7 @@ class Demo:
         from attestation.initdata import encode_device
         from coordinator import simulation
 
-        from .agent import PodFiles, run_pod
+        from .agent import PodFiles, run_pod, run_swapped_pod
 
         self.say.step("Pod web: policy agent in front of kata-agent, policy from the measured initdata")
         pod = self.work / "pod-web-agent"
@@ -157,8 +157,13 @@ class Demo:
         # What the (simulated) CPU reports for this pod: HOST_DATA = the initdata digest the host set.
         evidence = simulation.provider(self.sim_root, raw).get_evidence(bytes(64))
         host_data = attestation.local_host_data(evidence)
-        files = PodFiles(pod, device, host_data, DEFAULT_POLICY)
-        asyncio.run(run_pod(files, self.say, REPO))
+        asyncio.run(run_pod(PodFiles(pod, device, host_data, DEFAULT_POLICY), self.say, REPO))
+        # The host boots the same pod but attaches db's initdata: its digest is not web's HOST_DATA.
+        swapped = self.work / "pod-web-swapped"
+        swapped.mkdir()
+        (swapped / "initdata.img").write_bytes(encode_device(self.doc("db").read_bytes()))
+        asyncio.run(run_swapped_pod(PodFiles(swapped, swapped / "initdata.img", host_data, DEFAULT_POLICY),
+                                    self.say, REPO))
 
     # -- 4 ------------------------------------------------------------------------------------------
 
