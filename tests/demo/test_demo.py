@@ -55,11 +55,13 @@ def test_wrong_policy_fails_the_step_with_reason(monkeypatch: pytest.MonkeyPatch
     permissive.write_text((REPO / "tools" / "demo" / "default-policy.rego").read_text())
     monkeypatch.setattr(demo_run, "POLICY", permissive)
     monkeypatch.setattr(sys, "stdout", out := io.StringIO())
+    monkeypatch.setenv("ATTESTATION_SIMULATED_ROOT", "")  # main() sets it; restored after the test
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         status = demo_run.main(["--skip-mesh"])
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     text = out.getvalue()
     assert status == 1, text
     assert "FAIL StartContainerRequest should be PERMISSION_DENIED by the policy, got OK" in text
