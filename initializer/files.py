@@ -20,6 +20,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from coordinator.store import atomic_write as write_atomic
+from coordinator.store import fsync_dir
+
+__all__ = ["MeshMaterial", "fsync_dir", "write_atomic", "write_done", "write_mesh_files"]
+
 
 @dataclass(frozen=True)
 class MeshMaterial:
@@ -27,35 +32,6 @@ class MeshMaterial:
     cert_chain: bytes
     root_ca: bytes
     workload_secret: bytes
-
-
-def write_atomic(path: Path, data: bytes, mode: int, sync_dir: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)  # a leftover from a crashed run
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def write_mesh_files(out: Path, key: ec.EllipticCurvePrivateKey, material: MeshMaterial) -> list[Path]:
