@@ -18,37 +18,95 @@ Stable API (see docs/attestation.md):
 Every failure raises a subclass of `AttestationError`.
 """
 
-from .api import check_snp, check_tdx, local_host_data
-from .errors import (
-    AttestationError,
-    CertificateError,
-    CertificateExpiredError,
-    CollateralError,
-    Mismatch,
-    NoProviderError,
-    ParseError,
-    ProviderError,
-    ReferenceValuesError,
-    RevokedError,
-    SignatureError,
-    TcbStatusError,
-    ValidationError,
-    VerificationError,
-)
-from .evidence import Evidence, EvidenceProvider, Platform
-from .providers.configfs_tsm import ConfigfsTsmProvider
-from .providers.detect import detect_platform, detect_provider
-from .providers.sevguest import SevGuestProvider
-from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
-from .providers.simulated_tdx import SimulatedIntelRoot, SimulatedTdxProvider
-from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
-from .snp.abi import SnpReport, parse_report
-from .snp.product import Product
-from .snp.verify import SnpVerification, verify_snp, verify_snp_attestation
-from .tdx.collateral import TdxCollateral
-from .tdx.quote import TdxQuote, parse_quote
-from .tdx.verify import TdxVerification, verify_tdx, verify_tdx_quote
-from .trust import AmdRoots, bundled_amd_roots, bundled_intel_root
+# Exports load on first use (PEP 562): a guest that only reads initdata or HOST_DATA must not pay
+# cryptography's import time and memory for the verifiers it never calls.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import check_snp, check_tdx, local_host_data
+    from .errors import (
+        AttestationError,
+        CertificateError,
+        CertificateExpiredError,
+        CollateralError,
+        Mismatch,
+        NoProviderError,
+        ParseError,
+        ProviderError,
+        ReferenceValuesError,
+        RevokedError,
+        SignatureError,
+        TcbStatusError,
+        ValidationError,
+        VerificationError,
+    )
+    from .evidence import Evidence, EvidenceProvider, Platform
+    from .providers.configfs_tsm import ConfigfsTsmProvider
+    from .providers.detect import detect_platform, detect_provider
+    from .providers.sevguest import SevGuestProvider
+    from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
+    from .providers.simulated_tdx import SimulatedIntelRoot, SimulatedTdxProvider
+    from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
+    from .snp.abi import SnpReport, parse_report
+    from .snp.product import Product
+    from .snp.verify import SnpVerification, verify_snp, verify_snp_attestation
+    from .tdx.collateral import TdxCollateral
+    from .tdx.quote import TdxQuote, parse_quote
+    from .tdx.verify import TdxVerification, verify_tdx, verify_tdx_quote
+    from .trust import AmdRoots, bundled_amd_roots, bundled_intel_root
+
+_EXPORTS: dict[str, str] = {
+    "AmdRoots": ".trust",
+    "AttestationError": ".errors",
+    "CertificateError": ".errors",
+    "CertificateExpiredError": ".errors",
+    "CollateralError": ".errors",
+    "ConfigfsTsmProvider": ".providers.configfs_tsm",
+    "Evidence": ".evidence",
+    "EvidenceProvider": ".evidence",
+    "Mismatch": ".errors",
+    "NoProviderError": ".errors",
+    "ParseError": ".errors",
+    "Platform": ".evidence",
+    "Product": ".snp.product",
+    "ProviderError": ".errors",
+    "ReferenceValues": ".reference_values",
+    "ReferenceValuesError": ".errors",
+    "RevokedError": ".errors",
+    "SevGuestProvider": ".providers.sevguest",
+    "SignatureError": ".errors",
+    "SimulatedAmdRoot": ".providers.simulated",
+    "SimulatedIntelRoot": ".providers.simulated_tdx",
+    "SimulatedSnpProvider": ".providers.simulated",
+    "SimulatedTdxProvider": ".providers.simulated_tdx",
+    "SnpReferenceValues": ".reference_values",
+    "SnpReport": ".snp.abi",
+    "SnpVerification": ".snp.verify",
+    "TcbStatusError": ".errors",
+    "TdxCollateral": ".tdx.collateral",
+    "TdxQuote": ".tdx.quote",
+    "TdxReferenceValues": ".reference_values",
+    "TdxVerification": ".tdx.verify",
+    "ValidationError": ".errors",
+    "VerificationError": ".errors",
+    "bundled_amd_roots": ".trust",
+    "bundled_intel_root": ".trust",
+    "check_snp": ".api",
+    "check_tdx": ".api",
+    "detect_platform": ".providers.detect",
+    "detect_provider": ".providers.detect",
+    "local_host_data": ".api",
+    "parse_quote": ".tdx.quote",
+    "parse_report": ".snp.abi",
+    "verify_snp": ".snp.verify",
+    "verify_snp_attestation": ".snp.verify",
+    "verify_tdx": ".tdx.verify",
+    "verify_tdx_quote": ".tdx.verify",
+}
+
 
 __all__ = [
     "AmdRoots",
@@ -98,3 +156,16 @@ __all__ = [
     "verify_tdx",
     "verify_tdx_quote",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
