@@ -1,4 +1,4 @@
-"""Deterministic cost of the relay's hot path: ``python -m tools.bench.meshproxy.hotpath``.
+"""Deterministic cost of the relay's hot path: ``python -m tools.bench.mesh.hotpath``.
 
 One process, no event loop and no wakeups: a TLS client session and a plaintext peer sit on socketpairs
 and the relay's readiness callbacks are called directly, so the number is our CPU per 64-byte round trip

@@ -1,4 +1,4 @@
-"""Mesh proxy benchmark: ``python -m tools.bench.meshproxy [--rounds N] [--gib G] [--rr N]`` (root).
+"""Mesh proxy benchmark: ``python -m tools.bench.mesh [--rounds N] [--gib G] [--rr N]`` (root).
 
 Two network namespaces joined by a veth pair, as two pods. Pod B runs a plaintext backend (sink + echo),
 our proxy with the real TPROXY rules, and haproxy and stunnel4 configured for the same mTLS (TLS 1.3,
@@ -61,7 +61,7 @@ def rss_kib(pid: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.bench.meshproxy")
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.mesh")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--rr", type=int, default=20000)
