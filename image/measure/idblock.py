@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from attestation.snp import idblock as _snp_idblock
 from image.measure.digest import DIGEST_SIZE, LaunchDigest
 from image.measure.errors import UnsupportedInputError
 from image.measure.vmsa import VmmType, snp_vmsa_page
@@ -50,19 +51,11 @@ _COORD: Final = 0x48
 _CURVE_P384: Final = 2
 _ALGO_ECDSA_P384_SHA384: Final = 1
 
-# NIST P-384 (FIPS 186-4 D.1.2.4); a = -3.
-_P: Final = 2**384 - 2**128 - 2**96 + 2**32 - 1
+# Order of NIST P-384 (FIPS 186-4 D.1.2.4), for the signature range check.
 _N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
-_B: Final = 0xB3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE8141120314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF
-_G: Final = (
-    0xAA87CA22BE8B05378EB1C71EF320AD746E1D3B628BA79B9859F741E082542A385502F25DBF55296C3A545E3872760AB7,
-    0x3617DE4A96262C6F5D9E98BF9292DC29F8F41DBD289A147CE9DA3113B5F0B8C00A60B1CE1D7E819D7A431D7C90EA0E5F,
-)
 # Contrast's fixed ID block signature.
 _CONTRAST_R: Final = 2
 _CONTRAST_S: Final = 1
-
-_Point = tuple[int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,35 +125,6 @@ class IdBlock:
                 + struct.pack("<IIQ", self.version, self.guest_svn, self.policy))
 
 
-# --- P-384 arithmetic, only what key recovery needs (public data; no constant-time concerns) ---
-
-def _add(p1: _Point, p2: _Point) -> _Point:
-    if p1 is None:
-        return p2
-    if p2 is None:
-        return p1
-    (x1, y1), (x2, y2) = p1, p2
-    if x1 == x2:
-        if (y1 + y2) % _P == 0:
-            return None
-        lam = (3 * x1 * x1 - 3) * pow(2 * y1, -1, _P) % _P
-    else:
-        lam = (y2 - y1) * pow(x2 - x1, -1, _P) % _P
-    x3 = (lam * lam - x1 - x2) % _P
-    return x3, (lam * (x1 - x3) - y1) % _P
-
-
-def _mul(k: int, point: _Point) -> _Point:
-    result: _Point = None
-    addend = point
-    while k:
-        if k & 1:
-            result = _add(result, addend)
-        addend = _add(addend, addend)
-        k >>= 1
-    return result
-
-
 def recover_id_keys(message_hash: bytes, r: int, s: int) -> list[tuple[int, int]]:
     """Both public keys for which (r, s) is a valid ECDSA-P384 signature over ``message_hash``.
 
@@ -168,18 +132,11 @@ def recover_id_keys(message_hash: bytes, r: int, s: int) -> list[tuple[int, int]
     """
     if not (0 < r < _N and 0 < s < _N):
         raise UnsupportedInputError("ECDSA signature values out of range")
-    z = int.from_bytes(message_hash[:48], "big")
-    alpha = (pow(r, 3, _P) - 3 * r + _B) % _P
-    beta = pow(alpha, (_P + 1) // 4, _P)
-    if beta * beta % _P != alpha:
-        raise UnsupportedInputError("no curve point has x = r")
-    r_inv = pow(r, -1, _N)
-    keys = []
-    for y in (beta, _P - beta):
-        q = _mul(r_inv, _add(_mul(s, (r, y)), _mul(_N - z % _N, _G)))
-        if q is not None:
-            keys.append(q)
-    return sorted(keys)
+    # The curve arithmetic is the attestation core's, so the verifier and the builder cannot disagree.
+    try:
+        return _snp_idblock.recover_candidates(message_hash[:48], r, s)
+    except ValueError as exc:
+        raise UnsupportedInputError("no curve point has x = r") from exc
 
 
 def id_key_bytes(x: int, y: int) -> bytes:
