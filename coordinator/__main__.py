@@ -24,8 +24,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/coordinator"), help="history store")
     p.add_argument("--simulate-tee", action="store_true",
                    help="use the simulated SNP provider (no TEE); trusts simulated evidence only for "
-                        "reference values with Platform 'Simulated-SNP'")
-    p.add_argument("--simulate-initdata", type=Path, help="initdata whose digest is the simulated HOST_DATA")
+                        "reference values with Platform 'Simulated-SNP'. The simulated AMD root is kept in "
+                        "STATE_DIR/simulated-amd (or $ATTESTATION_SIMULATED_ROOT): give that directory to "
+                        "'contrast set/verify/recover --simulated-root'")
+    p.add_argument("--simulate-initdata", type=Path,
+                   help="with --simulate-tee, required: the Coordinator's initdata (the file given to "
+                        "'contrast generate --coordinator-initdata'); its digest is the simulated HOST_DATA "
+                        "the CLI pins")
     p.add_argument("--simulate-measurement", default="00" * 48, help="simulated launch measurement (hex)")
     p.add_argument("--listen-host", default="0.0.0.0", help="address for all listeners")  # noqa: S104
     p.add_argument("--user-port", type=int, default=1313)
@@ -36,7 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer", action="append", default=[],
                    help="HOST:PORT of a peer Coordinator's MeshAPI sharing this state dir (repeatable)")
     p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.simulate_tee and args.simulate_initdata is None:
+        # Without it HOST_DATA would be zeros, which no manifest's coordinator policy hash matches.
+        p.error("--simulate-tee needs --simulate-initdata FILE: the Coordinator's initdata, the same file "
+                "given to 'contrast generate --coordinator-initdata'")
+    return args
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -45,11 +55,14 @@ def build_config(args: argparse.Namespace) -> Config:
     issuer: Issuer
     simulated_roots = None
     if args.simulate_tee:
-        initdata = args.simulate_initdata.read_bytes() if args.simulate_initdata else None
+        initdata = args.simulate_initdata.read_bytes()
         measurement = bytes.fromhex(args.simulate_measurement)
-        prov = simulation.provider(state_dir / "simulated-amd", initdata, measurement)
+        root_dir = simulation.root_dir(state_dir / "simulated-amd")
+        prov = simulation.provider(root_dir, initdata, measurement)
         simulated_roots = prov.trusted_roots()
         issuer = SnpIssuer(prov)
+        log.warning("event=simulated_tee simulated_root=%s hint=%r", root_dir,
+                    "pass --simulated-root to contrast set/verify/recover")
     else:
         issuer = issuer_for(detect_provider(allow_simulated=False))
     ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port, args.transit_port)

@@ -20,11 +20,15 @@ MAX_RESPONSE = 64 * 1024 * 1024
 
 
 class CallError(Exception):
-    """A call to the Coordinator failed; `code` is the gRPC status code name ("UNAVAILABLE", ...)."""
+    """A call to the Coordinator failed; `code` is the gRPC status code name ("UNAVAILABLE", ...).
 
-    def __init__(self, method: str, code: str, message: str) -> None:
+    `unreachable` is true when nothing answered (connection refused or reset, gRPC UNAVAILABLE without
+    an aTLS verdict): a later attempt may succeed. A failed attestation is never `unreachable`."""
+
+    def __init__(self, method: str, code: str, message: str, unreachable: bool = False) -> None:
         super().__init__(f"{method}: {code}: {message}")
         self.method, self.code, self.message = method, code, message
+        self.unreachable = unreachable
 
 
 def split_host_port(address: str, default_port: int) -> tuple[str, int]:
@@ -61,6 +65,12 @@ def call(
             return rpc.call(ch, method, request, timeout)
         except grpc.RpcError as exc:
             code = exc.code()
-            if forwarder.last_error is not None:
-                raise CallError(method.name, "UNAVAILABLE", f"aTLS: {forwarder.last_error}") from exc
-            raise CallError(method.name, code.name if code else "UNKNOWN", exc.details() or "") from exc
+            dial_error = forwarder.last_error
+            if isinstance(dial_error, OSError):
+                raise CallError(method.name, "UNAVAILABLE", f"connecting to {host}:{port}: {dial_error}",
+                                unreachable=True) from exc
+            if dial_error is not None:
+                raise CallError(method.name, "UNAVAILABLE", f"aTLS: {dial_error}") from exc
+            name = code.name if code else "UNKNOWN"
+            unreachable = name == "UNAVAILABLE"
+            raise CallError(method.name, name, exc.details() or "", unreachable=unreachable) from exc

@@ -17,8 +17,29 @@ from attestation.initdata import platform_digest
 from attestation.providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
 from attestation.snp import certs
 from attestation.snp.product import Product
+from attestation.trust import AmdRoots
+from coordinator.verifiers import SIMULATED_PLATFORM
 
 SIMULATED_ROOT_ENV = "ATTESTATION_SIMULATED_ROOT"
+# The reference values a simulated launch with the default all-zero measurement matches
+# (`contrast generate --simulate-tee` writes them).
+SIMULATED_SNP_REFERENCE_VALUES = {
+    "snp": [{
+        "Platform": SIMULATED_PLATFORM,
+        "ProductName": "Milan",
+        "TrustedMeasurement": "00" * 48,
+        "MinimumTCB": {"BootloaderVersion": 0, "TEEVersion": 0, "SNPVersion": 0, "MicrocodeVersion": 0},
+        "GuestPolicy": {"ABIMinor": 0, "ABIMajor": 0, "SMT": True},
+    }]
+}
+
+
+def load_trusted_roots(directory: Path) -> AmdRoots:
+    """The trust anchors of a simulated root saved in `directory`: its ARK and ASK certificates only
+    (a verifier needs no private key)."""
+    return AmdRoots.from_certificates(
+        [certs.load_certificate((directory / name).read_bytes()) for name in ("ark.pem", "ask.pem")]
+    )
 
 
 def _load_root(directory: Path) -> SimulatedAmdRoot:
@@ -57,8 +78,13 @@ def host_data_for(initdata: bytes | None) -> bytes:
     return platform_digest(initdata_digest(initdata), 32)
 
 
+def root_dir(default: Path) -> Path:
+    """Where the simulated root lives: $ATTESTATION_SIMULATED_ROOT if set, else `default`."""
+    return Path(os.environ.get(SIMULATED_ROOT_ENV) or default)
+
+
 def provider(
-    root_dir: Path, initdata: bytes | None = None, measurement: bytes = bytes(48)
+    root_dir_default: Path, initdata: bytes | None = None, measurement: bytes = bytes(48)
 ) -> SimulatedSnpProvider:
-    root = load_or_create_root(Path(os.environ.get(SIMULATED_ROOT_ENV) or root_dir))
+    root = load_or_create_root(root_dir(root_dir_default))
     return SimulatedSnpProvider(root=root, measurement=measurement, host_data=host_data_for(initdata))

@@ -1,4 +1,4 @@
-"""generate / set / verify / recover (Contrast's CLI semantics, §8)."""
+"""generate / set / verify / recover, with the semantics of Contrast's CLI."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from attestation.atls import ClientConfig, Validator
 from attestation.errors import AttestationError
@@ -30,11 +31,12 @@ from coordinator.cli.workspace import (
 from coordinator.client import CallError, call, split_host_port
 from coordinator.errors import ManifestError
 from coordinator.proto import userapi_pb2
-from coordinator.simulation import SIMULATED_ROOT_ENV
+from coordinator.simulation import SIMULATED_ROOT_ENV, SIMULATED_SNP_REFERENCE_VALUES, load_trusted_roots
 from coordinator.state import decrypt_seed, key_digest
 
 log = logging.getLogger("contrast")
 USER_PORT = 1313
+RETRY_INTERVAL = 1.0
 
 
 class CliError(Exception):
@@ -49,12 +51,20 @@ def generate(
     coordinator_initdata: Path,
     disable_updates: bool = False,
     seedshare_key_bits: int = 4096,
+    simulated: bool = False,
 ) -> list[str]:
-    """Write manifest.json from initdata documents; return the reference values still to fill in."""
+    """Write manifest.json from initdata documents; return the reference values still to fill in.
+
+    `simulated` puts in the one reference value a ``python -m coordinator --simulate-tee`` with the
+    default all-zero measurement matches (and nothing else)."""
     existing: dict[str, Any] = {}
     if ws.path(MANIFEST).exists():
         existing = json.loads(ws.path(MANIFEST).read_bytes())
-    if reference_values is not None:
+    if simulated and reference_values is not None:
+        raise CliError("give either --simulate-tee or --reference-values, not both")
+    if simulated:
+        rvs = json.loads(json.dumps(SIMULATED_SNP_REFERENCE_VALUES))
+    elif reference_values is not None:
         rvs = json.loads(reference_values.read_bytes())
         rvs = rvs.get("ReferenceValues", rvs)
     else:
@@ -95,22 +105,42 @@ def generate(
 
 
 # -- validators ------------------------------------------------------------------------------------------
-def coordinator_validators(manifest: manifest_mod.Manifest) -> list[Validator]:
-    """Validators for the Coordinator (HOST_DATA pinned to its policy hash); simulated entries are
-    trusted only with ATTESTATION_SIMULATED_ROOT set."""
-    roots = None
-    root_dir = os.environ.get(SIMULATED_ROOT_ENV)
-    if root_dir:
-        from attestation.providers.simulated import SimulatedAmdRoot
+def coordinator_validators(
+    manifest: manifest_mod.Manifest, simulated_root: Path | None = None
+) -> list[Validator]:
+    """Validators for the Coordinator (HOST_DATA pinned to its policy hash).
 
-        roots = SimulatedAmdRoot.load(root_dir).roots()
+    Entries with Platform Simulated-SNP are trusted only against the simulated AMD root in
+    `simulated_root` (``--simulated-root``), or else in $ATTESTATION_SIMULATED_ROOT; never otherwise."""
+    if simulated_root is None and os.environ.get(SIMULATED_ROOT_ENV):
+        simulated_root = Path(os.environ[SIMULATED_ROOT_ENV])
+    roots = None
+    if simulated_root is not None:
+        try:
+            roots = load_trusted_roots(simulated_root)
+        except (OSError, ValueError, AttestationError) as exc:
+            raise CliError(f"simulated root {simulated_root}: {exc}") from exc
     try:
         out = verifiers.coordinator_validators(manifest, roots)
     except AttestationError as exc:
         raise CliError(f"reference values: {exc}") from exc
     if not out:
+        if roots is None and any(e.get("Platform") == verifiers.SIMULATED_PLATFORM for e in manifest.snp):
+            raise CliError(
+                "the manifest's only reference values are Simulated-SNP ones, and no simulated AMD root is "
+                "trusted: pass --simulated-root DIR, the root of the `python -m coordinator --simulate-tee` "
+                "you talk to (its <state-dir>/simulated-amd, or its $ATTESTATION_SIMULATED_ROOT)"
+            )
         raise CliError("no usable reference values in the manifest to verify the Coordinator with")
     return out
+
+
+class _UnreachableError(Exception):
+    """The Coordinator did not answer (connection refused or reset, gRPC UNAVAILABLE): worth retrying."""
+
+    def __init__(self, error: CallError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _load_manifest(ws: Workspace) -> manifest_mod.Manifest:
@@ -123,24 +153,44 @@ def _load_manifest(ws: Workspace) -> manifest_mod.Manifest:
 
 
 # -- set ---------------------------------------------------------------------------------------------------
-def set_manifest(ws: Workspace, coordinator: str, retry_for: float = 180.0) -> Any:
+def set_manifest(
+    ws: Workspace, coordinator: str, retry_for: float = 180.0, simulated_root: Path | None = None
+) -> Any:
+    """SetManifest, retried every second for up to `retry_for` seconds while the Coordinator is
+    unreachable (not yet started, restarting). A Coordinator that fails attestation is never retried."""
     m = _load_manifest(ws)
     policies = [ws.load_initdata(h) for h in m.policies]
     owner = ws.workload_owner_key(create=False)
     if owner is None or key_digest(owner.public_key()).hex() not in m.workload_owner_key_digests:
         log.warning("event=owner_key_not_in_manifest hint='later updates will be refused'")
-    config = ClientConfig(validators=coordinator_validators(m), key=owner)
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root), key=owner)
     host, port = split_host_port(coordinator, USER_PORT)
     request = userapi_pb2.SetManifestRequest(Manifest=m.raw, Policies=policies)
-    deadline = time.monotonic() + retry_for
-    while True:
+
+    def attempt() -> userapi_pb2.SetManifestResponse:
         try:
             response: userapi_pb2.SetManifestResponse = call(host, port, config, rpc.SET_MANIFEST, request)
-            break
         except CallError as exc:
-            if exc.code != "UNAVAILABLE" or time.monotonic() >= deadline or "aTLS" in exc.message:
-                raise CliError(f"setting manifest: {exc}") from exc
-            time.sleep(1)
+            if exc.unreachable:
+                raise _UnreachableError(exc) from exc
+            raise CliError(f"setting manifest: {exc}") from exc
+        return response
+
+    def log_retry(state: Any) -> None:
+        log.info("event=coordinator_unreachable attempt=%d retry_in=%gs", state.attempt_number,
+                 RETRY_INTERVAL)
+
+    retrying = Retrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, _UnreachableError)),
+        stop=stop_after_delay(retry_for),
+        wait=wait_fixed(RETRY_INTERVAL),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        response = retrying(attempt)
+    except _UnreachableError as exc:
+        raise CliError(f"setting manifest: gave up after {retry_for:g} s: {exc.error}") from exc
     ws.write(ROOT_CA, response.RootCA)
     ws.write(MESH_CA, response.MeshCA)
     if response.HasField("SeedSharesDoc"):
@@ -156,9 +206,9 @@ def set_manifest(ws: Workspace, coordinator: str, retry_for: float = 180.0) -> A
 
 
 # -- verify ------------------------------------------------------------------------------------------------
-def verify(ws: Workspace, coordinator: str) -> Any:
+def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) -> Any:
     m = _load_manifest(ws)
-    config = ClientConfig(validators=coordinator_validators(m))
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root))
     host, port = split_host_port(coordinator, USER_PORT)
     try:
         response: userapi_pb2.GetManifestsResponse = call(
@@ -181,7 +231,9 @@ def verify(ws: Workspace, coordinator: str) -> Any:
 
 
 # -- recover -----------------------------------------------------------------------------------------------
-def recover(ws: Workspace, coordinator: str, force: bool = False) -> None:
+def recover(
+    ws: Workspace, coordinator: str, force: bool = False, simulated_root: Path | None = None
+) -> None:
     m = _load_manifest(ws)
     key = ws.seedshare_owner_key(create=False)
     if key is None:
@@ -199,7 +251,7 @@ def recover(ws: Workspace, coordinator: str, force: bool = False) -> None:
     except ValueError as exc:
         raise CliError("decrypting the seed share failed: wrong key or corrupted share") from exc
     salt = base64.b64decode(doc["salt"])
-    config = ClientConfig(validators=coordinator_validators(m), key=key)
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root), key=key)
     host, port = split_host_port(coordinator, USER_PORT)
     try:
         request = userapi_pb2.RecoverRequest(Seed=seed, Salt=salt, Force=force)

@@ -41,9 +41,16 @@ class CoordinatorProcess:
     extra_args: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # False: the Coordinator runs as a user would start it, without $ATTESTATION_SIMULATED_ROOT, so its
+    # simulated root is <state_dir>/simulated-amd (pass that as sim_root).
+    export_sim_root: bool = True
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, ATTESTATION_SIMULATED_ROOT=str(self.sim_root), PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("ATTESTATION_SIMULATED_ROOT", None)
+        if self.export_sim_root:
+            env["ATTESTATION_SIMULATED_ROOT"] = str(self.sim_root)
+        return env
 
     def start(self, timeout: float = 30) -> None:
         argv = [
