@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from common.files import atomic_write
 
 from .api import check_snp, check_tdx
 from .claims import snp_claims, tdx_claims
@@ -168,15 +169,9 @@ class _FailedCheckError(Exception):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise _UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 

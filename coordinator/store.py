@@ -1,10 +1,10 @@
 """Filesystem key-value store for the history (Contrast's afero backend semantics).
 
-Keys are ``<dir>/<name>``, each part ``[a-zA-Z0-9-]+``. Every write goes to a temp file in the
-same directory, is fsynced, renamed over the target and the directory is fsynced, so a crash (kill
--9) at any point leaves either the old or the new value, never a partial one. Compare-and-swap
-holds an exclusive flock on ``<root>/.lock`` so two Coordinator processes on one state dir
-serialise their updates.
+Keys are ``<dir>/<name>``, each part ``[a-zA-Z0-9-]+``. Every write goes through
+``common.files.atomic_write`` (unique temp file in the same directory, fsync, rename, directory
+fsync), so a crash (kill -9) at any point leaves either the old or the new value, never a partial
+one. Compare-and-swap holds an exclusive flock on ``<root>/.lock`` so two Coordinator processes on
+one state dir serialise their updates.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.files import atomic_write
 from coordinator.errors import HistoryError, LatestChangedError, NotFoundError
 
 _KEY = re.compile(r"^[a-zA-Z0-9-]+/[a-zA-Z0-9-]+$")
@@ -25,39 +26,6 @@ MAX_VALUE = 64 * 1024 * 1024
 def _check_key(key: str) -> None:
     if not _KEY.match(key):
         raise HistoryError(f"invalid store key {key!r}, expected <dir>/<name> of [a-zA-Z0-9-]+")
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, sync_dir: bool = True) -> None:
-    """Write `data` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
-
-    Readers see the old file or the complete new one, never a part; a failed write leaves no temp file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)  # a leftover from a crashed run
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
 
 
 class FileStore:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.files import atomic_write, fsync_dir
 from guest.api import RPCS
 from guest.policy.engine import AgentPolicy
 from guest.policy.errors import PolicyError
@@ -128,22 +127,8 @@ def write_measured_files(data: Mapping[str, str], directory: Path) -> None:
         _check_key(key)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     for key, value in data.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(value.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, directory / key)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        atomic_write(directory / key, value.encode("utf-8"), mode=0o644, sync_dir=False)
+    fsync_dir(directory)  # one directory fsync makes all the renames durable
 
 
 def deny_all_policy(reason: str) -> str:

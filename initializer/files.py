@@ -20,10 +20,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from coordinator.store import atomic_write as write_atomic
-from coordinator.store import fsync_dir
+from common.files import atomic_write, fsync_dir
 
-__all__ = ["MeshMaterial", "fsync_dir", "write_atomic", "write_done", "write_mesh_files"]
+__all__ = ["MeshMaterial", "write_done", "write_mesh_files"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def write_mesh_files(out: Path, key: ec.EllipticCurvePrivateKey, material: MeshM
     if material.workload_secret:
         plan.append((secrets_dir / "workload-secret-seed", material.workload_secret.hex().encode(), 0o400))
     for path, data, mode in plan:
-        write_atomic(path, data, mode, sync_dir=False)
+        atomic_write(path, data, mode=mode, sync_dir=False)
     for d in (tls, secrets_dir, out):  # one directory fsync each makes all renames durable
         fsync_dir(d)
     return [p for p, _, _ in plan]
@@ -59,4 +58,4 @@ def write_mesh_files(out: Path, key: ec.EllipticCurvePrivateKey, material: MeshM
 
 def write_done(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, b"", 0o644)
+    atomic_write(path, b"", mode=0o644)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.files import atomic_write
 from meshproxy.admin import AdminServer
 from meshproxy.certs import CredentialStore
 from meshproxy.config import ProxyConfig
@@ -49,21 +48,7 @@ class Options:
 def write_ready_file(path: Path) -> None:
     """Create ``path`` atomically, so a probe never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, b"", mode=0o644)
 
 
 async def run(config: ProxyConfig, options: Options, stop: asyncio.Event | None = None) -> None:

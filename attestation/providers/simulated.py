@@ -16,7 +16,6 @@ import datetime as _dt
 import os
 import secrets
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+from common.files import atomic_write
 
 from .. import _der
 from ..evidence import Evidence, Platform, pad_report_data
@@ -152,7 +153,7 @@ class SimulatedAmdRoot:
             "ask.key": (_key_pem(self.ask_key), 0o600),
         }
         for name, (data, mode) in files.items():
-            _atomic_write(d / name, data, mode)
+            atomic_write(d / name, data, mode=mode)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> SimulatedAmdRoot:
@@ -179,18 +180,6 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

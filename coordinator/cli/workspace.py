@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from coordinator.store import atomic_write
+from common.files import atomic_write
 
 MANIFEST = "manifest.json"
 WORKLOAD_OWNER_KEY = "workload-owner.pem"
@@ -33,7 +33,7 @@ class Workspace:
     def write(self, name: str, data: bytes, mode: int = 0o644) -> Path:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data, mode)
+        atomic_write(path, data, mode=mode)
         return path
 
     # -- keys ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -18,7 +19,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .description import DESCRIPTION_NAME, ImageDescription, VerityParams, atomic_write, verity_table
+from common.files import atomic_write
+
+from .description import DESCRIPTION_NAME, ImageDescription, VerityParams, verity_table
 from .erofs import GUEST_PYTHON, compile_bytecode, erofs_version, make_erofs
 from .errors import BuildError
 from .initramfs import build_initramfs_tree, pack_initramfs
@@ -105,14 +108,17 @@ def _publish(src_dir: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(src_dir.iterdir()):
         dest = out / f.name
-        tmp = out / f".{f.name}.tmp"
-        if tmp.exists():
-            tmp.unlink()
+        # A unique temp name: two builds publishing into one directory must not share it.
+        tmp = out / f".{f.name}.{secrets.token_hex(8)}.tmp"
         try:
-            os.link(f, tmp)
-        except OSError:
-            shutil.copyfile(f, tmp)
-        os.replace(tmp, dest)
+            try:
+                os.link(f, tmp)
+            except OSError:
+                shutil.copyfile(f, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def build_image(opts: BuildOptions) -> ImageDescription:

@@ -11,15 +11,13 @@ Schema (paths are relative to the JSON file)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BuildError
 
-__all__ = ["DESCRIPTION_NAME", "ImageDescription", "VerityParams", "atomic_write", "verity_table"]
+__all__ = ["DESCRIPTION_NAME", "ImageDescription", "VerityParams", "verity_table"]
 
 DESCRIPTION_NAME = "image.json"
 
@@ -80,15 +78,3 @@ class ImageDescription:
     def path(self, base: Path, name: str) -> Path:
         return base / name
 
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

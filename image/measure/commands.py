@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.files import atomic_write, atomic_write_text
 from image.measure.digest import LaunchDigest
 from image.measure.errors import UnsupportedInputError
 from image.measure.firmware import parse_firmware
@@ -32,7 +32,7 @@ from image.measure.snp import (
 )
 from image.measure.vmsa import VmmType, cpu_signature, parse_vcpu
 
-__all__ = ["read_input", "run_id_block", "run_snp_mode", "write_output", "write_output_bytes"]
+__all__ = ["read_input", "run_id_block", "run_snp_mode", "write_output"]
 
 
 def read_input(path: str | None) -> bytes | None:
@@ -49,20 +49,7 @@ def write_output(text: str, output: str | None) -> None:
     if output is None or output == "-":
         sys.stdout.write(text)
         return
-    target = Path(output)
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(output), text, mode=0o644)
 
 
 def _vcpu_sig(args: argparse.Namespace) -> int | None:
@@ -91,22 +78,8 @@ def _dump(pages: Sequence[bytes], directory: str | None) -> None:
     if directory is None:
         return
     for i, page in enumerate(pages):
-        write_output_bytes(Path(directory) / f"vmsa{i}.bin", page)
+        atomic_write(Path(directory) / f"vmsa{i}.bin", page)
 
-
-def write_output_bytes(target: Path, data: bytes) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_snp_mode(args: argparse.Namespace) -> int:

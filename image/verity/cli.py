@@ -8,14 +8,14 @@ Exit codes follow veritysetup: 0 success; 1 bad parameters, unusable device, wro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common.files import atomic_write_text
 
 from .errors import (
     HashAreaCorruptError,
@@ -69,18 +69,7 @@ def _params(args: argparse.Namespace) -> VerityParams:
 
 def _write_root_hash_file(path: Path, root_hex: str) -> None:
     # veritysetup writes lowercase hex without a newline, mode 0600; we also replace atomically.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(root_hex)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, root_hex, mode=0o600)
 
 
 def _cmd_format(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from initializer.defaultdeny import RULE, remove_default_deny
-from initializer.files import MeshMaterial, write_atomic, write_mesh_files
+from initializer.files import MeshMaterial, write_done, write_mesh_files
 from initializer.run import InitializerError, Settings, StoppedError, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,10 +103,12 @@ def test_files_and_modes(tmp_path: Path) -> None:
         ".mesh-ca.pem.tmp-1", "certChain.pem", "coordinator-root-ca.pem", "key.pem", "mesh-ca.pem"]
 
 
-def test_write_atomic_failure_leaves_nothing(tmp_path: Path) -> None:
+def test_write_done_failure_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
     with pytest.raises(OSError):
-        write_atomic(tmp_path / "missing-dir" / "f", b"x", 0o444)
-    assert list(tmp_path.iterdir()) == []
+        write_done(tmp_path / "file" / "done")  # parent is a regular file
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
 
 
 @pytest.mark.root
