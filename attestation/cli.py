@@ -24,7 +24,7 @@ from common.files import atomic_write
 
 from .api import check_snp, check_tdx
 from .claims import snp_claims, tdx_claims
-from .errors import AttestationError
+from .errors import AttestationError, NoProviderError
 from .providers.detect import detect_provider
 from .reference_values import ReferenceValues
 from .snp.verify import verify_snp_attestation
@@ -175,17 +175,30 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise _UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _report(args: argparse.Namespace) -> int:
+    """``attestation report``: errors name the command (it verifies nothing) and, without a TEE, the flag."""
+    try:
+        provider = detect_provider(allow_simulated=args.simulated)
+        evidence = provider.get_evidence(args.report_data)
+        if args.cert_table_out is not None:
+            _write_atomic(args.cert_table_out, evidence.cert_table)
+    except NoProviderError as exc:
+        hint = "pass --simulated to use the simulated SNP provider"
+        print(f"attestation report: {exc}; {hint}", file=sys.stderr)
+        return 1
+    except (AttestationError, OSError) as exc:
+        print(f"attestation report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(evidence.report)
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "report":
-            provider = detect_provider(allow_simulated=args.simulated)
-            evidence = provider.get_evidence(args.report_data)
-            if args.cert_table_out is not None:
-                _write_atomic(args.cert_table_out, evidence.cert_table)
-            sys.stdout.buffer.write(evidence.report)
-            sys.stdout.buffer.flush()
-            return 0
+            return _report(args)
         out = _verify_snp(args) if args.platform == "snp" else _verify_tdx(args)
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The initializer flow (Contrast initializer/main.go, §1.1), one step per function call.
+"""The initializer flow (as Contrast's initializer/main.go), one step per function call.
 
 Each failure is wrapped with the step that failed; the only retried step is the NewMeshCert call
 (every 5 s until it succeeds or SIGTERM/SIGINT arrives).
@@ -62,9 +62,18 @@ def build_issuer(settings: Settings) -> Issuer:
             raise InitializerError("creating issuer", f"--simulate-tee needs {simulation.SIMULATED_ROOT_ENV}")
         initdata = settings.simulate_initdata.read_bytes() if settings.simulate_initdata else None
         return SnpIssuer(simulation.provider(Path(root), initdata, settings.simulate_measurement))
+    from attestation.errors import NoProviderError
     from attestation.providers.detect import detect_provider
 
-    issuer: Issuer = issuer_for(detect_provider(allow_simulated=False))
+    try:
+        provider = detect_provider(allow_simulated=False)
+    except NoProviderError as exc:
+        raise InitializerError(
+            "creating issuer",
+            f"{exc}; without a TEE, run with --simulate-tee and ATTESTATION_SIMULATED_ROOT set to the "
+            "Coordinator's simulated root",
+        ) from exc
+    issuer: Issuer = issuer_for(provider)
     return issuer
 
 

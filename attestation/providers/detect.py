@@ -64,7 +64,7 @@ def detect_provider(
         if root_dir:
             return SimulatedSnpProvider(root=SimulatedAmdRoot.load(root_dir))
         return SimulatedSnpProvider()
+    # No hint here: each command names its own switch for the simulator.
     raise NoProviderError(
-        "no TEE found: no configfs-tsm provider and no /dev/sev-guest "
-        "(pass allow_simulated=True to use the simulator)"
+        f"no TEE found: no configfs-tsm provider in {configfs_root} and no {sev_guest_path}"
     )

@@ -214,6 +214,10 @@ def test_module_entry_point_and_report() -> None:
         check=False,
     )
     assert proc.returncode == 1 and b"no TEE found" in proc.stderr
+    # It names the command (nothing was verified) and its own flag, not a Python API parameter.
+    err = proc.stderr.decode()
+    assert err.startswith("attestation report: ") and "--simulated" in err
+    assert "verification failed" not in err and "allow_simulated" not in err
 
 
 def test_cli_never_trusts_a_simulated_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

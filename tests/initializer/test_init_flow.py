@@ -39,6 +39,16 @@ def test_simulation_needs_explicit_root(tmp_path: Path) -> None:
         run(settings, threading.Event())
 
 
+def test_no_tee_names_the_initializer_flags(tmp_path: Path) -> None:
+    env = dict(os.environ, COORDINATOR_HOST="127.0.0.1:1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "initializer", "--out-dir", str(tmp_path / "out"),
+                           "--done-file", str(tmp_path / "done")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "no TEE found" in proc.stderr and "--simulate-tee" in proc.stderr
+    assert "allow_simulated" not in proc.stderr
+
+
 def test_retries_until_sigterm_without_writing(tmp_path: Path) -> None:
     """No Coordinator listening: the initializer keeps retrying; SIGTERM ends it, nothing is written."""
     with socket.socket() as s:
