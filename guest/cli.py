@@ -1,7 +1,9 @@
 """``python -m guest serve | eval | explain`` (console script ``guest-agent``).
 
-serve    the policy proxy in front of kata-agent: boot-time default policy, then measured initdata,
-         then every ttrpc request judged; SIGTERM/SIGINT close the listener and connections cleanly.
+serve    the policy agent: boot-time default policy, then measured initdata, then every ttrpc request
+         judged; allowed ones go to the in-process backend (``--backend builtin``, the default) or,
+         with ``--upstream ADDRESS``, to a kata-agent behind us (proxy mode). SIGTERM/SIGINT close
+         the listener and connections cleanly; DestroySandbox ends the builtin agent.
 eval     one request (``--endpoint --input``) or a kata-style case list (``--cases``) on one engine,
          one JSON line per evaluation: {"allowed", "ops", "message"} (or "error" instead of "allowed"
          where kata-agent would answer INTERNAL).
@@ -172,18 +174,65 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.initdata != "none":
         _install_initdata(policy, args)
     interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data, lambda: policy.state))
-    proxy = Proxy(parse_address(args.upstream), interceptor)
-    bound = await proxy.start(parse_address(args.listen))
-    log.warning("event=serving listen=%s upstream=%s", bound, args.upstream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.upstream is not None:
+        return await _serve_proxy(args, interceptor, stop, policy_log)
+    return await _serve_builtin(args, interceptor, policy, stop, policy_log)
+
+
+async def _serve_proxy(args: argparse.Namespace, interceptor: PolicyInterceptor, stop: asyncio.Event,
+                       policy_log: PolicyLog | None) -> int:
+    proxy = Proxy(parse_address(args.upstream), interceptor)
+    bound = await proxy.start(parse_address(args.listen))
+    log.warning("event=serving listen=%s upstream=%s", bound, args.upstream)
     try:
         await stop.wait()
     finally:
         log.warning("event=shutting_down")
         await proxy.close()
+        if policy_log is not None:
+            policy_log.close()
+    return 0
+
+
+def pinned_erofs_layers(policy: AgentPolicy) -> list[dict[str, str]]:
+    """Every ``erofs_layers`` entry of the policy's containers (the verity parameters it pins)."""
+    data = policy.policy_data
+    containers: Any = data.get("containers", []) if isinstance(data, dict) else []
+    layers: list[dict[str, str]] = []
+    for c in containers if isinstance(containers, list) else []:
+        for layer in (c.get("erofs_layers", []) if isinstance(c, dict) else []):
+            if isinstance(layer, dict):
+                layers.append({str(k): str(v) for k, v in layer.items()})
+    return layers
+
+
+async def _serve_builtin(args: argparse.Namespace, interceptor: PolicyInterceptor, policy: AgentPolicy,
+                         stop: asyncio.Event, policy_log: PolicyLog | None) -> int:
+    from guest.backend import AgentBackend, InProcessAgent
+    from guest.ttrpc import Server
+
+    backend = AgentBackend(runtime=Path(args.runtime), pinned_layers=lambda: pinned_erofs_layers(policy))
+    await backend.start()
+    server = Server(InProcessAgent(interceptor, backend).handlers())
+    bound = await server.start(parse_address(args.listen))
+    log.warning("event=serving listen=%s backend=builtin", bound)
+    destroyed = asyncio.ensure_future(backend.destroyed.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({destroyed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if destroyed.done():
+            await asyncio.sleep(0.2)  # let the DestroySandbox reply reach the runtime
+            log.warning("event=sandbox_destroyed msg=%s", json.dumps("agent exits, the VM powers off"))
+    finally:
+        destroyed.cancel()
+        stopped.cancel()
+        log.warning("event=shutting_down")
+        await server.close()
+        await backend.close()
         if policy_log is not None:
             policy_log.close()
     return 0
@@ -203,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the policy proxy")
     serve.add_argument("--listen", default="vsock://-1:1024")
-    serve.add_argument("--upstream", default="unix:///run/kata-agent.sock")
+    serve.add_argument("--backend", default="builtin", choices=["builtin"],
+                       help="builtin: the in-process agent backend (default, unless --upstream is given)")
+    serve.add_argument("--upstream", default=None,
+                       help="proxy mode: forward allowed requests to a kata-agent at this ttrpc address")
+    serve.add_argument("--runtime", default="/usr/bin/crun", help="OCI runtime of the builtin backend")
     serve.add_argument("--policy", help=f"default policy file (default {DEFAULT_POLICY_FILE})")
     serve.add_argument("--initdata", default="auto", help="auto | none | DEVICE")
     serve.add_argument("--evidence", default="auto",

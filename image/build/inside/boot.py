@@ -1,7 +1,7 @@
 """Started by the image's init: the hybrid-vsock relay (if the port exists) and the guest agent.
 
-The agent is ``python -m guest serve`` (the policy proxy, listening on vsock port 1024) with a
-stand-in upstream on kata-agent's socket, since kata-agent itself is not in the image. With
+The agent is ``python -m guest serve`` (the policy agent with its builtin backend, listening on
+vsock port 1024; crun runs the containers). With
 ``cg.agent=echo`` on the command line a stand-in echo service listens on port 1024 instead
 (``MARK agent-listening``), which the in-guest test runs use. The proxy's ``event=serving``
 line and ``MARK agent-listening`` are what the boot benchmark times.
@@ -71,32 +71,20 @@ def _cmdline_arg(name: str) -> str | None:
     return None
 
 
-KATA_AGENT_SOCKET = "/run/kata-agent.sock"
-
-
-def _upstream_standin() -> None:
-    """kata-agent is not in this image: an empty ttrpc server on its socket answers every method
-    UNIMPLEMENTED, so the policy proxy has an upstream to connect each runtime connection to."""
-    import asyncio
-
-    from guest.ttrpc import Server, parse_address
-
-    async def serve() -> None:
-        await Server({}).start(parse_address(f"unix://{KATA_AGENT_SOCKET}"))
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
-
-
-def policy_proxy() -> int:
-    """``python -m guest serve`` (the policy agent in front of kata-agent), with the relay and the
-    kata-agent stand-in on threads of this process. ``event=serving`` marks listening."""
+def policy_agent() -> int:
+    """``python -m guest serve``: the policy agent with its in-process backend (``--backend builtin``),
+    the relay on a thread of this process. ``event=serving`` marks listening."""
     import runpy
 
-    threading.Thread(target=_upstream_standin, name="kata-agent-standin", daemon=True).start()
     _start_relay()
     # In this process (not a child): a second interpreter start costs ~0.7 s under TCG.
-    sys.argv = ["guest", "serve", "--upstream", f"unix://{KATA_AGENT_SOCKET}"]
+    sys.argv = ["guest", "serve", "--backend", "builtin"]
+    hostdata = _cmdline_arg("cg.test.hostdata")
+    if hostdata is not None:
+        # Test boots of a TEE-less VM: HOST_DATA taken from the kernel command line. The command
+        # line is measured, so a VM launched with this flag has another launch digest than the
+        # image's reference values and is never attested by the Coordinator.
+        sys.argv += ["--evidence", f"snp:{hostdata}"]
     try:
         runpy.run_module("guest", run_name="__main__", alter_sys=True)
     except SystemExit as e:
@@ -111,7 +99,7 @@ def main() -> int:
 
     choice = _cmdline_arg("cg.agent")
     if choice != "echo" and importlib.util.find_spec("guest.cli") is not None:
-        return policy_proxy()
+        return policy_agent()
     echo_agent()
     return 0
 

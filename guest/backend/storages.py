@@ -1,0 +1,232 @@
+"""Storages of CreateSandbox / CreateContainer, by driver, each undone on release.
+
+- ``ephemeral``: a tmpfs (the sandbox shm), options from a fixed list;
+- ``image_guest_pull``: for the sandbox container, the built-in pause bundle (the pause binary from
+  the measured image copied into the bundle's rootfs); for workloads, the in-guest pull
+  (guest/backend/guestpull.py) — until that module is present the driver fails closed;
+- ``erofs.multi-layer``: each storage one dm-verity mapped erofs layer (guest/storage, parameters
+  pinned by the policy), the container's rootfs an overlay of its layers with a tmpfs upper dir.
+
+Every mount point must be the container's own (``/run/kata-containers/<cid>/...``) or the sandbox
+shm; a storage source that names a device must be a virtio disk (``/dev/vd[b-z]``), never a
+host-chosen path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guest.protocols import agent_pb2
+from guest.storage import StorageError, mount_layer_storage
+from guest.storage.mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount
+
+from .errors import AgentError, InvalidRequestError, StorageFailedError
+from .layout import Layout
+
+__all__ = ["SANDBOX_CONTAINER_TYPE", "MountedStorage", "Storages", "container_type"]
+
+log = logging.getLogger("guest.backend")
+
+MS_NOEXEC = 8
+MS_BIND = 4096
+MNT_DETACH = 2
+SANDBOX_CONTAINER_TYPE = "sandbox"
+CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
+_TMPFS_FLAGS = {"noexec": MS_NOEXEC, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "ro": MS_RDONLY}
+_TMPFS_DATA = re.compile(r"(mode=[0-7]{3,4}|size=[0-9]{1,19}[kmg]?|nr_inodes=[0-9]{1,19})")
+_LAYER_DEVICE = re.compile(r"/dev/vd[b-z]")
+PAUSE_BINARY = Path("/usr/libexec/confidential-guest/pause")
+PAUSE_ARGS = ["/pause", "-P"]  # catatonit's pause mode: no program, reaps, exits on SIGINT/SIGTERM
+
+
+def container_type(storages: Sequence[agent_pb2.Storage], annotations: Mapping[str, str]) -> str:
+    """kata: the container type comes from the guest-pull storage's metadata (else the spec's)."""
+    for s in storages:
+        if s.driver != "image_guest_pull":
+            continue
+        for opt in s.driver_options:
+            key, sep, value = opt.partition("=")
+            if key != "image_guest_pull" or not sep:
+                continue
+            try:
+                meta = json.loads(value).get("metadata", {})
+            except (ValueError, AttributeError):
+                raise InvalidRequestError("storage.driver_options", opt[:80],
+                                          "image_guest_pull=<JSON>") from None
+            for k in CONTAINER_TYPE_KEYS:
+                if isinstance(meta, dict) and isinstance(meta.get(k), str):
+                    return str(meta[k])
+    for k in CONTAINER_TYPE_KEYS:
+        if k in annotations:
+            return annotations[k]
+    return ""
+
+
+@dataclass
+class MountedStorage:
+    driver: str
+    mount_point: Path
+    undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def release(self) -> None:
+        errors = []
+        for step in reversed(self.undo):
+            try:
+                step()
+            except (OSError, StorageError) as e:
+                errors.append(str(e))
+        self.undo.clear()
+        if errors:
+            raise AgentError(f"releasing {self.driver} at {self.mount_point}: {'; '.join(errors)}")
+
+
+def _inside(field_name: str, path: str, base: Path) -> Path:
+    p = Path(path)
+    if not path.startswith("/") or any(c in ("..", ".") for c in path.split("/")) or "//" in path:
+        raise InvalidRequestError(field_name, path, "an absolute normalised path")
+    if not (p == base or p.is_relative_to(base)):
+        raise InvalidRequestError(field_name, path, f"a path under {base}")
+    return p
+
+
+def _lazy_umount(path: Path) -> Callable[[], None]:
+    def undo() -> None:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.umount2(str(path).encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err not in (22,):  # EINVAL: not mounted any more
+                raise OSError(err, f"umount {path}: {os.strerror(err)}")
+    return undo
+
+
+class Storages:
+    def __init__(self, layout: Layout, *, pinned_layers: Callable[[], Sequence[Mapping[str, str]]],
+                 pause_binary: Path = PAUSE_BINARY) -> None:
+        self.layout = layout
+        self.pinned_layers = pinned_layers
+        self.pause_binary = pause_binary
+
+    def _guest_path(self, path: Path) -> Path:
+        """A guest path of a request mapped below the layout root (identity in the VM)."""
+        return self.layout.root / path.relative_to("/")
+
+    def mount_tmpfs(self, s: agent_pb2.Storage, base: Path) -> MountedStorage:
+        target = self._guest_path(_inside("storage.mount_point", s.mount_point, base))
+        flags, data = 0, []
+        for opt in s.options:
+            if opt in _TMPFS_FLAGS:
+                flags |= _TMPFS_FLAGS[opt]
+            elif _TMPFS_DATA.fullmatch(opt):
+                data.append(opt)
+            else:
+                raise InvalidRequestError("storage.options", opt,
+                                          f"one of {sorted(_TMPFS_FLAGS)}, mode=, size=")
+        if s.fstype not in ("tmpfs", ""):
+            raise InvalidRequestError("storage.fstype", s.fstype, "tmpfs")
+        target.mkdir(parents=True, exist_ok=True)
+        mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV, ",".join(data))
+        return MountedStorage("ephemeral", target, [_lazy_umount(target)])
+
+    async def mount_container(self, container_id: str, storages: Sequence[agent_pb2.Storage],
+                              sandbox_container: bool) -> tuple[list[MountedStorage], Path | None]:
+        """Mount a container's storages; (what to release, the rootfs if a storage provided it)."""
+        bundle = self.layout.bundle(container_id)
+        guest_bundle = Path("/run/kata-containers") / container_id
+        guest_rootfs = guest_bundle / "rootfs"
+        mounted: list[MountedStorage] = []
+        rootfs: Path | None = None
+        layers: list[Path] = []
+        try:
+            for i, s in enumerate(storages):
+                if s.driver == "ephemeral":
+                    mounted.append(self.mount_tmpfs(s, guest_bundle))
+                elif s.driver == "image_guest_pull":
+                    if Path(s.mount_point) != guest_rootfs:
+                        raise InvalidRequestError("storage.mount_point", s.mount_point, str(guest_rootfs))
+                    if rootfs is not None:
+                        raise InvalidRequestError("storages", s.driver, "one rootfs storage")
+                    if sandbox_container:
+                        rootfs = self._pause_rootfs(bundle)
+                    else:
+                        rootfs = await self._guest_pull(s, container_id, bundle, mounted)
+                elif s.driver == "erofs.multi-layer":
+                    if not _LAYER_DEVICE.fullmatch(s.source) or not Path(s.source).is_block_device():
+                        raise InvalidRequestError("storage.source", s.source, "a virtio disk /dev/vd[b-z]")
+                    layer_dir = bundle / "layers" / str(i)
+                    try:
+                        vm = mount_layer_storage(s.driver, Path(s.source), list(s.options), layer_dir,
+                                                 self.pinned_layers())
+                    except StorageError as e:
+                        raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
+                    mounted.append(MountedStorage(s.driver, layer_dir, [vm.close]))
+                    layers.append(layer_dir)
+                else:
+                    raise InvalidRequestError("storage.driver", s.driver,
+                                              "ephemeral, image_guest_pull or erofs.multi-layer")
+            if layers:
+                if rootfs is not None:
+                    raise InvalidRequestError("storages", "erofs.multi-layer", "one rootfs source")
+                rootfs = self._overlay(bundle, layers, mounted)
+        except BaseException:
+            for m in reversed(mounted):
+                with contextlib.suppress(AgentError):
+                    m.release()
+            raise
+        return mounted, rootfs
+
+    def _pause_rootfs(self, bundle: Path) -> Path:
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir(parents=True, exist_ok=False)
+        for d in ("proc", "dev", "sys", "etc"):
+            (rootfs / d).mkdir()
+        shutil.copyfile(self.pause_binary, rootfs / "pause")
+        (rootfs / "pause").chmod(0o555)
+        return rootfs
+
+    def _overlay(self, bundle: Path, layers: list[Path], mounted: list[MountedStorage]) -> Path:
+        rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
+        for d in (rootfs, upper, work):
+            d.mkdir(parents=True, exist_ok=True)
+        lower = ":".join(str(p) for p in reversed(layers))  # the first storage is the bottom layer
+        try:
+            mount("overlay", rootfs, "overlay", MS_NODEV,
+                  f"lowerdir={lower},upperdir={upper},workdir={work}")
+        except StorageError as e:
+            raise StorageFailedError("erofs.multi-layer", str(rootfs), f"overlay: {e}") from e
+        mounted.append(MountedStorage("overlay", rootfs, [_lazy_umount(rootfs)]))
+        return rootfs
+
+    async def _guest_pull(self, s: agent_pb2.Storage, container_id: str, bundle: Path,
+                          mounted: list[MountedStorage]) -> Path:
+        try:
+            module: Any = importlib.import_module("guest.backend.guestpull")
+        except ImportError:
+            raise StorageFailedError(s.driver, s.mount_point,
+                                     "in-guest image pull is not available in this agent build") from None
+        bundle.mkdir(parents=True, exist_ok=True)
+        try:
+            pulled = Path(await module.pull_guest_image(s, container_id, cache_dir=self.layout.image_cache,
+                                                        rootfs_parent=bundle))
+        except AgentError:
+            raise
+        except Exception as e:  # the puller's typed errors: report them, run nothing
+            raise StorageFailedError(s.driver, s.mount_point, f"{type(e).__name__}: {e}") from e
+        rootfs = bundle / "rootfs"
+        if pulled != rootfs:
+            rootfs.mkdir(exist_ok=True)
+            mount(str(pulled), rootfs, "", MS_BIND)
+            mounted.append(MountedStorage("image_guest_pull", rootfs, [_lazy_umount(rootfs)]))
+        return rootfs

@@ -1,0 +1,97 @@
+"""The builtin backend served in-process behind the policy interceptor, over a real ttrpc socket."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from guest.backend import AgentBackend, InProcessAgent
+from guest.backend.layout import Layout
+from guest.interceptor import PolicyInterceptor
+from guest.policy.engine import AgentPolicy
+from guest.protocols import agent_pb2, health_pb2
+from guest.ttrpc import Client, Code, Server, TtrpcError, parse_address
+
+AGENT = "grpc.AgentService"
+POLICY = """package agent_policy
+
+default GuestDetailsRequest := true
+default CreateContainerRequest := false
+default CopyFileRequest := true
+default WaitProcessRequest := true
+default StartContainerRequest := true
+"""
+
+
+@contextlib.asynccontextmanager
+async def served(tmp: Path) -> AsyncIterator[tuple[Client, AgentBackend]]:
+    policy = AgentPolicy()
+    policy.set_policy(POLICY)
+    backend = AgentBackend(layout=Layout(tmp / "root"), subreaper=False)
+    await backend.start()
+    server = Server(InProcessAgent(PolicyInterceptor(policy), backend).handlers())
+    address = parse_address(f"unix://{tmp}/agent.sock")
+    await server.start(address)
+    client = await Client().connect(address)
+    try:
+        yield client, backend
+    finally:
+        await client.close()
+        await server.close()
+        await backend.close()
+
+
+async def call(client: Client, method: str, msg: object, reply: type) -> object:
+    payload = await client.call(AGENT, method, msg.SerializeToString(), timeout=30)  # type: ignore[attr-defined]
+    return reply.FromString(payload)
+
+
+async def test_allowed_requests_reach_the_backend(tmp_path: Path) -> None:
+    async with served(tmp_path) as (client, backend):
+        details = await call(client, "GetGuestDetails", agent_pb2.GuestDetailsRequest(mem_block_size=True),
+                             agent_pb2.GuestDetailsResponse)
+        assert isinstance(details, agent_pb2.GuestDetailsResponse)
+        assert "image_guest_pull" in details.agent_details.storage_handlers
+        assert details.agent_details.supports_seccomp is False
+        health = health_pb2.HealthCheckResponse.FromString(
+            await client.call("grpc.Health", "Check", health_pb2.CheckRequest().SerializeToString()))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        path = "/run/kata-containers/shared/containers/sid-0123456789abcdef-resolv.conf"
+        await call(client, "CopyFile", agent_pb2.CopyFileRequest(path=path, file_mode=0o100644, file_size=3,
+                                                                 data=b"a\nb", dir_mode=0o750),
+                   agent_pb2.CopyFileRequest)
+        assert (backend.layout.shared / "sid-0123456789abcdef-resolv.conf").read_bytes() == b"a\nb"
+
+
+async def test_denied_request_never_reaches_the_backend(tmp_path: Path) -> None:
+    async with served(tmp_path) as (client, backend):
+        req = agent_pb2.CreateContainerRequest(container_id="c1", exec_id="c1")
+        with pytest.raises(TtrpcError) as info:
+            await client.call(AGENT, "CreateContainer", req.SerializeToString())
+        assert info.value.code == Code.PERMISSION_DENIED
+        assert "CreateContainerRequest is blocked by policy" in info.value.status.message
+        assert backend.containers.containers == {}
+        assert not backend.layout.bundle("c1").exists()
+
+
+async def test_backend_errors_carry_kata_codes(tmp_path: Path) -> None:
+    async with served(tmp_path) as (client, _backend):
+        wait = agent_pb2.WaitProcessRequest(container_id="nope", exec_id="nope")
+        with pytest.raises(TtrpcError) as info:
+            await client.call(AGENT, "WaitProcess", wait.SerializeToString())
+        assert info.value.code == Code.INVALID_ARGUMENT
+        assert info.value.status.message == "Invalid container id nope"
+        bad = agent_pb2.CopyFileRequest(path="/etc/shadow", file_mode=0o100644, data=b"x", file_size=1)
+        with pytest.raises(TtrpcError) as info:
+            await client.call(AGENT, "CopyFile", bad.SerializeToString())
+        assert info.value.code == Code.INVALID_ARGUMENT
+        assert "/run/kata-containers/shared/containers/" in info.value.status.message
+        start = agent_pb2.StartContainerRequest(container_id="c1")
+        with pytest.raises(TtrpcError) as info:
+            await client.call(AGENT, "StartContainer", start.SerializeToString())
+        assert info.value.code == Code.INVALID_ARGUMENT
+        # still serving after the bad requests
+        await call(client, "GetGuestDetails", agent_pb2.GuestDetailsRequest(), agent_pb2.GuestDetailsResponse)
