@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
-PROJECT_PACKAGES = ("common", "guest", "initializer", "meshproxy", "image", "attestation", "coordinator")
+PROJECT_PACKAGES = ("common", "guest", "initializer", "meshproxy", "image", "attestation", "coordinator",
+                    "oci")
 _PROJECT_SUFFIXES = {".py", ".proto", ".pem", ".json", ".rego", ".typed"}
 _STDLIB_SKIP = re.compile(
     r"^usr/lib/python3\.11/(test|idlelib|tkinter|turtledemo|ensurepip|lib2to3|pydoc_data|"
