@@ -2,8 +2,8 @@
 
 Fills are atomic and safe under concurrency, across threads and processes: a per-digest lock file
 (``flock``) serializes fillers of one digest, the bytes are streamed through the digest and size
-check into a temporary file, fsynced and renamed into place (common.files.atomic_open). A second container of the same image
-finds the blob and fetches nothing; a failed fill leaves nothing behind.
+check into a temporary file, fsynced and renamed into place (common.files.atomic_open). A second
+container of the same image finds the blob and fetches nothing; a failed fill leaves nothing behind.
 """
 
 from __future__ import annotations
