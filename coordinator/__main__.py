@@ -14,6 +14,7 @@ from attestation.atls import Issuer
 from attestation.atls.platforms import SnpIssuer, issuer_for
 from attestation.providers.detect import detect_provider
 from coordinator import simulation
+from coordinator.errors import CoordinatorError
 from coordinator.server import Config, Coordinator, Ports
 
 log = logging.getLogger("coordinator")
@@ -40,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--transit-port", type=int, default=8200)
     p.add_argument("--peer", action="append", default=[],
                    help="HOST:PORT of a peer Coordinator's MeshAPI sharing this state dir (repeatable)")
+    p.add_argument("--initdata", type=Path,
+                   help="this Coordinator's own initdata document (it must hash to the launch HOST_DATA); "
+                        "its owners.json entry names who may set the first manifest and recover "
+                        "(default with --simulate-tee: the --simulate-initdata document)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.simulate_tee and args.simulate_initdata is None:
@@ -54,11 +59,13 @@ def build_config(args: argparse.Namespace) -> Config:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     issuer: Issuer
     simulated_roots = None
+    initdata: bytes | None = args.initdata.read_bytes() if args.initdata else None
     if args.simulate_tee:
-        initdata = args.simulate_initdata.read_bytes()
+        simulated = args.simulate_initdata.read_bytes()
+        initdata = initdata if initdata is not None else simulated
         measurement = bytes.fromhex(args.simulate_measurement)
         root_dir = simulation.root_dir(state_dir / "simulated-amd")
-        prov = simulation.provider(root_dir, initdata, measurement)
+        prov = simulation.provider(root_dir, simulated, measurement)
         simulated_roots = prov.trusted_roots()
         issuer = SnpIssuer(prov)
         log.warning("event=simulated_tee simulated_root=%s hint=%r", root_dir,
@@ -67,7 +74,7 @@ def build_config(args: argparse.Namespace) -> Config:
         issuer = issuer_for(detect_provider(allow_simulated=False))
     ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port, args.transit_port)
     return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
-                  simulated_roots=simulated_roots, peers=tuple(args.peer))
+                  simulated_roots=simulated_roots, peers=tuple(args.peer), initdata=initdata)
 
 
 async def serve(config: Config) -> None:
@@ -96,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (no TEE here? try --simulate-tee)" if "no TEE" in str(exc) else ""
         log.error("event=startup_failed error=%r", f"{exc}{hint}")
         return 1
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except CoordinatorError as exc:  # e.g. an initdata document that is not this Coordinator's own
+        log.error("event=startup_failed error=%r", str(exc))
+        return 1
     return 0
 
 

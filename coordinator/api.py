@@ -177,7 +177,8 @@ class UserApi:
 
     def recover(self, request: userapi_pb2.RecoverRequest, peer: Peer | None) -> Any:
         caller = peer.certificate.public_key() if peer is not None else None
-        state = self.guard.recover(request.Seed, request.Salt, caller)  # type: ignore[arg-type]
+        expected = request.ExpectedLatestTransition or None
+        state = self.guard.recover(request.Seed, request.Salt, caller, expected)  # type: ignore[arg-type]
         log.info("event=recovered generation=%d", state.generation)
         return userapi_pb2.RecoverResponse()
 

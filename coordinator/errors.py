@@ -65,3 +65,35 @@ class PermissionDeniedError(CoordinatorError):
 
 class InvalidRequestError(CoordinatorError, ValueError):
     """Malformed request data (gRPC InvalidArgument)."""
+
+
+class UntrustedHistoryError(PermissionDeniedError):
+    """Recovery refused: the persisted history is not one the recovering party can vouch for.
+
+    `what` names the check that failed, `found` and `expected` the values it compared."""
+
+    def __init__(self, what: str, found: str = "", expected: str = "") -> None:
+        detail = what
+        if found or expected:
+            detail += f" (found {found or '-'}, expected {expected or '-'})"
+        super().__init__(f"untrusted history: {detail}")
+        self.what = what
+        self.found = found
+        self.expected = expected
+
+
+class RollbackError(UntrustedHistoryError):
+    """The persisted history does not contain the transition the owner last saw (rolled back or replaced)."""
+
+    def __init__(self, latest: bytes, expected: bytes) -> None:
+        super().__init__(
+            "rollback: the persisted history does not contain the transition the owner last saw",
+            found=f"latest {latest.hex()}",
+            expected=f"a history containing {expected.hex()}",
+        )
+        self.latest = latest
+        self.expected_transition = expected
+
+
+class OwnerAnchorError(CoordinatorError, ValueError):
+    """The owner document in the Coordinator's initdata is malformed, or the initdata is not our own."""

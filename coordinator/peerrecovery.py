@@ -2,9 +2,12 @@
 
 Contrast discovers peers through Kubernetes; here peers are given explicitly (``--peer HOST:PORT``,
 repeatable) and share the history store (the same state directory). While stale, the Coordinator
-tries every peer at startup and then every 15 s: it builds validators from the *persisted* latest
-manifest with HOST_DATA pinned to the coordinator policy hash, calls ``MeshAPI.Recover`` over mutual
-aTLS presenting its own evidence, and accepts the seed only if it verifies the signed history.
+tries every peer at startup and then every 15 s. The persisted manifest is host data, so it only
+supplies the reference values: the peer must run *this* Coordinator's own policy (HOST_DATA from our
+own evidence), and a persisted manifest whose coordinator policy is another one is refused outright.
+The call is ``MeshAPI.Recover`` over mutual aTLS presenting our own evidence; the seed is accepted only
+if the persisted history verifies under it and its latest manifest is the one the peer runs
+(`Guard.recover_from_peer`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from attestation.errors import AttestationError
 from attestation.trust import AmdRoots
 from coordinator import rpc, verifiers
 from coordinator.client import CallError, call, split_host_port
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, UntrustedHistoryError
 from coordinator.proto import meshapi_pb2
 from coordinator.state import Guard, Status
 
@@ -31,13 +34,17 @@ MESH_PORT = 7777
 
 
 def recover_once(
-    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own_policy: bytes
 ) -> bool:
     """One attempt over all peers; True once this Coordinator is active."""
     if guard.status() is not Status.STALE:
         return guard.status() is Status.ACTIVE
     try:
         _latest, manifest = guard.persisted_manifest()
+        if manifest.coordinator_policy_hash() != own_policy.hex():
+            raise UntrustedHistoryError(
+                "the persisted manifest names another Coordinator policy; a peer must run this one",
+                found=manifest.coordinator_policy_hash(), expected=own_policy.hex())
         validators = verifiers.coordinator_validators(manifest, simulated_roots)
     except (CoordinatorError, AttestationError) as exc:
         log.warning("event=peer_recovery_impossible error=%r", str(exc))
@@ -50,7 +57,7 @@ def recover_once(
             key = serialization.load_pem_private_key(resp.MeshCAKey, None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
                 raise CoordinatorError("peer sent a mesh CA key that is not ECDSA")
-            state = guard.recover_from_peer(resp.Seed, resp.Salt, key)
+            state = guard.recover_from_peer(resp.Seed, resp.Salt, key, resp.LatestManifest)
         except (CallError, CoordinatorError, ValueError) as exc:
             log.warning("event=peer_recovery_failed peer=%s error=%r", peer, str(exc))
             continue
@@ -59,8 +66,10 @@ def recover_once(
     return False
 
 
-async def run(guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None) -> None:
+async def run(
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own_policy: bytes
+) -> None:
     while True:
         if guard.status() is Status.STALE:
-            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots)
+            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots, own_policy)
         await asyncio.sleep(INTERVAL)

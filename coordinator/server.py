@@ -30,7 +30,7 @@ from attestation.atls.tunnel import PeerRegistry, Terminator
 from attestation.errors import AttestationError
 from attestation.reference_values import ReferenceValues
 from attestation.trust import AmdRoots
-from coordinator import peerrecovery
+from coordinator import identity, peerrecovery
 from coordinator.api import MeshApi, UserApi
 from coordinator.errors import StateError
 from coordinator.history import History
@@ -68,6 +68,8 @@ class Config:
     simulated_roots: AmdRoots | None = None
     handshake_timeout: float = 25.0
     peers: tuple[str, ...] = ()
+    # This Coordinator's own initdata document; its owner entry anchors who may set and recover.
+    initdata: bytes | None = None
 
 
 def attest_report_data(
@@ -112,7 +114,14 @@ class Coordinator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = CoordinatorMetrics()
-        self.guard = Guard(History(FileStore(config.state_dir / "history")))
+        # Who may recover comes from the hardware (own evidence, measured initdata), never from the disk.
+        self.own_policy = identity.own_policy_hash(config.issuer)
+        anchor = None if config.initdata is None else identity.anchor_from_initdata(config.initdata,
+                                                                                     self.own_policy)
+        if anchor is None:
+            log.warning("event=no_owner_anchor policy=%s hint=%r", self.own_policy.hex(),
+                        "the initdata names no owners: the first manifest's owner keys are taken on trust")
+        self.guard = Guard(History(FileStore(config.state_dir / "history")), anchor=anchor)
         self.guard.on_change.append(lambda s: self.metrics.manifest_generation.set(s.generation))
         self.started = False
         self._grpc: list[Any] = []
@@ -194,10 +203,11 @@ class Coordinator:
             # Startup waits for one attempt, as Contrast's startup probe waits for the first recovery.
             await asyncio.to_thread(
                 peerrecovery.recover_once, self.guard, self.config.issuer, self.config.peers,
-                self.config.simulated_roots,
+                self.config.simulated_roots, self.own_policy,
             )
             self._tasks.append(asyncio.create_task(peerrecovery.run(
-                self.guard, self.config.issuer, self.config.peers, self.config.simulated_roots)))
+                self.guard, self.config.issuer, self.config.peers, self.config.simulated_roots,
+                self.own_policy)))
         self.started = True
         log.info(
             "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",

@@ -27,12 +27,14 @@ from coordinator.errors import (
     LatestChangedError,
     NoStateError,
     PermissionDeniedError,
-    SignatureError,
     StaleStateError,
     StateError,
+    UntrustedHistoryError,
 )
 from coordinator.history import ZERO, History, LatestTransition, Transition, sha256
 from coordinator.manifest import Manifest
+from coordinator.owners import OwnerAnchor
+from coordinator.recovery import verify_history
 from coordinator.seedengine import SALT_SIZE, SEED_SIZE, SeedEngine
 
 SEEDSHARE_LABEL = b"seedshare"
@@ -86,8 +88,10 @@ class Guard:
         history: History,
         random: Callable[[int], bytes] = os.urandom,
         mesh_key_factory: Callable[[], ec.EllipticCurvePrivateKey] | None = None,
+        anchor: OwnerAnchor | None = None,
     ) -> None:
         self.history = history
+        self.anchor = anchor
         self._random = random
         self._new_mesh_key = mesh_key_factory or (lambda: ec.generate_private_key(ec.SECP384R1()))
         self._lock = threading.Lock()
@@ -137,6 +141,9 @@ class Guard:
             if current is None:
                 if self.history.has_latest():
                     raise StaleStateError()
+                if self.anchor is not None:
+                    self.anchor.check_manifest(new, "the first manifest")
+                    self.anchor.check_workload_owner(None if caller is None else key_digest(caller).hex())
                 seed, salt = self._random(SEED_SIZE), self._random(SALT_SIZE)
                 shares = [encrypt_seed(seed, key) for key in new.seedshare_owner_pub_keys]
                 engine = SeedEngine(seed, salt)
@@ -183,54 +190,69 @@ class Guard:
 
     # -- Recover ---------------------------------------------------------------------------------------
     def persisted_manifest(self) -> tuple[LatestTransition, Manifest]:
-        """The latest manifest in the store, read without a signature check (the seed is not known yet)."""
+        """The latest manifest in the store, read WITHOUT a signature check: host data, usable only to
+        decide whom to ask (never to authorize anything)."""
         latest = self.history.get_latest_insecure()
         transition = self.history.get_transition(latest.transition_hash)
         return latest, manifest_mod.parse(self.history.get_manifest(transition.manifest_hash))
 
-    def recover(self, seed: bytes, salt: bytes, caller: PublicKey | None) -> State:
+    def recover(
+        self, seed: bytes, salt: bytes, caller: PublicKey | None, expected_transition: bytes | None = None
+    ) -> State:
+        """Owner recovery. The history is adopted only if the supplied seed signed it, it chains back
+        intact, the caller is a seedshare owner of it (and of the measured owner anchor, if any), and it
+        contains `expected_transition` (the one the owner last saw) when given."""
+        if expected_transition is not None and len(expected_transition) != 32:
+            raise InvalidRequestError(
+                f"expected latest transition has {len(expected_transition)} bytes, expected 32")
         with self._lock:
             if self._state is not None:
                 raise AlreadyRecoveredError()
             if not self.history.has_latest():
                 raise StateError("no state to recover from")
-            latest, manifest = self.persisted_manifest()
             if not isinstance(caller, rsa.RSAPublicKey):
                 raise PermissionDeniedError("recovery needs a seedshare owner RSA key as client key")
-            owners = {sha256(bytes.fromhex(k)) for k in manifest.seedshare_owner_pub_keys}
-            if key_digest(caller) not in owners:
-                raise PermissionDeniedError("client key is not a seedshare owner of the latest manifest")
+            caller_hex = manifest_mod.pkcs1_der(caller).hex()
+            if self.anchor is not None:
+                self.anchor.check_seedshare_owner(caller_hex)
             engine = self._engine(seed, salt)
-            try:
-                latest.verify(engine.transaction_signing_key.public_key())
-            except SignatureError as exc:
-                raise PermissionDeniedError("seed and salt do not match the signed history") from exc
-            if self.history.get_latest_insecure() != latest:
+            verified = verify_history(self.history, engine, self.anchor, expected_transition)
+            if caller_hex not in {k.lower() for k in verified.manifest.seedshare_owner_pub_keys}:
+                raise UntrustedHistoryError("the client key is not a seedshare owner of the latest manifest")
+            if self.history.get_latest_insecure() != verified.latest:
                 raise StateError("history changed during recovery; retry")
-            generation = sum(1 for _ in self.history.walk(latest.transition_hash))
             authority = Authority(engine.root_ca_key, self._new_mesh_key())
-            state = State(engine, manifest, authority, latest, generation)
+            state = State(engine, verified.manifest, authority, verified.latest, verified.generation)
             self._state = state
         for hook in self.on_change:
             hook(state)
         return state
 
-    def recover_from_peer(self, seed: bytes, salt: bytes, mesh_key: ec.EllipticCurvePrivateKey) -> State:
-        """Peer recovery: the seed came from an attested peer Coordinator over mutual aTLS; it must
-        verify the signed history here too. The peer's mesh CA key is taken over (no rotation)."""
+    def recover_from_peer(
+        self, seed: bytes, salt: bytes, mesh_key: ec.EllipticCurvePrivateKey, peer_manifest: bytes
+    ) -> State:
+        """Peer recovery: the seed came from an attested peer Coordinator (same policy as this one) over
+        mutual aTLS. The persisted history must verify under that seed, and its latest manifest must be
+        the one the peer runs: a rolled-back or replaced store is refused. The peer's mesh CA key is taken
+        over (no rotation)."""
         with self._lock:
             if self._state is not None:
                 raise AlreadyRecoveredError()
             if not self.history.has_latest():
                 raise StateError("no state to recover from")
-            latest, manifest = self.persisted_manifest()
             engine = self._engine(seed, salt)
-            try:
-                latest.verify(engine.transaction_signing_key.public_key())
-            except SignatureError as exc:
-                raise PermissionDeniedError("the peer's seed does not match the signed history") from exc
-            generation = sum(1 for _ in self.history.walk(latest.transition_hash))
-            state = State(engine, manifest, Authority(engine.root_ca_key, mesh_key), latest, generation)
+            verified = verify_history(self.history, engine, self.anchor)
+            if verified.manifest.raw != peer_manifest:
+                raise UntrustedHistoryError(
+                    "the persisted latest manifest is not the one the peer Coordinator runs (the store was "
+                    "rolled back or replaced)",
+                    found=f"manifest sha256 {verified.manifest.digest.hex()}",
+                    expected=f"manifest sha256 {sha256(peer_manifest).hex()}",
+                )
+            if self.history.get_latest_insecure() != verified.latest:
+                raise StateError("history changed during recovery; retry")
+            authority = Authority(engine.root_ca_key, mesh_key)
+            state = State(engine, verified.manifest, authority, verified.latest, verified.generation)
             self._state = state
         for hook in self.on_change:
             hook(state)

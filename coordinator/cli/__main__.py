@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference values for a 'python -m coordinator --simulate-tee' (Simulated-SNP, "
                         "all-zero measurement) instead of --reference-values")
     g.add_argument("--seedshare-key-bits", type=int, default=4096, help=argparse.SUPPRESS)
+    bind_help = "write the Coordinator's initdata with owners.json naming this workspace's owner keys"
+    b = sub.add_parser("bind-owners", help=bind_help,
+                       description=bind_help[0].upper() + bind_help[1:] + ". Launch the Coordinator "
+                                   "with OUT and pass OUT to generate --coordinator-initdata: the "
+                                   "Coordinator then takes a first manifest and a recovery only from "
+                                   "these keys.")
+    b.add_argument("--coordinator-initdata", type=Path, required=True, help="the Coordinator's initdata")
+    b.add_argument("--out", type=Path, required=True, help="where to write the bound initdata")
     helps = {
         "set": "attest the Coordinator, then set manifest.json (retries while it is unreachable)",
         "verify": "attest the Coordinator and compare its latest manifest with manifest.json; writes verify/",
@@ -53,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "recover":
             s.add_argument("--force", action="store_true",
                            help="set Force in the request: skip the Coordinator's check for ready peers")
+            s.add_argument("--allow-rollback", action="store_true",
+                           help="recover even if the history lacks the transition this workspace last saw "
+                                "(latest-transition); without it such a rollback is refused")
         if name == "set":
             s.add_argument("--retry-for", type=float, default=180.0, metavar="SECONDS",
                            help="keep retrying an unreachable Coordinator this long (default 180)")
@@ -71,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {ws.path('manifest.json')}")
             for problem in missing:
                 print(f"  fill in: {problem}", file=sys.stderr)
+        elif args.command == "bind-owners":
+            args.out.write_bytes(commands.bind_owners(ws, args.coordinator_initdata.read_bytes()))
+            print(f"wrote {args.out}: launch the Coordinator with it and pass it to generate")
         elif args.command == "set":
             commands.set_manifest(ws, args.coordinator, args.retry_for, args.simulated_root)
             print("manifest set; wrote coordinator-root-ca.pem, mesh-ca.pem")
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             commands.verify(ws, args.coordinator, args.simulated_root)
             print("the Coordinator is attested and runs the expected manifest; wrote verify/")
         else:
-            commands.recover(ws, args.coordinator, args.force, args.simulated_root)
+            commands.recover(ws, args.coordinator, args.force, args.simulated_root, args.allow_rollback)
             print("Coordinator recovered")
     except (commands.CliError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,12 +15,14 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from attestation.atls import ClientConfig, Validator
 from attestation.errors import AttestationError
-from attestation.initdata import InitdataError
+from attestation.initdata import Initdata, InitdataError
+from attestation.initdata import encode as encode_initdata
 from attestation.initdata import parse as parse_initdata
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
 from coordinator.cli.workspace import (
     INITDATA_DIR,
+    LATEST_TRANSITION,
     MANIFEST,
     MESH_CA,
     ROOT_CA,
@@ -29,8 +31,11 @@ from coordinator.cli.workspace import (
     Workspace,
 )
 from coordinator.client import CallError, call, split_host_port
-from coordinator.errors import ManifestError
+from coordinator.errors import ManifestError, SignatureError
+from coordinator.history import ZERO, LatestTransition, sha256
+from coordinator.owners import OWNERS_ENTRY, OwnerAnchor
 from coordinator.proto import userapi_pb2
+from coordinator.seedengine import SeedEngine
 from coordinator.simulation import SIMULATED_ROOT_ENV, SIMULATED_SNP_REFERENCE_VALUES, load_trusted_roots
 from coordinator.state import decrypt_seed, key_digest
 
@@ -41,6 +46,19 @@ RETRY_INTERVAL = 1.0
 
 class CliError(Exception):
     """A failure the user can act on; printed without a traceback."""
+
+
+class RollbackDetectedError(CliError):
+    """The Coordinator's history does not contain the transition this workspace last saw."""
+
+    def __init__(self, last_seen: bytes, latest: bytes, hint: str) -> None:
+        super().__init__(
+            f"ROLLBACK: the Coordinator's history (latest transition {latest.hex()}) does not contain the "
+            f"transition {last_seen.hex()} this workspace last set or verified ({LATEST_TRANSITION}); "
+            f"the host may have put back an older state. {hint}"
+        )
+        self.last_seen = last_seen
+        self.latest = latest
 
 
 # -- generate ----------------------------------------------------------------------------------------------
@@ -104,6 +122,27 @@ def generate(
     return missing
 
 
+# -- bind-owners -------------------------------------------------------------------------------------------
+def bind_owners(ws: Workspace, coordinator_initdata: bytes, seedshare_key_bits: int = 4096) -> bytes:
+    """The Coordinator's initdata with an ``owners.json`` entry naming this workspace's seedshare-owner
+    and workload-owner keys (created if missing). Launch the Coordinator with the result and pass it
+    to `generate`: the Coordinator then accepts a first manifest, and a recovery, only from these keys,
+    and a history whose manifests name other owner keys is refused."""
+    try:
+        doc = parse_initdata(coordinator_initdata)
+    except InitdataError as exc:
+        raise CliError(f"coordinator initdata: {exc}") from exc
+    seedshare = ws.seedshare_owner_key(create=True, bits=seedshare_key_bits)
+    owner = ws.workload_owner_key(create=True)
+    assert seedshare is not None and owner is not None
+    anchor = OwnerAnchor(
+        frozenset({manifest_mod.pkcs1_der(seedshare.public_key()).hex()}),
+        frozenset({key_digest(owner.public_key()).hex()}),
+    )
+    data = {**doc.data, OWNERS_ENTRY: anchor.to_json()}
+    return encode_initdata(Initdata(version=doc.version, algorithm=doc.algorithm, data=data))
+
+
 # -- validators ------------------------------------------------------------------------------------------
 def coordinator_validators(
     manifest: manifest_mod.Manifest, simulated_root: Path | None = None
@@ -150,6 +189,69 @@ def _load_manifest(ws: Workspace) -> manifest_mod.Manifest:
         raise CliError(f"{ws.path(MANIFEST)} not found: run generate first") from exc
     except ManifestError as exc:
         raise CliError(f"manifest.json is invalid:\n{exc}") from exc
+
+
+# -- history ---------------------------------------------------------------------------------------------
+def transition_chain(manifests: Sequence[bytes]) -> list[bytes]:
+    """Transition hashes of a manifest history (oldest first), as the Coordinator stores them."""
+    out: list[bytes] = []
+    previous = ZERO
+    for raw in manifests:
+        previous = sha256(sha256(raw) + previous)
+        out.append(previous)
+    return out
+
+
+def _seed_engine(ws: Workspace) -> SeedEngine | None:
+    """The seed engine from our own seed share, when this workspace holds one (else None)."""
+    key = ws.seedshare_owner_key(create=False)
+    if key is None or not ws.path(SEED_SHARES).exists():
+        return None
+    own = manifest_mod.pkcs1_der(key.public_key()).hex()
+    doc = ws.read_json(SEED_SHARES)
+    share = next((s for s in doc.get("SeedShares", []) if s.get("PublicKey") == own), None)
+    if share is None:
+        return None
+    try:
+        seed = decrypt_seed(base64.b64decode(share["EncryptedSeed"]), key)
+    except ValueError as exc:
+        raise CliError("decrypting the seed share failed: wrong key or corrupted share") from exc
+    return SeedEngine(seed, base64.b64decode(doc["salt"]))
+
+
+def check_history(
+    ws: Workspace, response: userapi_pb2.GetManifestsResponse, engine: SeedEngine | None,
+    continues: bool = True,
+) -> bytes:
+    """Check a GetManifests answer and return its latest transition hash: the hash chain over the
+    manifests must end in the signed latest transition, the signature must verify with our seed's key
+    (when we hold a share), and, if `continues`, the chain must contain the transition this workspace
+    last saw (else RollbackDetectedError)."""
+    chain = transition_chain(response.Manifests)
+    latest = LatestTransition(response.LatestTransition.TransitionHash, response.LatestTransition.Signature)
+    if not chain or latest.transition_hash != chain[-1]:
+        raise CliError("the Coordinator's latest transition does not match the manifest history it sent")
+    if engine is not None:
+        try:
+            latest.verify(engine.transaction_signing_key.public_key())
+        except SignatureError as exc:
+            raise CliError("the Coordinator's latest transition is not signed by the key our seed derives: "
+                           "this is not the history we own") from exc
+    last_seen = ws.last_transition()
+    if continues and last_seen is not None and last_seen not in chain:
+        raise RollbackDetectedError(last_seen, latest.transition_hash,
+                                    "Review verify/ before trusting this Coordinator.")
+    return latest.transition_hash
+
+
+def _get_manifests(host: str, port: int, config: ClientConfig) -> userapi_pb2.GetManifestsResponse:
+    try:
+        response: userapi_pb2.GetManifestsResponse = call(
+            host, port, config, rpc.GET_MANIFESTS, userapi_pb2.GetManifestsRequest()
+        )
+    except CallError as exc:
+        raise CliError(f"reading the Coordinator's history: {exc}") from exc
+    return response
 
 
 # -- set ---------------------------------------------------------------------------------------------------
@@ -202,6 +304,11 @@ def set_manifest(
             "salt": base64.b64encode(response.SeedSharesDoc.salt).decode(),
         }
         ws.write(SEED_SHARES, json.dumps(doc, indent=2).encode(), 0o600)
+    # Remember where the history now ends, so that a later rollback behind it is noticed. A first
+    # manifest starts a new history; an update must continue the one we saw.
+    history = _get_manifests(host, port, ClientConfig(validators=config.validators))
+    first = response.HasField("SeedSharesDoc")
+    ws.record_transition(check_history(ws, history, _seed_engine(ws), continues=not first))
     return response
 
 
@@ -216,6 +323,7 @@ def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) 
         )
     except CallError as exc:
         raise CliError(f"verifying Coordinator: {exc}") from exc
+    latest = check_history(ws, response, _seed_engine(ws))
     ws.write(f"{VERIFY_DIR}/{ROOT_CA}", response.RootCA)
     ws.write(f"{VERIFY_DIR}/{MESH_CA}", response.MeshCA)
     for i, raw in enumerate(response.Manifests):
@@ -227,37 +335,60 @@ def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) 
             "the Coordinator's latest manifest differs from the local manifest.json; review "
             f"{ws.path(VERIFY_DIR)} (history and policies) before trusting this deployment"
         )
+    ws.record_transition(latest)
     return response
 
 
 # -- recover -----------------------------------------------------------------------------------------------
 def recover(
-    ws: Workspace, coordinator: str, force: bool = False, simulated_root: Path | None = None
+    ws: Workspace, coordinator: str, force: bool = False, simulated_root: Path | None = None,
+    allow_rollback: bool = False,
 ) -> None:
+    """Recover with our seed share. The Coordinator is told the transition this workspace last saw and
+    refuses a history without it (a rollback) unless `allow_rollback`; afterwards the recovered history
+    is read back and checked here too."""
     m = _load_manifest(ws)
     key = ws.seedshare_owner_key(create=False)
     if key is None:
         raise CliError("seedshare-owner.pem not found in the workspace")
-    own = manifest_mod.pkcs1_der(key.public_key()).hex()
     try:
-        doc = ws.read_json(SEED_SHARES)
+        engine = _seed_engine(ws)
     except FileNotFoundError as exc:
         raise CliError("seed-shares.json not found in the workspace") from exc
-    share = next((s for s in doc.get("SeedShares", []) if s.get("PublicKey") == own), None)
-    if share is None:
+    if not ws.path(SEED_SHARES).exists():
+        raise CliError("seed-shares.json not found in the workspace")
+    if engine is None:
         raise CliError("no seed share for this seedshare-owner key in seed-shares.json")
-    try:
-        seed = decrypt_seed(base64.b64decode(share["EncryptedSeed"]), key)
-    except ValueError as exc:
-        raise CliError("decrypting the seed share failed: wrong key or corrupted share") from exc
-    salt = base64.b64decode(doc["salt"])
+    last_seen = ws.last_transition()
+    if last_seen is None:
+        log.warning("event=rollback_unchecked reason=%r", f"{LATEST_TRANSITION} not in the workspace: the "
+                    "Coordinator's history cannot be checked against what this workspace last saw")
+    elif allow_rollback:
+        log.warning("event=rollback_check_disabled last_seen=%s warning=%r", last_seen.hex(),
+                    "--allow-rollback: the Coordinator may revive an OLDER manifest than the one last seen")
+    expected = None if allow_rollback else last_seen
     config = ClientConfig(validators=coordinator_validators(m, simulated_root), key=key)
     host, port = split_host_port(coordinator, USER_PORT)
+    request = userapi_pb2.RecoverRequest(Seed=engine.seed, Salt=engine.salt, Force=force,
+                                         ExpectedLatestTransition=expected or b"")
     try:
-        request = userapi_pb2.RecoverRequest(Seed=seed, Salt=salt, Force=force)
         call(host, port, config, rpc.USER_RECOVER, request)
     except CallError as exc:
+        if "rollback" in exc.message:
+            raise CliError(f"recovering Coordinator refused: {exc.message}. The host may have put back an "
+                           "older state; nothing was recovered. If you really mean to go back to that "
+                           "history, run recover again with --allow-rollback") from exc
         raise CliError(f"recovering Coordinator: {exc}") from exc
+    # Defence in depth (e.g. a Coordinator that ignores the expected transition): read it back.
+    history = _get_manifests(host, port, ClientConfig(validators=config.validators))
+    latest = check_history(ws, history, engine, continues=not allow_rollback)
+    if last_seen is not None and last_seen not in transition_chain(history.Manifests):
+        log.warning("event=rolled_back last_seen=%s now=%s warning=%r", last_seen.hex(), latest.hex(),
+                    "the recovered Coordinator runs a history WITHOUT the transition last seen")
+    ws.record_transition(latest)
 
 
-__all__ = ["INITDATA_DIR", "CliError", "generate", "recover", "set_manifest", "verify"]
+__all__ = [
+    "INITDATA_DIR", "CliError", "RollbackDetectedError", "bind_owners", "check_history", "generate",
+    "recover", "set_manifest", "verify",
+]

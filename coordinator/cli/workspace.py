@@ -21,6 +21,9 @@ ROOT_CA = "coordinator-root-ca.pem"
 MESH_CA = "mesh-ca.pem"
 VERIFY_DIR = "verify"
 INITDATA_DIR = "initdata"
+# Not a Contrast file: hex of the latest transition hash this workspace set or verified, so that a
+# Coordinator whose history was rolled back behind it is noticed (recover, verify, set).
+LATEST_TRANSITION = "latest-transition"
 
 
 class Workspace:
@@ -86,6 +89,24 @@ class Workspace:
         if hashlib.sha256(raw).hexdigest() != digest:
             raise ValueError(f"{path} does not hash to {digest}")
         return raw
+
+    def last_transition(self) -> bytes | None:
+        """The latest transition hash this workspace last set or verified, or None if it never did."""
+        path = self.path(LATEST_TRANSITION)
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            value = bytes.fromhex(text)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not hex") from exc
+        if len(value) != 32:
+            raise ValueError(f"{path} holds {len(value)} bytes, expected a 32-byte transition hash")
+        return value
+
+    def record_transition(self, transition_hash: bytes) -> None:
+        self.write(LATEST_TRANSITION, transition_hash.hex().encode() + b"\n")
 
     def read_json(self, name: str) -> Any:
         return json.loads(self.path(name).read_bytes())

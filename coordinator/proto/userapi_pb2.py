@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63oordinator/proto/userapi.proto\x12\x1c\x65\x64gelesssys.contrast.userapi\"8\n\x12SetManifestRequest\x12\x10\n\x08Manifest\x18\x01 \x01(\x0c\x12\x10\n\x08Policies\x18\x02 \x03(\x0c\"5\n\tSeedShare\x12\x11\n\tPublicKey\x18\x01 \x01(\t\x12\x15\n\rEncryptedSeed\x18\x02 \x01(\x0c\"^\n\x11SeedShareDocument\x12;\n\nSeedShares\x18\x01 \x03(\x0b\x32\'.edgelesssys.contrast.userapi.SeedShare\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\"}\n\x13SetManifestResponse\x12\x0e\n\x06RootCA\x18\x01 \x01(\x0c\x12\x0e\n\x06MeshCA\x18\x02 \x01(\x0c\x12\x46\n\rSeedSharesDoc\x18\x03 \x01(\x0b\x32/.edgelesssys.contrast.userapi.SeedShareDocument\"\x15\n\x13GetManifestsRequest\"=\n\x10LatestTransition\x12\x16\n\x0eTransitionHash\x18\x01 \x01(\x0c\x12\x11\n\tSignature\x18\x02 \x01(\x0c\"\xa5\x01\n\x14GetManifestsResponse\x12\x11\n\tManifests\x18\x01 \x03(\x0c\x12\x10\n\x08Policies\x18\x02 \x03(\x0c\x12\x0e\n\x06RootCA\x18\x03 \x01(\x0c\x12\x0e\n\x06MeshCA\x18\x04 \x01(\x0c\x12H\n\x10LatestTransition\x18\x05 \x01(\x0b\x32..edgelesssys.contrast.userapi.LatestTransition\";\n\x0eRecoverRequest\x12\x0c\n\x04Seed\x18\x01 \x01(\x0c\x12\x0c\n\x04Salt\x18\x02 \x01(\x0c\x12\r\n\x05\x46orce\x18\x03 \x01(\x08\"\x11\n\x0fRecoverResponse2\xdc\x02\n\x07UserAPI\x12r\n\x0bSetManifest\x12\x30.edgelesssys.contrast.userapi.SetManifestRequest\x1a\x31.edgelesssys.contrast.userapi.SetManifestResponse\x12u\n\x0cGetManifests\x12\x31.edgelesssys.contrast.userapi.GetManifestsRequest\x1a\x32.edgelesssys.contrast.userapi.GetManifestsResponse\x12\x66\n\x07Recover\x12,.edgelesssys.contrast.userapi.RecoverRequest\x1a-.edgelesssys.contrast.userapi.RecoverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63oordinator/proto/userapi.proto\x12\x1c\x65\x64gelesssys.contrast.userapi\"8\n\x12SetManifestRequest\x12\x10\n\x08Manifest\x18\x01 \x01(\x0c\x12\x10\n\x08Policies\x18\x02 \x03(\x0c\"5\n\tSeedShare\x12\x11\n\tPublicKey\x18\x01 \x01(\t\x12\x15\n\rEncryptedSeed\x18\x02 \x01(\x0c\"^\n\x11SeedShareDocument\x12;\n\nSeedShares\x18\x01 \x03(\x0b\x32\'.edgelesssys.contrast.userapi.SeedShare\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\"}\n\x13SetManifestResponse\x12\x0e\n\x06RootCA\x18\x01 \x01(\x0c\x12\x0e\n\x06MeshCA\x18\x02 \x01(\x0c\x12\x46\n\rSeedSharesDoc\x18\x03 \x01(\x0b\x32/.edgelesssys.contrast.userapi.SeedShareDocument\"\x15\n\x13GetManifestsRequest\"=\n\x10LatestTransition\x12\x16\n\x0eTransitionHash\x18\x01 \x01(\x0c\x12\x11\n\tSignature\x18\x02 \x01(\x0c\"\xa5\x01\n\x14GetManifestsResponse\x12\x11\n\tManifests\x18\x01 \x03(\x0c\x12\x10\n\x08Policies\x18\x02 \x03(\x0c\x12\x0e\n\x06RootCA\x18\x03 \x01(\x0c\x12\x0e\n\x06MeshCA\x18\x04 \x01(\x0c\x12H\n\x10LatestTransition\x18\x05 \x01(\x0b\x32..edgelesssys.contrast.userapi.LatestTransition\"^\n\x0eRecoverRequest\x12\x0c\n\x04Seed\x18\x01 \x01(\x0c\x12\x0c\n\x04Salt\x18\x02 \x01(\x0c\x12\r\n\x05\x46orce\x18\x03 \x01(\x08\x12!\n\x18\x45xpectedLatestTransition\x18\xe8\x07 \x01(\x0c\"\x11\n\x0fRecoverResponse2\xdc\x02\n\x07UserAPI\x12r\n\x0bSetManifest\x12\x30.edgelesssys.contrast.userapi.SetManifestRequest\x1a\x31.edgelesssys.contrast.userapi.SetManifestResponse\x12u\n\x0cGetManifests\x12\x31.edgelesssys.contrast.userapi.GetManifestsRequest\x1a\x32.edgelesssys.contrast.userapi.GetManifestsResponse\x12\x66\n\x07Recover\x12,.edgelesssys.contrast.userapi.RecoverRequest\x1a-.edgelesssys.contrast.userapi.RecoverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,9 +46,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMANIFESTSRESPONSE']._serialized_start=488
   _globals['_GETMANIFESTSRESPONSE']._serialized_end=653
   _globals['_RECOVERREQUEST']._serialized_start=655
-  _globals['_RECOVERREQUEST']._serialized_end=714
-  _globals['_RECOVERRESPONSE']._serialized_start=716
-  _globals['_RECOVERRESPONSE']._serialized_end=733
-  _globals['_USERAPI']._serialized_start=736
-  _globals['_USERAPI']._serialized_end=1084
+  _globals['_RECOVERREQUEST']._serialized_end=749
+  _globals['_RECOVERRESPONSE']._serialized_start=751
+  _globals['_RECOVERRESPONSE']._serialized_end=768
+  _globals['_USERAPI']._serialized_start=771
+  _globals['_USERAPI']._serialized_end=1119
 # @@protoc_insertion_point(module_scope)

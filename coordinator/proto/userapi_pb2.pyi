@@ -68,14 +68,16 @@ class GetManifestsResponse(_message.Message):
     def __init__(self, Manifests: _Optional[_Iterable[bytes]] = ..., Policies: _Optional[_Iterable[bytes]] = ..., RootCA: _Optional[bytes] = ..., MeshCA: _Optional[bytes] = ..., LatestTransition: _Optional[_Union[LatestTransition, _Mapping]] = ...) -> None: ...
 
 class RecoverRequest(_message.Message):
-    __slots__ = ("Seed", "Salt", "Force")
+    __slots__ = ("Seed", "Salt", "Force", "ExpectedLatestTransition")
     SEED_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTEDLATESTTRANSITION_FIELD_NUMBER: _ClassVar[int]
     Seed: bytes
     Salt: bytes
     Force: bool
-    def __init__(self, Seed: _Optional[bytes] = ..., Salt: _Optional[bytes] = ..., Force: _Optional[bool] = ...) -> None: ...
+    ExpectedLatestTransition: bytes
+    def __init__(self, Seed: _Optional[bytes] = ..., Salt: _Optional[bytes] = ..., Force: _Optional[bool] = ..., ExpectedLatestTransition: _Optional[bytes] = ...) -> None: ...
 
 class RecoverResponse(_message.Message):
     __slots__ = ()

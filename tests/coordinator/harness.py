@@ -39,6 +39,7 @@ class CoordinatorProcess:
     initdata_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    module: str = "coordinator"  # tests.coordinator.hostile_peer: the host's own VM
     ports: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     # False: the Coordinator runs as a user would start it, without $ATTESTATION_SIMULATED_ROOT, so its
@@ -54,7 +55,7 @@ class CoordinatorProcess:
 
     def start(self, timeout: float = 30) -> None:
         argv = [
-            sys.executable, "-m", "coordinator", "--state-dir", str(self.state_dir), "--simulate-tee",
+            sys.executable, "-m", self.module, "--state-dir", str(self.state_dir), "--simulate-tee",
             "--simulate-initdata", str(self.initdata_path), "--listen-host", "127.0.0.1",
             "--user-port", "0", "--mesh-port", "0", "--http-port", "0", "--probe-port", "0",
             "--transit-port", "0", *self.extra_args,
