@@ -23,7 +23,7 @@ from typing import Any
 from attestation.initdata import InitdataError
 from attestation.initdata import parse as parse_initdata
 from coordinator import manifest as manifest_mod
-from coordinator.errors import ManifestError, OwnerAnchorError, UntrustedHistoryError
+from coordinator.errors import OwnerAnchorError, UntrustedHistoryError
 from coordinator.manifest import Manifest
 
 OWNERS_ENTRY = "owners.json"
@@ -43,7 +43,10 @@ def _hex_list(doc: dict[str, Any], name: str, size: int | None) -> frozenset[str
         if size is not None and len(raw) != size:
             raise OwnerAnchorError(f"{OWNERS_ENTRY}: {name} entry has {len(raw)} bytes, expected {size}")
         if size is None:
-            manifest_mod.load_seedshare_key(item)  # raises ManifestError on a key that does not load
+            try:
+                manifest_mod.load_seedshare_key(item)
+            except ValueError as exc:
+                raise OwnerAnchorError(f"{OWNERS_ENTRY}: {name} entry is not an RSA PKCS#1 key") from exc
         out.add(raw.hex())
     return frozenset(out)
 
@@ -62,10 +65,7 @@ class OwnerAnchor:
         if not isinstance(doc, dict) or set(doc) - set(_FIELDS):
             fields = ", ".join(_FIELDS)
             raise OwnerAnchorError(f"{OWNERS_ENTRY} must be an object with only the fields {fields}")
-        try:
-            seedshare = _hex_list(doc, "SeedshareOwnerPubKeys", None)
-        except ManifestError as exc:
-            raise OwnerAnchorError(f"{OWNERS_ENTRY}: SeedshareOwnerPubKeys: {exc}") from exc
+        seedshare = _hex_list(doc, "SeedshareOwnerPubKeys", None)
         if not seedshare:
             raise OwnerAnchorError(f"{OWNERS_ENTRY}: SeedshareOwnerPubKeys is empty: nobody could recover")
         return cls(seedshare, _hex_list(doc, "WorkloadOwnerKeyDigests", 32))

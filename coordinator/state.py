@@ -150,6 +150,8 @@ class Guard:
                 previous, old_latest, generation = ZERO, None, 0
             else:
                 self._authorize_update(current.manifest, new, caller)
+                if self.anchor is not None:  # else the update would make the history unrecoverable
+                    self.anchor.check_manifest(new, "the manifest update")
                 engine = current.engine
                 previous, old_latest, generation = (
                     current.latest.transition_hash,
