@@ -1,15 +1,16 @@
-"""Removal of the pod VM's default-deny firewall rule (used when the service mesh is disabled).
+"""Removal of the pod VM's default-deny firewall rules (used when the service mesh is disabled).
 
-The pod VM installs ``iptables -I INPUT -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP``
-before the agent starts; whoever takes over networking removes it. Removal is idempotent.
+The pod VM installs the default-deny rule for IPv4 and IPv6 (``python -m meshproxy default-deny install``)
+before the agent starts; whoever takes over networking removes it. Removal covers both families with the
+mesh proxy's own netfilter code, so the two components cannot disagree about the rules. It is idempotent.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 
-RULE = ["INPUT", "-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED", "-j", "DROP"]
+from meshproxy.errors import MeshProxyError
+from meshproxy.netfilter import Netfilter
 
 
 class DefaultDenyError(Exception):
@@ -21,21 +22,11 @@ def iptables_binary() -> str | None:
 
 
 def remove_default_deny(binary: str | None = None) -> bool:
-    """Delete every copy of the rule; True if one was removed, False if none was present."""
+    """Delete every copy of the rule in every family; True if one was removed, False if none was present."""
     exe = binary or iptables_binary()
     if exe is None:
         raise DefaultDenyError("iptables is not installed; cannot remove the default-deny rule")
-    removed = False
-    for _ in range(16):  # the rule may have been inserted more than once
-        try:
-            base = [exe, "-w", "-t", "filter"]
-            check = subprocess.run([*base, "-C", *RULE], capture_output=True, check=False)
-            if check.returncode != 0:
-                return removed
-            delete = subprocess.run([*base, "-D", *RULE], capture_output=True, check=False)
-        except OSError as exc:
-            raise DefaultDenyError(f"running {exe}: {exc}") from exc
-        if delete.returncode != 0:
-            raise DefaultDenyError(f"{exe} -D failed: {delete.stderr.decode(errors='replace').strip()}")
-        removed = True
-    return removed
+    try:
+        return Netfilter(exe).remove_default_deny() > 0
+    except MeshProxyError as exc:
+        raise DefaultDenyError(f"removing the default-deny rule with {exe}: {exc}") from exc

@@ -3,7 +3,7 @@
 Layout (pure modules first, then I/O):
 
 * ``config``   Contrast's CONTRAST_* proxy configuration parsed into frozen values.
-* ``rules``    the configuration as iptables rules (mangle TPROXY chains, default deny).
+* ``rules``    the configuration as iptables/ip6tables rules (mangle TPROXY chains, default deny).
 * ``session``  a sans-IO TLS session over memory BIOs.
 * ``relay``    the asyncio data path between a TLS socket and a plaintext socket.
 * ``proxy``    TPROXY ingress listeners (15006/15007) and loopback egress listeners.
@@ -16,14 +16,16 @@ Layout (pure modules first, then I/O):
 from meshproxy.config import EgressEntry, IngressEntry, ProxyConfig, from_environ
 from meshproxy.errors import CertificateError, ConfigError, HandshakeError, MeshProxyError, NetfilterError
 from meshproxy.netfilter import Netfilter
-from meshproxy.rules import DEFAULT_DENY, ingress_rules
+from meshproxy.rules import DEFAULT_DENY, DEFAULT_DENY_IPV6, Family, ingress_rules
 from meshproxy.session import TLSSession
 
 __all__ = [
     "DEFAULT_DENY",
+    "DEFAULT_DENY_IPV6",
     "CertificateError",
     "ConfigError",
     "EgressEntry",
+    "Family",
     "HandshakeError",
     "IngressEntry",
     "MeshProxyError",

@@ -16,7 +16,7 @@ from meshproxy.config import from_environ
 from meshproxy.errors import ConfigError, MeshProxyError
 from meshproxy.netfilter import Netfilter
 from meshproxy.proxy import Limits
-from meshproxy.rules import ingress_rules
+from meshproxy.rules import render_all
 
 log = logging.getLogger("meshproxy")
 
@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="directory with mesh-ca.pem, certChain.pem, key.pem (default %(default)s)")
     p.add_argument("--ready-file", type=Path, default=Path("/ready"), help="default %(default)s")
     p.add_argument("--iptables", default=None,
-                   help="iptables backend (default: $MESHPROXY_IPTABLES, else iptables-legacy if present)")
+                   help="iptables backend, used with its ip6tables twin: iptables, iptables-legacy, "
+                        "iptables-nft or a path to one (default: $MESHPROXY_IPTABLES, else iptables-legacy "
+                        "if present)")
     p.add_argument("--no-netfilter", action="store_true", help="do not touch netfilter (development only)")
     p.add_argument("--tproxy-mark", type=lambda s: int(s, 0), default=None,
                    help="also mark TPROXY'd packets and route the mark to the local table (not Contrast's)")
@@ -37,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--half-open-timeout", type=float, default=Limits.half_open_timeout)
     p.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command")
-    deny = sub.add_parser("default-deny", help="install or remove the default-deny INPUT rule")
+    deny = sub.add_parser("default-deny", help="install or remove the default-deny INPUT rules (IPv4, IPv6)")
     deny.add_argument("action", choices=["install", "remove"])
     sub.add_parser("show-rules", help="validate the environment's configuration and print the rules")
     return p
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config = from_environ(os.environ)
         if args.command == "show-rules":
-            for line in ingress_rules(config, args.tproxy_mark).render():
+            for line in render_all(config, args.tproxy_mark):
                 print(line)
             return 0
         limits = Limits(handshake_timeout=args.handshake_timeout, idle_timeout=args.idle_timeout,

@@ -39,6 +39,15 @@ class NetfilterError(MeshProxyError):
         super().__init__(f"{' '.join(argv)} exited {returncode}: {stderr.strip()}")
 
 
+class BackendError(MeshProxyError):
+    """The iptables backend named on the command line or in ``MESHPROXY_IPTABLES`` is not one we drive."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"iptables backend {backend!r}: {reason}")
+
+
 class RoutingError(MeshProxyError):
     """A routing rule or route for TPROXY marks could not be installed or removed."""
 

@@ -1,27 +1,46 @@
-"""Apply the rules from ``rules.py`` with iptables: atomic install, idempotent, removable.
+"""Apply the rules from ``rules.py`` for both address families: atomic per family, idempotent, removable.
 
-The ingress chains are written in one ``iptables-restore --noflush`` transaction: declaring our chains
-creates or empties them, so running the install twice leaves exactly one copy and a failure leaves the
-table as it was. The single rule outside our chains (the PREROUTING jump) is added only if absent.
+Every rule goes into IPv4 (``iptables``) and IPv6 (``ip6tables``) netfilter of the same backend. A pod always
+has an IPv6 link-local address when its kernel has IPv6, so IPv4 rules alone would leave the application
+reachable in plaintext over IPv6. IPv6 is left out only when the kernel has no IPv6 at all
+(``socket(AF_INET6)`` fails with EAFNOSUPPORT): then there is no IPv6 path to protect. A per-interface
+``disable_ipv6`` sysctl does not count, because anyone with CAP_NET_ADMIN can switch it back.
+
+Why ip6tables and not one nftables ``inet`` table: the pod image installs the default-deny rule with an
+iptables front end before the sidecar runs (Contrast's unit uses ``iptables-legacy``), and the sidecar must
+remove exactly that rule with the same back end. Each iptables back end has an IPv6 twin (``iptables-legacy``
+→ ``ip6tables-legacy``, ``iptables-nft`` → ``ip6tables-nft``), so both families use the same back end and
+the same rule shape, and the back end choice keeps its meaning. The price is one transaction per family
+instead of one for both. The lifecycle makes that safe: the deny rule of both families stays until the
+chains of both are in, and any failure puts the deny rule back in both.
+
+Per family, the ingress chains are written in one ``iptables-restore --noflush`` transaction: declaring our
+chains creates or empties them, so running the install twice leaves exactly one copy and a failure leaves
+the table as it was. The single rule outside our chains (the PREROUTING jump) is added only if absent.
 
 The backend defaults to ``iptables-legacy`` when it exists, because the pod image installs the default-deny
-rule with it (as Contrast's ``deny-incoming-traffic`` unit does); ``MESHPROXY_IPTABLES`` or ``--iptables``
-choose another (``iptables``, ``iptables-nft``). Both halves must use the same backend.
+rule with it; ``MESHPROXY_IPTABLES`` or ``--iptables`` choose another (``iptables``, ``iptables-nft``, or a
+path to one of them).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import socket
 import subprocess
+from collections.abc import Callable
 
-from meshproxy.errors import NetfilterError
-from meshproxy.rules import DEFAULT_DENY, MANGLE, IngressRules, Rule
+from meshproxy.errors import BackendError, MeshProxyError, NetfilterError
+from meshproxy.rules import FAMILIES, MANGLE, Family, IngressRules, Rule, default_deny
 
 log = logging.getLogger("meshproxy.netfilter")
 
 _TIMEOUT = 30.0
+#: The IPv4 front ends we drive; each has an IPv6 twin named with ``ip6tables``.
+BACKENDS = ("iptables", "iptables-legacy", "iptables-nft")
 
 
 def default_backend() -> str:
@@ -31,21 +50,43 @@ def default_backend() -> str:
     return "iptables-legacy" if shutil.which("iptables-legacy") else "iptables"
 
 
-class Netfilter:
-    """Runs one iptables backend; every method is safe to call repeatedly."""
+def ipv6_in_kernel() -> bool:
+    """False only when this kernel has no IPv6 at all (built without it, or ``ipv6.disable=1``)."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError as exc:
+        if exc.errno == errno.EAFNOSUPPORT:
+            return False
+        raise
+    return True
 
-    def __init__(self, iptables: str | None = None) -> None:
-        self.iptables = iptables or default_backend()
 
-    def _restore_binary(self) -> str:
-        # iptables -> iptables-restore, iptables-legacy -> iptables-legacy-restore, same for -nft.
-        return self.iptables + "-restore"
+def family_binary(iptables: str, family: Family) -> str:
+    """The front end of ``family`` for the backend ``iptables`` (a name from BACKENDS or a path to one)."""
+    directory, name = os.path.split(iptables)
+    if name not in BACKENDS:
+        raise BackendError(iptables, f"want one of {', '.join(BACKENDS)} (or a path to one)")
+    return os.path.join(directory, family.value + name.removeprefix("iptables"))
 
-    def _run(self, args: list[str], stdin: str | None = None, binary: str | None = None) -> int:
-        argv = [binary or self.iptables, "-w", *args]
-        proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT, check=False
-        )
+
+def _exec(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetfilterError(argv, -1, str(exc)) from None
+
+
+class FamilyTables:
+    """One family's front end of the backend (``iptables-legacy`` or ``ip6tables-legacy``, ...)."""
+
+    def __init__(self, binary: str, family: Family) -> None:
+        self.binary = binary
+        self.family = family
+
+    def _run(self, args: list[str]) -> int:
+        argv = [self.binary, "-w", *args]
+        proc = _exec(argv)
         if proc.returncode == 0:
             return 0
         # "rule/chain not found" is an answer (1 or 2 depending on backend and case); anything else fails
@@ -54,8 +95,8 @@ class Netfilter:
         raise NetfilterError(argv, proc.returncode, proc.stderr)
 
     def _must(self, args: list[str]) -> None:
-        argv = [self.iptables, "-w", *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        argv = [self.binary, "-w", *args]
+        proc = _exec(argv)
         if proc.returncode != 0:
             raise NetfilterError(argv, proc.returncode, proc.stderr)
 
@@ -65,8 +106,8 @@ class Netfilter:
     def _save(self, table: str) -> list[str]:
         # iptables-save is the one listing both backends print reliably (iptables-nft 1.8.9 -S can call an
         # unreferenced user chain "incompatible").
-        argv = [self.iptables + "-save", "-t", table]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        argv = [self.binary + "-save", "-t", table]
+        proc = _exec(argv)
         if proc.returncode != 0:
             raise NetfilterError(argv, proc.returncode, proc.stderr)
         return proc.stdout.splitlines()
@@ -77,34 +118,29 @@ class Netfilter:
     def list_rules(self, table: str, chain: str) -> list[str]:
         return [line for line in self._save(table) if line.startswith(f"-A {chain} ")]
 
-    # -- default deny -------------------------------------------------------------------------------
-
     def install_default_deny(self) -> None:
-        if not self.has_rule(DEFAULT_DENY):
-            self._must(["-t", DEFAULT_DENY.table, "-I", DEFAULT_DENY.chain, "1", *DEFAULT_DENY.spec])
-            log.info("event=default_deny_installed backend=%s", self.iptables)
+        rule = default_deny(self.family)
+        if not self.has_rule(rule):
+            self._must(["-t", rule.table, "-I", rule.chain, "1", *rule.spec])
+            log.info("event=default_deny_installed backend=%s", self.binary)
 
-    def remove_default_deny(self) -> None:
+    def remove_default_deny(self) -> int:
+        rule = default_deny(self.family)
         removed = 0
-        while self.has_rule(DEFAULT_DENY):
-            self._must(["-t", DEFAULT_DENY.table, "-D", DEFAULT_DENY.chain, *DEFAULT_DENY.spec])
+        while self.has_rule(rule):
+            self._must(["-t", rule.table, "-D", rule.chain, *rule.spec])
             removed += 1
-        log.info("event=default_deny_removed backend=%s copies=%d", self.iptables, removed)
-
-    # -- ingress TPROXY chains ---------------------------------------------------------------------
+        log.info("event=default_deny_removed backend=%s copies=%d", self.binary, removed)
+        return removed
 
     def install_ingress(self, rules: IngressRules) -> None:
-        if not rules.chains:
-            return
         lines = [f"*{MANGLE}"]
         lines.extend(f":{chain} - [0:0]" for chain in rules.chains)
         for chain_rules in rules.chains.values():
             lines.extend(f"-A {r.chain} {' '.join(r.spec)}" for r in chain_rules)
         lines.append("COMMIT")
-        argv = [self._restore_binary(), "-w", "--noflush"]
-        proc = subprocess.run(
-            argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=_TIMEOUT, check=False
-        )
+        argv = [self.binary + "-restore", "-w", "--noflush"]
+        proc = _exec(argv, "\n".join(lines) + "\n")
         if proc.returncode != 0:
             raise NetfilterError(argv, proc.returncode, proc.stderr)
         for hook in rules.hooks:
@@ -112,7 +148,7 @@ class Netfilter:
                 self._must(["-t", hook.table, "-A", hook.chain, *hook.spec])
         log.info(
             "event=ingress_rules_installed backend=%s rules=%d",
-            self.iptables,
+            self.binary,
             sum(len(r) for r in rules.chains.values()) + len(rules.hooks),
         )
 
@@ -125,7 +161,51 @@ class Netfilter:
             self._must(["-t", MANGLE, "-F", chain])
         for chain in present:
             self._must(["-t", MANGLE, "-X", chain])
-        log.info("event=ingress_rules_removed backend=%s", self.iptables)
+        log.info("event=ingress_rules_removed backend=%s", self.binary)
+
+
+class Netfilter:
+    """Runs one iptables backend for every address family of the kernel; each method is safe to repeat."""
+
+    def __init__(self, iptables: str | None = None) -> None:
+        self.iptables = iptables or default_backend()
+        families = FAMILIES if ipv6_in_kernel() else (Family.IPV4,)
+        if Family.IPV6 not in families:
+            log.warning("event=ipv6_absent reason=EAFNOSUPPORT rules=ipv4_only")
+        self.tables = {f: FamilyTables(family_binary(self.iptables, f), f) for f in families}
+
+    def family(self, family: Family) -> FamilyTables:
+        return self.tables[family]
+
+    def _every(self, action: Callable[[FamilyTables], object]) -> None:
+        # Apply to every family even when one fails, then report the first failure: a rule that can go
+        # in (deny) or out (our chains) in one family must not wait for the other.
+        first: MeshProxyError | None = None
+        for tables in self.tables.values():
+            try:
+                action(tables)
+            except MeshProxyError as exc:
+                log.error("event=netfilter_failed backend=%s error=%r", tables.binary, str(exc))
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def install_default_deny(self) -> None:
+        self._every(FamilyTables.install_default_deny)
+
+    def remove_default_deny(self) -> int:
+        """Remove the deny rule of every family; stops at the first failure (the rest stays denied)."""
+        return sum(tables.remove_default_deny() for tables in self.tables.values())
+
+    def install_ingress(self, rules: IngressRules) -> None:
+        """Install our chains in every family; stops at the first failure (the caller removes them)."""
+        if not rules.chains:
+            return
+        for tables in self.tables.values():
+            tables.install_ingress(rules)
+
+    def remove_ingress(self, rules: IngressRules) -> None:
+        self._every(lambda tables: tables.remove_ingress(rules))
 
 
 def _is_not_found(stderr: str) -> bool:

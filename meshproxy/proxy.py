@@ -1,9 +1,11 @@
 """Listeners and connection setup: TPROXY ingress (15006 mTLS, 15007 TLS) and loopback egress.
 
-Ingress: listeners bound to 0.0.0.0 with ``IP_TRANSPARENT`` receive what the mangle-table TPROXY rules
-steer to them; the accepted socket's local address *is* the original destination (no SO_ORIGINAL_DST with
-TPROXY). The TLS handshake completes and verifies before any connection to the application is opened, so
-nothing reaches the application from an unauthenticated peer. Connections whose original destination is a
+Ingress: listeners bound to 0.0.0.0 with ``IP_TRANSPARENT`` and to [::] with ``IPV6_TRANSPARENT`` (IPv6
+only, so each family has its own socket and IPv4 addresses stay plain) receive what the mangle-table TPROXY
+rules of each family steer to them; the accepted socket's local address *is* the original destination (no
+SO_ORIGINAL_DST with TPROXY), including the zone of a link-local IPv6 address. The TLS handshake completes
+and verifies before any connection to the application is opened, so nothing reaches the application from an
+unauthenticated peer. Connections whose original destination is a
 proxy port are dropped (Envoy's loop guard: Contrast sends them to a black hole).
 
 Egress: one loopback listener per entry; each accepted connection opens TCP to the remote, completes mTLS
@@ -32,6 +34,7 @@ from meshproxy.certs import CredentialStore
 from meshproxy.config import MTLS_PORT, TLS_NO_CLIENT_AUTH_PORT, EgressEntry, ProxyConfig
 from meshproxy.errors import HandshakeError
 from meshproxy.metrics import ListenerStats, Metrics
+from meshproxy.netfilter import ipv6_in_kernel
 from meshproxy.relay import Buffers, Relay
 from meshproxy.session import TLSSession
 
@@ -46,6 +49,13 @@ _HANDSHAKE_READ = 16 << 10
 #: Sets up one accepted connection; True when a relay took ownership of the sockets.
 Handler = Callable[[socket.socket, "ListenerStats"], Awaitable[bool]]
 _ANY = "0.0.0.0"  # noqa: S104 - TPROXY listeners must accept every local address (as Envoy's)
+_ANY6 = "::"
+#: linux/in6.h; Python's socket module does not export it.
+IPV6_TRANSPARENT = 75
+#: The IPv6 twin of a listener is reported under this suffix in ``Proxy.addresses``.
+IPV6_SUFFIX = "/ipv6"
+
+Address = tuple[str, int] | tuple[str, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,20 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def _listen(address: tuple[str, int], transparent: bool, backlog: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _family(address: Address) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
+def _listen(address: Address, transparent: bool, backlog: int) -> socket.socket:
+    family = _family(address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if transparent:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if transparent:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        elif transparent:
             sock.setsockopt(socket.SOL_IP, socket.IP_TRANSPARENT, 1)
         sock.bind(address)
         sock.listen(backlog)
@@ -82,6 +101,14 @@ def _listen(address: tuple[str, int], transparent: bool, backlog: int) -> socket
         sock.close()
         raise
     return sock
+
+
+def _original_destination(conn: socket.socket) -> Address:
+    """With TPROXY the accepted socket's own address is where the client was connecting to."""
+    name = conn.getsockname()
+    if conn.family == socket.AF_INET6:
+        return (str(name[0]), int(name[1]), 0, int(name[3]))
+    return (str(name[0]), int(name[1]))
 
 
 def _tune(sock: socket.socket) -> None:
@@ -122,17 +149,21 @@ class Proxy:
         fd_limit = raise_fd_limit()
         # two descriptors per relayed connection, some reserved for listeners, admin and reloads
         self.max_connections = self.limits.max_connections or max(16, (fd_limit - 64) // 2)
-        self.addresses: dict[str, tuple[str, int]] = {}
+        self.addresses: dict[str, Address] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Bind every listener (fails before any accept if one cannot be bound) and start accepting."""
-        plan: list[tuple[str, str, tuple[str, int], bool, Handler]] = []
+        plan: list[tuple[str, str, Address, bool, Handler]] = []
         if not self.config.ingress_disabled:
-            plan.append((INGRESS_LISTENER, "ingress", (_ANY, MTLS_PORT), True, self._ingress_mtls))
-            plan.append((INGRESS_NO_CLIENT_AUTH_LISTENER, "ingress", (_ANY, TLS_NO_CLIENT_AUTH_PORT), True,
-                         self._ingress_tls))
+            # The IPv6 listeners exist whenever the kernel has IPv6, as the ip6tables rules do: they take
+            # what TPROXY steers from the pod's IPv6 addresses (see netfilter.py).
+            anys = (_ANY, _ANY6) if ipv6_in_kernel() else (_ANY,)
+            for any_address in anys:
+                plan.append((INGRESS_LISTENER, "ingress", (any_address, MTLS_PORT), True, self._ingress_mtls))
+                plan.append((INGRESS_NO_CLIENT_AUTH_LISTENER, "ingress",
+                             (any_address, TLS_NO_CLIENT_AUTH_PORT), True, self._ingress_tls))
         for entry in self.config.egress:
             plan.append((entry.name, "egress", (entry.listen_ip, entry.listen_port), False,
                          self._egress_for(entry)))
@@ -146,10 +177,11 @@ class Proxy:
             raise
         for sock, name, kind, handler in bound:
             self._listeners.append(sock)
-            self.addresses[name] = sock.getsockname()
+            address = sock.getsockname()
+            self.addresses[name + (IPV6_SUFFIX if sock.family == socket.AF_INET6 else "")] = address
             stats = self.metrics.listener(name, kind)
             self._spawn(self._accept_loop(sock, stats, handler))
-            log.info("event=listening listener=%s address=%s:%d", name, *sock.getsockname())
+            log.info("event=listening listener=%s address=%s port=%d", name, address[0], address[1])
         self._spawn(self._sweep())
 
     async def stop(self) -> None:
@@ -243,16 +275,18 @@ class Proxy:
             stats.handshake_failures[errno.errorcode.get(exc.errno or 0, "os_error").lower()] += 1
         return False
 
-    async def _connect(self, address: tuple[str, int], stats: ListenerStats,
+    async def _connect(self, address: Address, stats: ListenerStats,
                        local_only: bool = False) -> socket.socket | None:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
         _tune(sock)
         if local_only:
             # Binding to the destination address succeeds only for an address of this pod: ingress never
-            # turns into a relay towards other hosts, whatever the packet's destination was.
+            # turns into a relay towards other hosts, whatever the packet's destination was. For IPv6 the
+            # zone (scope id) comes along, so a link-local destination is the one on the receiving link.
+            local: Address = (address[0], 0) if len(address) == 2 else (address[0], 0, 0, address[3])
             try:
-                sock.bind((address[0], 0))
+                sock.bind(local)
             except OSError:
                 stats.rejected["non_local_destination"] += 1
                 sock.close()
@@ -278,7 +312,7 @@ class Proxy:
 
     async def _ingress(self, conn: socket.socket, stats: ListenerStats, context: ssl.SSLContext) -> bool:
         _tune(conn)
-        original_dst = conn.getsockname()[:2]
+        original_dst = _original_destination(conn)
         if original_dst[1] in PROXY_PORTS:
             stats.rejected["loop_guard"] += 1
             return False

@@ -2,58 +2,77 @@
 
 TPROXY to a local destination works without routing changes. When packets for non-local destinations are
 steered (``--tproxy-mark``), the kernel must deliver them locally: ``ip rule fwmark M lookup T`` plus
-``ip route add local 0.0.0.0/0 dev lo table T``. Done with pyroute2 (netlink), idempotent and removable.
+``ip route add local 0.0.0.0/0 dev lo table T``, and the same with ``ip -6`` and ``::/0`` for IPv6. Done with
+pyroute2 (netlink), idempotent and removable.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshproxy.errors import RoutingError
+from meshproxy.netfilter import ipv6_in_kernel
 
 DEFAULT_TABLE = 0x15006 & 0xFFFF  # a fixed table id of our own (20486)
 _PRIORITY = 1006
 _SCOPE_HOST = 254  # local routes must have host scope (EINVAL otherwise)
+#: (netlink family, the "everything" prefix) of each family the rules cover.
+_FAMILIES = ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0"))
+
+
+def _families() -> tuple[tuple[socket.AddressFamily, str], ...]:
+    # Both families, as the TPROXY rules (netfilter.py): marked IPv6 packets need their own rule and route.
+    return _FAMILIES if ipv6_in_kernel() else _FAMILIES[:1]
 
 
 def install_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
     with IPRoute() as ipr:
-        try:
-            if not ipr.get_rules(family=2, fwmark=mark, table=table):
-                ipr.rule("add", family=2, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-            ipr.route(
-                "replace",
-                dst="0.0.0.0/0",
-                type="local",
-                scope=_SCOPE_HOST,
-                oif=ipr.link_lookup(ifname="lo")[0],
-                table=table,
-            )
-        except NetlinkError as exc:
-            raise RoutingError(f"installing fwmark {mark:#x} -> local table {table}: {exc}") from None
+        for family, everything in _families():
+            try:
+                if not ipr.get_rules(family=family, fwmark=mark, table=table):
+                    ipr.rule("add", family=family, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
+                ipr.route(
+                    "replace",
+                    family=family,
+                    dst=everything,
+                    type="local",
+                    scope=_SCOPE_HOST,
+                    oif=ipr.link_lookup(ifname="lo")[0],
+                    table=table,
+                )
+            except NetlinkError as exc:
+                raise RoutingError(
+                    f"installing fwmark {mark:#x} -> local table {table} ({family.name}): {exc}"
+                ) from None
 
 
 def remove_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
     with IPRoute() as ipr:
-        try:
-            for _ in ipr.get_rules(family=2, fwmark=mark, table=table):
-                ipr.rule("del", family=2, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-            ipr.route(
-                "del",
-                dst="0.0.0.0/0",
-                type="local",
-                scope=_SCOPE_HOST,
-                oif=ipr.link_lookup(ifname="lo")[0],
-                table=table,
-            )
-        except NetlinkError as exc:
-            if exc.code not in (errno.ENOENT, errno.ESRCH):
-                raise RoutingError(f"removing fwmark {mark:#x} -> local table {table}: {exc}") from None
+        for family, everything in _families():
+            try:
+                for _ in ipr.get_rules(family=family, fwmark=mark, table=table):
+                    ipr.rule("del", family=family, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
+                ipr.route(
+                    "del",
+                    family=family,
+                    dst=everything,
+                    type="local",
+                    scope=_SCOPE_HOST,
+                    oif=ipr.link_lookup(ifname="lo")[0],
+                    table=table,
+                )
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.ESRCH):
+                    raise RoutingError(
+                        f"removing fwmark {mark:#x} -> local table {table} ({family.name}): {exc}"
+                    ) from None
 
 
 def has_local_route(mark: int, table: int = DEFAULT_TABLE) -> bool:
+    """True when the fwmark rule exists in any family (a half-installed state counts as present)."""
     with IPRoute() as ipr:
-        return bool(ipr.get_rules(family=2, fwmark=mark, table=table))
+        return any(ipr.get_rules(family=family, fwmark=mark, table=table) for family, _ in _families())

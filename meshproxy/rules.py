@@ -10,6 +10,13 @@ The shape is Contrast's (service-mesh/iptables.go and internal/defaultdeny):
 * table ``filter``: the default-deny rule ``INPUT -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP``
   that the pod image installs before anything runs and the sidecar removes once it listens.
 
+Every rule exists in both address families (iptables and ip6tables of the same backend): a pod has at least
+a link-local IPv6 address, so rules for IPv4 alone leave the application reachable in plaintext over IPv6.
+The mangle chains are the same text for both. The IPv6 deny rule exempts ICMPv6, which carries neighbour
+discovery: IPv6 has no ARP, and dropping neighbour advertisements would cut the pod's own outbound IPv6
+connections (the initializer's, while the deny rule is in place). ICMPv6 never reaches an application's
+TCP or UDP socket.
+
 Contrast sets no TPROXY mark (delivery to a local address needs none). ``tproxy_mark`` adds
 ``--tproxy-mark`` for setups that also steer non-local destinations via a fwmark routing rule
 (see ``routing.py``); it is off by default.
@@ -18,6 +25,7 @@ Contrast sets no TPROXY mark (delivery to a local address needs none). ``tproxy_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from meshproxy.config import MTLS_PORT, TLS_NO_CLIENT_AUTH_PORT, ProxyConfig
 
@@ -25,6 +33,16 @@ MANGLE = "mangle"
 FILTER = "filter"
 INBOUND_CHAIN = "CONTRAST_INBOUND"
 REDIRECT_CHAIN = "CONTRAST_IN_REDIRECT"
+
+
+class Family(Enum):
+    """An address family with the name of its iptables front end."""
+
+    IPV4 = "iptables"
+    IPV6 = "ip6tables"
+
+
+FAMILIES = (Family.IPV4, Family.IPV6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +59,14 @@ class Rule:
 #: Drop every new inbound connection; installed for the image, removed by the proxy once it listens.
 DEFAULT_DENY = Rule(FILTER, "INPUT",
                     ("-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED", "-j", "DROP"))
+
+#: The same for IPv6, except ICMPv6 (neighbour discovery; see the module docstring).
+DEFAULT_DENY_IPV6 = Rule(FILTER, "INPUT",
+                         ("!", "-p", "ipv6-icmp", *DEFAULT_DENY.spec))
+
+
+def default_deny(family: Family) -> Rule:
+    return DEFAULT_DENY if family is Family.IPV4 else DEFAULT_DENY_IPV6
 
 #: The jump from the built-in chain into ours; the only rule we add outside our own chains.
 PREROUTING_JUMP = Rule(MANGLE, "PREROUTING", ("-p", "tcp", "-j", INBOUND_CHAIN))
@@ -67,7 +93,7 @@ def _tproxy(port: int, mark: int | None) -> tuple[str, ...]:
 
 
 def ingress_rules(config: ProxyConfig, tproxy_mark: int | None = None) -> IngressRules:
-    """The mangle-table TPROXY rules for ``config``; empty when ingress is disabled."""
+    """The mangle-table TPROXY rules for ``config``, for either family; empty when ingress is disabled."""
     if config.ingress_disabled:
         return IngressRules(chains={}, hooks=())
     inbound = (
@@ -86,3 +112,14 @@ def ingress_rules(config: ProxyConfig, tproxy_mark: int | None = None) -> Ingres
     redirect.append(Rule(MANGLE, REDIRECT_CHAIN, ("-p", "tcp", *_tproxy(MTLS_PORT, tproxy_mark))))
     chains = {INBOUND_CHAIN: inbound, REDIRECT_CHAIN: tuple(redirect)}
     return IngressRules(chains=chains, hooks=(PREROUTING_JUMP,))
+
+
+def render_all(config: ProxyConfig, tproxy_mark: int | None = None) -> list[str]:
+    """Every rule the sidecar manages, per family, as ``show-rules`` prints them."""
+    ingress = ingress_rules(config, tproxy_mark).render()
+    lines: list[str] = []
+    for family in FAMILIES:
+        lines.append(f"# {family.value}")
+        lines.extend(ingress)
+        lines.append(default_deny(family).render() + "  # default deny, removed while the proxy runs")
+    return lines

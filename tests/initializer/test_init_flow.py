@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from initializer.defaultdeny import RULE, remove_default_deny
+from initializer.defaultdeny import remove_default_deny
 from initializer.files import MeshMaterial, write_done, write_mesh_files
 from initializer.run import InitializerError, Settings, StoppedError, run
 
@@ -123,24 +123,29 @@ def test_write_done_failure_leaves_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.root
 def test_default_deny_removed_in_netns() -> None:
+    # Both families: the pod image denies IPv4 and IPv6 (meshproxy default-deny install); a mesh-disabled
+    # pod must get both back, and a pod with the mesh must never have only one of them removed.
     if os.geteuid() != 0:
         pytest.skip("needs root for a network namespace")
     ipt = shutil.which("iptables-legacy") or shutil.which("iptables")
     unshare = shutil.which("unshare")
-    if ipt is None or unshare is None:
-        pytest.skip("iptables or unshare not installed")
+    if ipt is None or unshare is None or shutil.which("ip6tables-legacy") is None:
+        pytest.skip("iptables, ip6tables or unshare not installed")
+    ip6t = ipt.replace("iptables", "ip6tables")
     script = (
-        f"{ipt} -w -I {' '.join(RULE).replace('!', chr(92) + '!')} && "
+        f"{sys.executable} -m meshproxy default-deny install && {ipt} -w -S INPUT && {ip6t} -w -S INPUT && "
         f"{sys.executable} -c 'from initializer.defaultdeny import remove_default_deny as r; "
-        f"print(r(), r())' && {ipt} -w -S INPUT"
+        f"print(r(), r())' && {ipt} -w -S INPUT && {ip6t} -w -S INPUT"
     )
     out = subprocess.run([unshare, "-n", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     if out.returncode != 0 and "Permission denied" in out.stderr:
         pytest.skip(f"no netns here: {out.stderr.strip()}")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "True False"
-    assert "DROP" not in out.stdout
+    lines = out.stdout.splitlines()
+    removed = lines.index("True False")
+    assert sum("-j DROP" in line for line in lines[:removed]) == 2, lines  # one per family
+    assert not any("DROP" in line for line in lines[removed:]), lines
 
 
 def test_remove_default_deny_without_iptables() -> None:

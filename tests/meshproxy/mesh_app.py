@@ -1,7 +1,9 @@
 """The test "application": plaintext HTTP/1.0-ish servers on the given ports.
 
 Every response body is ``app port=<port> peer=<ip>``, so a test sees which port the request reached and
-that it arrived in plaintext. Usage: app_server.py PORT [PORT...]
+that it arrived in plaintext. The servers are dual-stack (``::`` with IPV6_V6ONLY off), like most
+applications: an IPv4 peer is reported as its dotted address, an IPv6 peer as its IPv6 address.
+Usage: app_server.py PORT [PORT...]
 """
 
 import hashlib
@@ -45,13 +47,15 @@ def handle(conn: socket.socket, port: int, peer: str) -> None:
 
 
 def serve(port: int) -> None:
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
     s.listen(128)
     while True:
         conn, addr = s.accept()
-        threading.Thread(target=handle, args=(conn, port, addr[0]), daemon=True).start()
+        peer = addr[0].removeprefix("::ffff:") if "." in addr[0] else addr[0]
+        threading.Thread(target=handle, args=(conn, port, peer), daemon=True).start()
 
 
 if __name__ == "__main__":

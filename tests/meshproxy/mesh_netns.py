@@ -1,5 +1,9 @@
 """Network-namespace "pods" for the mesh tests: two namespaces joined by a veth pair.
 
+Each pod is dual-stack, as a generic Kubernetes pod may be: an IPv4 address, a ULA (``fd00:<subnet>::N/64``)
+and the link-local address the kernel gives the interface. Duplicate address detection is off inside the
+namespaces, so the IPv6 addresses are usable at once instead of after a second of DAD.
+
 Everything lives inside namespaces this module creates (names carry the test process id) and is removed
 by ``Topology.close``; the host's own network is never touched.
 """
@@ -24,7 +28,8 @@ def netns_unavailable() -> str | None:
     """Why the netns tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, iptables)"
-    for tool in ("ip", "iptables", "iptables-legacy", "iptables-restore", "curl", "openssl"):
+    for tool in ("ip", "iptables", "iptables-legacy", "iptables-restore", "ip6tables", "ip6tables-legacy",
+                 "ip6tables-restore", "sysctl", "curl", "openssl"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (see .ci/apt/meshproxy.txt)"
     probe = f"mpprobe{os.getpid()}"
@@ -42,6 +47,10 @@ def sh(*argv: str, check: bool = True, timeout: float = 30.0) -> subprocess.Comp
 class Pod:
     ns: str
     ip: str
+    ip6: str = ""  # the ULA
+    dev: str = ""  # the veth end inside the namespace
+    link_local: str = ""  # fe80::/64 address of ``dev`` (use with ``scope_id``)
+    scope_id: int = 0  # ifindex of ``dev``, the zone of ``link_local``
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def argv(self, *argv: str) -> list[str]:
@@ -83,26 +92,47 @@ class Pod:
     def iptables_save(self, binary: str = "iptables-legacy") -> str:
         return self.run(f"{binary}-save").stdout.decode()
 
+    def ip6tables_save(self, binary: str = "ip6tables-legacy") -> str:
+        return self.run(f"{binary}-save").stdout.decode()
+
+    def _learn_link_local(self) -> None:
+        """Wait until ``dev`` has a usable (non-tentative) link-local address and record it."""
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            out = sh("ip", "-n", self.ns, "-6", "-o", "addr", "show", "dev", self.dev, "scope", "link").stdout
+            if out.strip() and "tentative" not in out:
+                self.link_local = out.split()[3].split("/")[0]
+                link = sh("ip", "-n", self.ns, "-o", "link", "show", "dev", self.dev).stdout
+                self.scope_id = int(link.split(":", 1)[0])
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.ns}: no link-local address on {self.dev}")
+
 
 class Topology:
-    """Pods ``a`` (client, 10.x.0.1) and ``b`` (server, 10.x.0.2) on one veth link."""
+    """Pods ``a`` (client, 10.x.0.1, fd00:x::1) and ``b`` (server, 10.x.0.2, fd00:x::2) on one veth link."""
 
     def __init__(self, tag: str, subnet: int = 77) -> None:
         uid = f"{tag}{os.getpid() % 100000}"
-        self.a = Pod(f"mpa-{uid}", f"10.{subnet}.0.1")
-        self.b = Pod(f"mpb-{uid}", f"10.{subnet}.0.2")
-        self._veth = (f"mpva{os.getpid() % 100000}", f"mpvb{os.getpid() % 100000}")
+        va, vb = f"mpva{os.getpid() % 100000}", f"mpvb{os.getpid() % 100000}"
+        self.a = Pod(f"mpa-{uid}", f"10.{subnet}.0.1", f"fd00:{subnet}::1", va)
+        self.b = Pod(f"mpb-{uid}", f"10.{subnet}.0.2", f"fd00:{subnet}::2", vb)
+        self._veth = (va, vb)
         try:
             for pod in (self.a, self.b):
                 sh("ip", "netns", "add", pod.ns)
-            va, vb = self._veth
             sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
             sh("ip", "link", "set", va, "netns", self.a.ns)
             sh("ip", "link", "set", vb, "netns", self.b.ns)
-            for pod, dev in ((self.a, va), (self.b, vb)):
-                sh("ip", "-n", pod.ns, "addr", "add", f"{pod.ip}/24", "dev", dev)
+            for pod in (self.a, self.b):
+                for conf in ("default", pod.dev):
+                    pod.run("sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0", check=True)
+                sh("ip", "-n", pod.ns, "addr", "add", f"{pod.ip}/24", "dev", pod.dev)
+                sh("ip", "-n", pod.ns, "addr", "add", f"{pod.ip6}/64", "dev", pod.dev, "nodad")
                 sh("ip", "-n", pod.ns, "link", "set", "lo", "up")
-                sh("ip", "-n", pod.ns, "link", "set", dev, "up")
+                sh("ip", "-n", pod.ns, "link", "set", pod.dev, "up")
+            for pod in (self.a, self.b):
+                pod._learn_link_local()
         except BaseException:
             self.close()
             raise
@@ -134,8 +164,39 @@ def meshproxy_argv(tls_dir: Path, ready: Path, *extra: str) -> list[str]:
     return [PYTHON, "-m", "meshproxy", "--tls-dir", str(tls_dir), "--ready-file", str(ready), *extra]
 
 
+def _env(**values: str) -> dict[str, str]:
+    """The test's environment without any CONTRAST_* variable, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRAST_")}
+    env.update(values)
+    return env
+
+
+def start_proxy(pod: Pod, tls: Path, ready: Path, env: dict[str, str], log: Path, *extra: str) -> None:
+    ready.unlink(missing_ok=True)
+    proc = pod.spawn(*meshproxy_argv(tls, ready, "--reload-interval", "0.2", *extra), env=env, log=log)
+    if not wait_for(lambda: ready.exists() or proc.poll() is not None, 15) or not ready.exists():
+        raise AssertionError(f"proxy in {pod.ns} not ready: {log.read_text()[-2000:]}")
+
+
+def metrics(pod: Pod, port: int = 9901) -> str:
+    return pod.run("curl", "-sS", "-m", "3", f"http://127.0.0.1:{port}/stats/prometheus").stdout.decode()
+
+
 APP_SERVER = [PYTHON, str(Path(__file__).with_name("mesh_app.py"))]
-__all__ = ["APP_SERVER", "PYTHON", "Pod", "Topology", "meshproxy_argv", "netns_unavailable", "sh", "wait_for"]
+PROBE = [PYTHON, str(Path(__file__).with_name("mesh_probe.py"))]
+__all__ = [
+    "APP_SERVER",
+    "PROBE",
+    "PYTHON",
+    "Pod",
+    "Topology",
+    "meshproxy_argv",
+    "metrics",
+    "netns_unavailable",
+    "sh",
+    "start_proxy",
+    "wait_for",
+]
 _ = sys
 
 

@@ -7,7 +7,6 @@ runs a proxy with egress listeners to B. Skipped only where namespaces cannot be
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -21,9 +20,12 @@ from mesh_netns import (
     PYTHON,
     Pod,
     Topology,
+    _env,
     go_meshclient,
     meshproxy_argv,
+    metrics,
     netns_unavailable,
+    start_proxy,
     wait_for,
 )
 from mesh_pki import MeshPKI
@@ -38,12 +40,6 @@ pytestmark = [
 B_INGRESS = "plain#8081#true##tls#8082#false##s-server#9443#true"
 
 
-def _env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTRAST_")}
-    env.update(values)
-    return env
-
-
 def curl(pod: Pod, *args: str, timeout: float = 3.0) -> subprocess.CompletedProcess[bytes]:
     return pod.run("curl", "-sS", "-m", str(timeout), *args, timeout=timeout + 10)
 
@@ -53,17 +49,6 @@ def mtls_args(tls: Path, host_ip: str, port: int, cert: bool = True) -> list[str
     if cert:
         args += ["--cert", str(tls / "certChain.pem"), "--key", str(tls / "key.pem")]
     return [*args, f"https://pod-b:{port}/"]
-
-
-def start_proxy(pod: Pod, tls: Path, ready: Path, env: dict[str, str], log: Path, *extra: str) -> None:
-    ready.unlink(missing_ok=True)
-    proc = pod.spawn(*meshproxy_argv(tls, ready, "--reload-interval", "0.2", *extra), env=env, log=log)
-    if not wait_for(lambda: ready.exists() or proc.poll() is not None, 15) or not ready.exists():
-        raise AssertionError(f"proxy in {pod.ns} not ready: {log.read_text()[-2000:]}")
-
-
-def metrics(pod: Pod, port: int = 9901) -> str:
-    return pod.run("curl", "-sS", "-m", "3", f"http://127.0.0.1:{port}/stats/prometheus").stdout.decode()
 
 
 @pytest.fixture(scope="module")
@@ -440,19 +425,27 @@ def test_rules_install_idempotent_and_removable(backend: str) -> None:
     topo = Topology("r", subnet=80)
     try:
         script = (
-            "import sys; from meshproxy import Netfilter, ingress_rules, from_environ\n"
+            "import sys; from meshproxy import Family, Netfilter, ingress_rules, from_environ\n"
             "nf = Netfilter(sys.argv[1]); rules = ingress_rules(from_environ({"
             "'CONTRAST_INGRESS_PROXY_CONFIG': 'a#80#true##b#443#false'}))\n"
-            "nf.install_default_deny(); nf.install_ingress(rules); nf.install_ingress(rules)\n"
-            "print(len(nf.list_rules('mangle', 'CONTRAST_IN_REDIRECT')),"
-            " len(nf.list_rules('mangle', 'PREROUTING')))\n"
-            "nf.remove_default_deny(); nf.remove_ingress(rules); nf.remove_ingress(rules)\n"
-            "print(nf.has_chain('mangle', 'CONTRAST_INBOUND'), len(nf.list_rules('mangle', 'PREROUTING')))\n"
+            "nf.install_default_deny(); nf.install_default_deny()\n"
+            "nf.install_ingress(rules); nf.install_ingress(rules)\n"
+            "for f in (Family.IPV4, Family.IPV6):\n"
+            "    t = nf.family(f)\n"
+            "    print(len(t.list_rules('mangle', 'CONTRAST_IN_REDIRECT')),"
+            " len(t.list_rules('mangle', 'PREROUTING')), len(t.list_rules('filter', 'INPUT')))\n"
+            "print(nf.remove_default_deny(), nf.remove_default_deny())\n"
+            "nf.remove_ingress(rules); nf.remove_ingress(rules)\n"
+            "for f in (Family.IPV4, Family.IPV6):\n"
+            "    t = nf.family(f)\n"
+            "    print(t.has_chain('mangle', 'CONTRAST_INBOUND'), len(t.list_rules('mangle', 'PREROUTING')),"
+            " len(t.list_rules('filter', 'INPUT')))\n"
         )
         r = topo.b.run(PYTHON, "-c", script, backend, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.decode().split() == ["3", "1", "False", "0"]
+        assert r.stdout.decode().splitlines() == ["3 1 1", "3 1 1", "2 0", "False 0 0", "False 0 0"]
         assert "CONTRAST" not in topo.b.iptables_save(backend)
+        assert "CONTRAST" not in topo.b.ip6tables_save(backend.replace("iptables", "ip6tables"))
     finally:
         topo.close()
 
@@ -466,16 +459,19 @@ def test_fwmark_local_route_install_and_remove() -> None:
         )
         r = topo.b.run(PYTHON, "-c", script, timeout=30)
         assert r.returncode == 0 and r.stdout.split() == [b"True"], r.stderr
-        rules = topo.b.run("ip", "rule", "show").stdout.decode()
-        assert rules.count("fwmark 0x1/0x1 lookup 20486") == 1
-        assert "local default dev lo" in topo.b.run("ip", "route", "show", "table", "20486").stdout.decode()
+        for family in ("-4", "-6"):
+            rules = topo.b.run("ip", family, "rule", "show").stdout.decode()
+            assert rules.count("fwmark 0x1/0x1 lookup 20486") == 1, (family, rules)
+            routes = topo.b.run("ip", family, "route", "show", "table", "20486").stdout.decode()
+            assert "local default dev lo" in routes, (family, routes)
         script = (
             "from meshproxy.routing import remove_local_route, has_local_route\n"
             "remove_local_route(0x1); remove_local_route(0x1); print(has_local_route(0x1))\n"
         )
         r = topo.b.run(PYTHON, "-c", script, timeout=30)
         assert r.returncode == 0 and r.stdout.split() == [b"False"], r.stderr
-        assert "20486" not in topo.b.run("ip", "rule", "show").stdout.decode()
-        assert topo.b.run("ip", "route", "show", "table", "20486").stdout.strip() == b""
+        for family in ("-4", "-6"):
+            assert "20486" not in topo.b.run("ip", family, "rule", "show").stdout.decode()
+            assert topo.b.run("ip", family, "route", "show", "table", "20486").stdout.strip() == b""
     finally:
         topo.close()

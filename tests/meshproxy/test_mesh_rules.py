@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from meshproxy.config import from_environ
-from meshproxy.rules import DEFAULT_DENY, ingress_rules
+from meshproxy.errors import BackendError
+from meshproxy.netfilter import family_binary
+from meshproxy.rules import DEFAULT_DENY, DEFAULT_DENY_IPV6, Family, ingress_rules, render_all
 
 GOLDEN = Path(__file__).with_name("golden")
 CASES = {
@@ -39,6 +41,43 @@ def test_default_deny_is_contrasts_rule() -> None:
     assert DEFAULT_DENY.render() == "-t filter -A INPUT -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP"
 
 
+def test_ipv6_default_deny_is_the_same_rule_except_icmpv6() -> None:
+    assert DEFAULT_DENY_IPV6.render() == (
+        "-t filter -A INPUT ! -p ipv6-icmp -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP"
+    )
+
+
+def test_every_rule_is_rendered_for_both_families() -> None:
+    config = from_environ(CASES["mixed"])
+    lines = render_all(config)
+    ingress = ingress_rules(config).render()
+    assert lines[0] == "# iptables" and "# ip6tables" in lines
+    half = lines.index("# ip6tables")
+    assert lines[1:half - 1] == ingress and lines[half + 1:-1] == ingress
+    assert lines[half - 1].startswith(DEFAULT_DENY.render())
+    assert lines[-1].startswith(DEFAULT_DENY_IPV6.render())
+
+
+@pytest.mark.parametrize(
+    ("backend", "ipv6"),
+    [
+        ("iptables", "ip6tables"),
+        ("iptables-legacy", "ip6tables-legacy"),
+        ("iptables-nft", "ip6tables-nft"),
+        ("/usr/sbin/iptables-nft", "/usr/sbin/ip6tables-nft"),
+    ],
+)
+def test_each_backend_has_an_ipv6_twin(backend: str, ipv6: str) -> None:
+    assert family_binary(backend, Family.IPV4) == backend
+    assert family_binary(backend, Family.IPV6) == ipv6
+
+
+@pytest.mark.parametrize("backend", ["nft", "ip6tables", "/bin/sh", "iptables-legacy; reboot", ""])
+def test_unknown_backend_is_refused(backend: str) -> None:
+    with pytest.raises(BackendError, match="want one of iptables, iptables-legacy, iptables-nft"):
+        family_binary(backend, Family.IPV6)
+
+
 def test_show_rules_cli_and_config_error_exit_code() -> None:
     env = dict(os.environ, **CASES["mixed"])
     ok = subprocess.run(
@@ -49,7 +88,10 @@ def test_show_rules_cli_and_config_error_exit_code() -> None:
         check=False,
     )
     assert ok.returncode == 0
-    assert ok.stdout == (GOLDEN / "mixed.rules").read_text()
+    golden = GOLDEN / "mixed.show-rules"
+    if os.environ.get("MESHPROXY_UPDATE_GOLDEN"):
+        golden.write_text(ok.stdout)
+    assert ok.stdout == golden.read_text()
     env["CONTRAST_EGRESS_PROXY_CONFIG"] = "leak#10.0.0.5:80#svc:80"
     bad = subprocess.run(
         [sys.executable, "-m", "meshproxy", "show-rules"],
