@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from common.cli import ArgumentParser
 from common.files import atomic_write
 
 from .api import check_snp, check_tdx
@@ -36,7 +37,7 @@ class _UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.prog}: {message}")
 
@@ -62,7 +63,9 @@ def _time(value: str) -> _dt.datetime:
 
 
 def _parser() -> _Parser:
-    p = _Parser(prog="python -m attestation", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = _Parser(prog="python -m attestation", description=(
+        "Verify SNP reports and TDX quotes, or fetch local evidence."
+    ))
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     verify = sub.add_parser("verify", help="verify evidence")
     vsub = verify.add_subparsers(dest="platform", required=True, parser_class=_Parser)

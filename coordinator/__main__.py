@@ -13,6 +13,7 @@ from pathlib import Path
 from attestation.atls import Issuer
 from attestation.atls.platforms import SnpIssuer, issuer_for
 from attestation.providers.detect import detect_provider
+from common.cli import ArgumentParser
 from coordinator import simulation
 from coordinator.errors import CoordinatorError
 from coordinator.server import Config, Coordinator, Ports
@@ -21,7 +22,10 @@ log = logging.getLogger("coordinator")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m coordinator", description="Contrast-compatible Coordinator")
+    p = ArgumentParser(prog="python -m coordinator", description=(
+        "The Coordinator (Contrast-compatible): attests pods, issues mesh certificates, keeps the "
+        "manifest history."
+    ))
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/coordinator"), help="history store")
     p.add_argument("--simulate-tee", action="store_true",
                    help="use the simulated SNP provider (no TEE); trusts simulated evidence only for "

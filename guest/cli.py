@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.cli import ArgumentParser
 from guest.decisions import status_for
 from guest.explain import Explainer
 from guest.interceptor import PolicyInterceptor
@@ -245,8 +246,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- entry --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="guest-agent", description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="guest-agent", description=(
+        "The policy agent: serve the policy proxy in front of kata-agent, evaluate requests against"
+        " a policy, or explain the denials in a policy log."
+    ))
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -22,6 +22,8 @@ import importlib
 import logging
 import sys
 
+from common.cli import ArgumentParser
+
 __all__ = ["COMMANDS", "PLUGINS", "main"]
 
 # Order = order in --help.
@@ -59,7 +61,7 @@ def _plugins_for(argv: list[str]) -> tuple[str, ...]:
 
 
 def build_parser(plugins: tuple[str, ...] = PLUGINS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m image", description="Pod-VM image tools.")
+    parser = ArgumentParser(prog="python -m image", description="Pod-VM image tools.")
     _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name in plugins:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -10,13 +9,17 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from common.cli import ArgumentParser
 from initializer.run import InitializerError, Settings, StoppedError, run
 
 log = logging.getLogger("initializer")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m initializer")
+    p = ArgumentParser(prog="python -m initializer", description=(
+        "Init container: attests to the Coordinator (COORDINATOR_HOST), writes the mesh "
+        "certificates and the workload secret."
+    ))
     p.add_argument("--out-dir", type=Path, default=Path("/contrast"))
     p.add_argument("--done-file", type=Path, default=Path("/done"))
     p.add_argument("--simulate-tee", action="store_true",

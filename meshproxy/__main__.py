@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -10,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.cli import ArgumentParser
 from meshproxy.app import Options, run
 from meshproxy.certs import DEFAULT_TLS_DIR
 from meshproxy.config import from_environ
@@ -21,8 +21,11 @@ from meshproxy.rules import render_all
 log = logging.getLogger("meshproxy")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m meshproxy", description=__doc__)
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m meshproxy", description=(
+        "The service-mesh sidecar: run the proxy, or manage the default-deny rule for the pod "
+        "image."
+    ))
     p.add_argument("--tls-dir", type=Path, default=DEFAULT_TLS_DIR,
                    help="directory with mesh-ca.pem, certChain.pem, key.pem (default %(default)s)")
     p.add_argument("--ready-file", type=Path, default=Path("/ready"), help="default %(default)s")

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from common.cli import ArgumentParser
 from coordinator.cli import commands
 from coordinator.cli.workspace import workspace_from
 
@@ -19,8 +20,8 @@ set/verify/recover --simulated-root STATE_DIR/simulated-amd.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="contrast", description=DESCRIPTION,
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="contrast", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace-dir", default=".", help="where manifest.json and keys live (default .)")
     p.add_argument("--log-level", default="WARNING", help="stderr log level (default WARNING)")

@@ -11,7 +11,10 @@ import asyncio
 import logging
 import sys
 
+from common.cli import ArgumentParser
+
 from .address import parse_address
+from .errors import AddressError
 from .messages import Request
 from .proxy import Forward, Proxy
 
@@ -30,20 +33,38 @@ async def _proxy(listen: str, upstream: str) -> None:
     await asyncio.Event().wait()
 
 
+def _parser() -> tuple[ArgumentParser, ArgumentParser]:
+    """The top-level parser and the ``proxy`` subcommand's (which reports bad addresses)."""
+    p = ArgumentParser(prog="python -m guest.ttrpc", description="ttrpc tools: the echo-agent demo, or a "
+                       "transparent ttrpc proxy that logs every call (to see what a runtime sends).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("demo", help="run the ttrpc demo: an echo agent behind the proxy (the default)")
+    proxy = sub.add_parser("proxy", help="forward every request unchanged and log it",
+                           description="Forward every request unchanged and log it, e.g. "
+                                       "python -m guest.ttrpc proxy unix:///run/proxy.sock vsock://3:1024")
+    proxy.add_argument("listen", help="address to listen on: unix:///PATH, vsock://CID:PORT, tcp://HOST:PORT")
+    proxy.add_argument("upstream", help="address of the real ttrpc server, same forms")
+    return p, proxy
+
+
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["demo"] or not argv:
+    parser, proxy_parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "demo"):
         from .demo import main as demo_main
 
         return demo_main()
-    if argv[:1] == ["proxy"] and len(argv) == 3:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for address in (args.listen, args.upstream):
         try:
-            asyncio.run(_proxy(argv[1], argv[2]))
-        except KeyboardInterrupt:
-            return 0
+            parse_address(address)
+        except AddressError as exc:
+            proxy_parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_proxy(args.listen, args.upstream))
+    except KeyboardInterrupt:
         return 0
-    print(__doc__, file=sys.stderr)
-    return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.cli import ArgumentParser
+
 from .builder import BuildOptions, build_image, default_cache_dir
 from .errors import BuildError
 
@@ -57,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m image.build", description=__doc__)
+    p = ArgumentParser(prog="python -m image.build",
+                       description=(
+                           "Build the pod-VM image into --out DIR and print its description (image.json)."
+                       ))
     _configure(p)
     args = p.parse_args(argv)
     return int(args.func(args))

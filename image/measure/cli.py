@@ -2,7 +2,9 @@
 
 ``add_parser(subparsers)`` registers both commands on the ``python -m image`` dispatcher and is
 cheap to import: the handlers live in :mod:`image.measure.commands` and are imported when a command
-runs. ``main(argv)`` runs the same commands standalone (``python -m image.measure``). A
+runs. ``main(argv)`` runs the same commands standalone, the module name standing for the ``measure``
+word as ``python -m image.verity`` does for ``verity``: ``python -m image.measure snp ...``,
+``python -m image.measure tdx-mrtd ...``, ``python -m image.measure reference-values ...``. A
 :class:`MeasureError` becomes one ``error: ...`` line on stderr and exit status 1.
 """
 
@@ -14,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from common.cli import ArgumentParser
 from image.measure.errors import MeasureError
 from image.measure.platforms import PLATFORM_NAMES, PRODUCTS
 
@@ -85,7 +88,10 @@ def _add_tdx_boot_options(p: argparse.ArgumentParser) -> None:
 
 def _add_measure(sub: Any) -> None:
     p = sub.add_parser("measure", help="launch measurements (SNP digest, ID block, TDX MRTD/RTMRs)")
-    modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
+    _add_modes(p.add_subparsers(dest="mode", required=True, metavar="MODE"))
+
+
+def _add_modes(modes: Any) -> None:
     for mode in SNP_MODES:
         m = modes.add_parser(mode, help=f"{mode} launch digest")
         m.add_argument("--ovmf", required=True, help="firmware image passed with -bios")
@@ -151,8 +157,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m image.measure", description=__doc__)
-    add_parser(parser.add_subparsers(dest="command", required=True))
+    parser = ArgumentParser(
+        prog="python -m image.measure",
+        description="Launch measurements (SNP digest, ID block, TDX MRTD/RTMRs) and reference values; "
+                    "the same commands as 'python -m image measure MODE' and 'python -m image "
+                    "reference-values'.")
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    _add_modes(modes)
+    _add_reference_values(modes)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.cli import ArgumentParser
 from common.files import atomic_write_text
 
 from .errors import (
@@ -217,7 +218,7 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def main(argv: list[str] | None = None) -> int:
     """``python -m image.verity``: the same commands without the ``verity`` word."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m image")
+    parser = ArgumentParser(prog="python -m image")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["verity", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))

@@ -218,6 +218,12 @@ def test_module_entry_point_and_report() -> None:
     err = proc.stderr.decode()
     assert err.startswith("attestation report: ") and "--simulated" in err
     assert "verification failed" not in err and "allow_simulated" not in err
+    shown = subprocess.run([sys.executable, "-m", "attestation", "--help"], capture_output=True, text=True,
+                           cwd=REPO, timeout=60, check=False)
+    assert shown.returncode == 0 and "`" not in shown.stdout
+    bad = subprocess.run([sys.executable, "-m", "attestation", "report", "--bogus"], capture_output=True,
+                         text=True, cwd=REPO, timeout=60, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("python -m attestation report: unrecognized")
 
 
 def test_cli_never_trusts_a_simulated_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -125,3 +125,30 @@ def test_set_gives_up_after_its_deadline_naming_the_address(tmp_path: Path) -> N
     assert proc.returncode == 1
     assert time.monotonic() - t0 >= 3
     assert f"127.0.0.1:{port}" in proc.stderr and "gave up after 3 s" in proc.stderr
+
+
+def _help(*argv: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", *argv, "--help"], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "`" not in proc.stdout  # plain text, not the docstrings' RST markup
+    return proc.stdout
+
+
+def test_help_describes_every_command(tmp_path: Path) -> None:
+    top = _help("coordinator.cli")
+    for line in ("generate ", "set ", "verify ", "recover "):
+        assert f"    {line}" in top  # each command is listed with a one-line description
+    assert "--simulated-root" in top
+    assert "--disable-updates" in _help("coordinator.cli", "generate")
+    assert "--force" in _help("coordinator.cli", "recover")
+    for name in ("set", "verify", "recover"):
+        assert "--simulated-root" in _help("coordinator.cli", name)
+    assert "--simulate-initdata" in _help("coordinator")
+    assert "COORDINATOR_HOST" in _help("initializer")
+
+
+def test_unknown_option_after_a_command_shows_that_commands_usage(tmp_path: Path) -> None:
+    proc = contrast(tmp_path, "set", "-c", "127.0.0.1:1", "--bogus")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: contrast set ") and "unrecognized arguments: --bogus" in proc.stderr

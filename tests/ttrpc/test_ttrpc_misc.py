@@ -171,3 +171,17 @@ def test_sans_io_modules_never_import_asyncio() -> None:
         }
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "asyncio" not in imported, name
+
+
+def test_module_help_exits_zero_and_bad_arguments_name_the_subcommand() -> None:
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "guest.ttrpc", *argv], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    shown = run("--help")
+    assert shown.returncode == 0 and "proxy" in shown.stdout and "demo" in shown.stdout
+    assert "`" not in shown.stdout
+    bad = run("proxy", "unix:///tmp/x.sock")
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m guest.ttrpc proxy ")
+    bad = run("proxy", "nowhere", "unix:///tmp/x.sock")
+    assert bad.returncode == 2 and "bad ttrpc address 'nowhere'" in bad.stderr

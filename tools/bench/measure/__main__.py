@@ -10,7 +10,7 @@ kernel/initrd of the same sizes when no image is built.
 
 Rows (median wall time of --repeat runs, each a fresh process where a CLI is involved):
   1 digest, CLI:   ``python -m image measure snp`` (the dispatcher also imports the other image
-                   plug-ins) and ``python -m image.measure measure snp`` vs ``sev-snp-measure --mode snp``
+                   plug-ins) and ``python -m image.measure snp`` vs ``sev-snp-measure --mode snp``
   1 digest, lib:   image.measure in-process vs sevsnpmeasure.guest.calc_launch_digest in-process
   16 digests:      reference values for 1..8 vCPUs x Milan, Genoa: one ``reference-values`` run
                    (firmware hashed once) vs 16 sev-snp-measure CLI runs (what Contrast's build does)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                         ]
                     )
 
-        direct_cmd = [sys.executable, "-m", "image.measure", *ours_cmd[3:]]
+        direct_cmd = [sys.executable, "-m", "image.measure", *ours_cmd[4:]]  # without the word "measure"
         ssm_cli = median_time(lambda: run(ssm_cmd), args.repeat)
         rows = [
             ("1 digest, python -m image", median_time(lambda: run(ours_cmd), args.repeat), ssm_cli),
