@@ -1,6 +1,7 @@
 """Container storages in the guest: dm-verity devices via /dev/mapper/control and read-only mounts.
 
 - :mod:`.dm`: device-mapper ioctls (create/load/resume/remove/list/table) in Python.
+- :mod:`.source`: a storage's host-supplied ``source`` resolved to a kernel block device number.
 - :mod:`.verity`: verity tables and mounts with exactly the parameters the policy pinned.
 - :mod:`.layers`: kata's ``erofs.multi-layer`` ``X-kata.dmverity.*`` options; the Rego module
   ``erofs_layers.rego`` that pins them per layer in policy_data.
@@ -9,17 +10,21 @@
 from __future__ import annotations
 
 from .dm import DeviceMapper, MappedDevice, Target
-from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError
+from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError, StorageSourceError
 from .layers import mount_layer_storage, params_from_options, params_from_pin, pinned_for, rego_module
+from .source import SOURCE_PATTERN, BlockDevice, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
 __all__ = [
+    "SOURCE_PATTERN",
+    "BlockDevice",
     "DeviceMapper",
     "DeviceMapperError",
     "MappedDevice",
     "PolicyDeniedError",
     "StorageError",
     "StorageOptionError",
+    "StorageSourceError",
     "Target",
     "VerityMount",
     "VerityParams",
@@ -31,5 +36,6 @@ __all__ = [
     "params_from_pin",
     "pinned_for",
     "rego_module",
+    "resolve_source",
     "verity_table",
 ]

@@ -9,7 +9,10 @@
 #                       "blocksize": "4096", "hashsize": "4096", "algorithm": "sha256",
 #                       "hashtype": "1", "no-superblock": "true"}]
 # Values are compared as the option strings. A repeated option with two values makes the option
-# object conflict, which is an evaluation error and so a denial.
+# object conflict, which is an evaluation error and so a denial. The storage's source must be the
+# canonical path of a virtio-blk/SCSI disk or loop device (erofs_source_pattern, the same text as
+# guest/storage/source.py SOURCE_PATTERN): a source with spaces, newlines, "..", NULs or anything
+# else is denied here, before the agent resolves it to a device number itself.
 package agent_policy
 
 import future.keywords.every
@@ -17,6 +20,8 @@ import future.keywords.if
 import future.keywords.in
 
 erofs_dmverity_prefix := "X-kata.dmverity."
+
+erofs_source_pattern := `^/dev/((vd|sd)[a-z]{1,2}([1-9][0-9]?)?|loop(0|[1-9][0-9]{0,2}))$`
 
 erofs_dmverity_keys := {"roothash", "salt", "hashoffset", "blocksize", "hashsize", "algorithm", "hashtype",
 	"no-superblock"}
@@ -59,6 +64,8 @@ erofs_option_allowed(opt) if opt == "ro"
 
 allow_erofs_layer_storage(p_container, i_storage) if {
 	i_storage.driver == "erofs.multi-layer"
+	is_string(i_storage.source)
+	regex.match(erofs_source_pattern, i_storage.source)
 	"X-kata.dmverity-enabled=true" in i_storage.options
 	every opt in i_storage.options {
 		erofs_option_allowed(opt)

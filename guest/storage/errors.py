@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DeviceMapperError", "PolicyDeniedError", "StorageError", "StorageOptionError"]
+__all__ = [
+    "DeviceMapperError", "PolicyDeniedError", "StorageError", "StorageOptionError", "StorageSourceError",
+]
 
 
 class StorageError(Exception):
@@ -17,6 +19,20 @@ class StorageOptionError(StorageError):
         self.value = value
         self.expected = expected
         super().__init__(f"storage option {option}={value!r}: expected {expected}")
+
+
+class StorageSourceError(StorageError):
+    """The storage's ``source`` is not a device the agent will map (attacker data: refused, nothing touched).
+
+    ``source`` is exactly what the request carried; the message shows it escaped (``repr``), so
+    spaces, newlines and NULs are visible in logs and cannot forge log lines.
+    """
+
+    def __init__(self, source: object, reason: str, expected: str) -> None:
+        self.source = source
+        self.reason = reason
+        self.expected = expected
+        super().__init__(f"storage source {source!r}: {reason}; expected {expected}")
 
 
 class PolicyDeniedError(StorageError):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .dm import DeviceMapper
 from .errors import PolicyDeniedError, StorageOptionError
-from .verity import VerityMount, VerityParams, mount_verity
+from .source import resolve_source
+from .verity import VerityMount, VerityParams, check_pinned, mount_verity
 
 __all__ = [
     "DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "mount_layer_storage", "params_from_options",
@@ -101,14 +102,17 @@ def pinned_for(requested: VerityParams, pinned_layers: Sequence[Mapping[str, str
     raise PolicyDeniedError({"root_hash": (requested.root_hash, sorted(p.root_hash for p in candidates))})
 
 
-def mount_layer_storage(driver: str, source: Path, options: Sequence[str], mount_point: Path,
+def mount_layer_storage(driver: str, source: str, options: Sequence[str], mount_point: Path,
                         pinned_layers: Sequence[Mapping[str, str]],
                         dm: DeviceMapper | None = None) -> VerityMount:
     """An ``erofs.multi-layer`` storage with dm-verity, as kata's agent would mount it, but only with
-    parameters pinned in ``policy_data`` (``containers[_].erofs_layers``)."""
+    parameters pinned in ``policy_data`` (``containers[_].erofs_layers``) and only over the block
+    device ``source`` (the request's string) resolves to (:func:`~.source.resolve_source`)."""
     if driver != DRIVER:
         raise StorageOptionError("driver", driver, DRIVER)
     requested = params_from_options(options)
     if requested is None:
         raise PolicyDeniedError({"X-kata.dmverity-enabled": ("absent", "true")})
-    return mount_verity(source, requested, pinned_for(requested, pinned_layers), mount_point, dm=dm)
+    pinned = pinned_for(requested, pinned_layers)
+    check_pinned(requested, pinned)  # the policy's verdict first; then the source is resolved
+    return mount_verity(resolve_source(source), requested, pinned, mount_point, dm=dm)

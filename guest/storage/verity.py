@@ -4,8 +4,8 @@
 root hash, salt, hash algorithm, hash type, data/hash block sizes, hash offset (the tree is
 appended to the layer at that byte offset) and whether a cryptsetup superblock precedes the tree.
 :func:`check_pinned` compares a request with the policy field by field; :func:`open_verity`
-builds the kernel table from the *pinned* values, so nothing in the request reaches the kernel
-unless it equals the policy.
+builds the kernel table from the *pinned* values and a :class:`~.source.BlockDevice` (the device
+number the agent resolved, see :mod:`.source`), so no string of the request reaches the kernel.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from pathlib import Path
 from .dm import DeviceMapper, MappedDevice, Target
 from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError
 from .mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount, umount
+from .source import BlockDevice
 
 __all__ = ["ALGORITHMS", "VerityMount", "VerityParams", "check_pinned", "close_verity", "device_name",
            "mount_verity", "open_verity", "verity_table"]
 
 ALGORITHMS = {"sha1": 20, "sha256": 32, "sha512": 64}
 _HEX = re.compile(r"[0-9a-f]*")
+_TABLE_WORD = re.compile(r"[0-9a-z:-]+")
+_TABLE_WORDS = 10  # version, data dev, hash dev, 2 block sizes, data blocks, hash start, alg, root, salt
 _SB_SIZE = 512
 
 
@@ -77,28 +80,37 @@ def check_pinned(requested: VerityParams, pinned: VerityParams) -> None:
         raise PolicyDeniedError(mismatches)
 
 
-def verity_table(params: VerityParams, device: str) -> Target:
+def verity_table(params: VerityParams, device: BlockDevice) -> Target:
+    """The dm-verity target for ``params`` over ``device`` (data and tree on the same device).
+
+    Every word comes from a validated value; the table is checked to be exactly the ten words of
+    a verity target without optional arguments before it can reach the kernel.
+    """
+    if not isinstance(params, VerityParams) or not isinstance(device, BlockDevice):
+        raise TypeError("verity_table takes VerityParams and a resolved BlockDevice")
     sectors = params.data_blocks * params.data_block_size // 512
-    args = (f"{params.hash_type} {device} {device} {params.data_block_size} {params.hash_block_size} "
-            f"{params.data_blocks} {params.hash_start_block} {params.algorithm} {params.root_hash} "
-            f"{params.salt or '-'}")
+    words = [str(params.hash_type), device.number, device.number, str(params.data_block_size),
+             str(params.hash_block_size), str(params.data_blocks), str(params.hash_start_block),
+             params.algorithm, params.root_hash, params.salt or "-"]
+    args = " ".join(words)
+    if len(args.split()) != _TABLE_WORDS or not all(_TABLE_WORD.fullmatch(w) for w in words):
+        raise StorageError(f"verity table {args!r}: expected {_TABLE_WORDS} words of [0-9a-z:-]")
     return Target(0, sectors, "verity", args)
 
 
-def device_name(source: Path, params: VerityParams) -> str:
-    """Kata's naming: kata-verity-<source basename>-off<offset>-<first 32 hex of the root>."""
-    return f"kata-verity-{source.name}-off{params.hash_offset}-{params.root_hash[:32]}"
+def device_name(device: BlockDevice, params: VerityParams) -> str:
+    """Kata's naming, kata-verity-<device>-off<offset>-<first 32 hex of the root>, from the
+    kernel's device name (never the request's string)."""
+    return f"kata-verity-{device.name}-off{params.hash_offset}-{params.root_hash[:32]}"
 
 
-def open_verity(source: Path, requested: VerityParams, pinned: VerityParams,
+def open_verity(device: BlockDevice, requested: VerityParams, pinned: VerityParams,
                 dm: DeviceMapper | None = None) -> MappedDevice:
-    """Map ``source`` through dm-verity (read-only) after checking the request against the policy."""
+    """Map ``device`` through dm-verity (read-only) after checking the request against the policy."""
     check_pinned(requested, pinned)
     dm = dm or DeviceMapper()
-    if not source.is_block_device():
-        raise StorageError(f"verity source {source} is not a block device")
-    name = device_name(source, pinned)
-    mapped = dm.create(name, [verity_table(pinned, str(source))], readonly=True)
+    name = device_name(device, pinned)
+    mapped = dm.create(name, [verity_table(pinned, device)], readonly=True)
     # Mount only a node that is provably ours: the number the kernel returned must carry our name.
     deadline = time.monotonic() + 5
     while True:
@@ -127,11 +139,11 @@ class VerityMount:
         close_verity(self.device.name, dm)
 
 
-def mount_verity(source: Path, requested: VerityParams, pinned: VerityParams, mount_point: Path,
+def mount_verity(device: BlockDevice, requested: VerityParams, pinned: VerityParams, mount_point: Path,
                  fstype: str = "erofs", dm: DeviceMapper | None = None) -> VerityMount:
     """Verity device + read-only mount; on any failure nothing stays mapped or mounted."""
     dm = dm or DeviceMapper()
-    mapped = open_verity(source, requested, pinned, dm)
+    mapped = open_verity(device, requested, pinned, dm)
     try:
         mount_point.mkdir(parents=True, exist_ok=True)
         mount(str(mapped.path), mount_point, fstype, MS_RDONLY | MS_NOSUID | MS_NODEV)

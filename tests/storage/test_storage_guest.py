@@ -27,6 +27,7 @@ from guest.storage import (
     VerityParams,
     mount_verity,
     open_verity,
+    resolve_source,
     verity_table,
 )
 from image import verity
@@ -53,11 +54,6 @@ def _losetup(path: Path) -> Path:
     dev = subprocess.run(["losetup", "-f"], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["losetup", "-r", dev, str(path)], check=True)
     return Path(dev)
-
-
-def _majmin(dev: Path) -> str:
-    rdev = os.stat(dev).st_rdev
-    return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
 def _make_layer(tmp: Path, *, superblock: bool, corrupt: bool = False) -> tuple[Path, VerityParams]:
@@ -93,14 +89,14 @@ def test_pinned_parameters_mount_read_only(layer: Layer, dm: DeviceMapper, tmp_p
     dev, params = layer
     mnt = tmp_path / "mnt"
     before = dm.list_devices()
-    m = mount_verity(dev, params, params, mnt, dm=dm)
+    m = mount_verity(resolve_source(str(dev)), params, params, mnt, dm=dm)
     try:
         assert (mnt / "hello.txt").read_bytes() == HELLO
         assert hashlib.sha256((mnt / "blob.bin").read_bytes()).digest() == hashlib.sha256(blob()).digest()
         with pytest.raises(OSError) as e:
             (mnt / "new").write_bytes(b"x")
         assert e.value.errno == errno.EROFS
-        expected = verity_table(params, _majmin(dev))
+        expected = verity_table(params, resolve_source(str(dev)))
         assert dm.table(m.device.name) == [expected]
         assert set(dm.list_devices()) == set(before) | {m.device.name}
     finally:
@@ -123,7 +119,7 @@ def test_table_matches_veritysetup_open(layer: Layer, dm: DeviceMapper) -> None:
         their_bytes = Path(f"/dev/dm-{dm.list_devices()['oracle'][1]}").read_bytes()
     finally:
         _oracle("veritysetup", "close", "oracle")
-    ours = open_verity(dev, params, params, dm)
+    ours = open_verity(resolve_source(str(dev)), params, params, dm)
     try:
         assert dm.table(ours.name) == theirs
         assert _oracle("dmsetup", "table", ours.name).split() == their_text
@@ -149,7 +145,7 @@ def test_request_differing_from_policy_is_denied_and_leaves_nothing(
     before = dm.list_devices()
     mnt = tmp_path / "denied"
     with pytest.raises(PolicyDeniedError) as e:
-        mount_verity(dev, requested, pinned, mnt, dm=dm)
+        mount_verity(resolve_source(str(dev)), requested, pinned, mnt, dm=dm)
     assert field in e.value.mismatches
     assert dm.list_devices() == before
     assert not os.path.ismount(mnt)
@@ -161,7 +157,7 @@ def test_wrong_pinned_hash_fails_mount_and_removes_device(layer: Layer, dm: Devi
     wrong = replace(params, root_hash=f"{int(params.root_hash, 16) ^ 1:064x}")
     before = dm.list_devices()
     with pytest.raises(StorageError):
-        mount_verity(dev, wrong, wrong, tmp_path / "mnt", dm=dm)
+        mount_verity(resolve_source(str(dev)), wrong, wrong, tmp_path / "mnt", dm=dm)
     assert dm.list_devices() == before
     assert not os.path.ismount(tmp_path / "mnt")
 
@@ -170,7 +166,7 @@ def test_corrupted_layer_reads_fail_with_eio(dm: DeviceMapper, tmp_path: Path) -
     img, params = _make_layer(tmp_path, superblock=False, corrupt=True)
     dev = _losetup(img)
     try:
-        m = mount_verity(dev, params, params, tmp_path / "mnt", dm=dm)
+        m = mount_verity(resolve_source(str(dev)), params, params, tmp_path / "mnt", dm=dm)
         try:
             assert (tmp_path / "mnt" / "hello.txt").read_bytes() == HELLO  # untouched blocks still read
             with pytest.raises(OSError) as e:
@@ -197,12 +193,12 @@ def test_kata_layer_storage_options_mount(layer: Layer, dm: DeviceMapper, tmp_pa
     pin = {"roothash": p.root_hash, "hashoffset": str(p.hash_offset), "salt": p.salt,
            "no-superblock": "false" if p.superblock else "true"}
     before = dm.list_devices()
-    m = mount_layer_storage("erofs.multi-layer", dev, options, tmp_path / "mnt", [pin], dm=dm)
+    m = mount_layer_storage("erofs.multi-layer", str(dev), options, tmp_path / "mnt", [pin], dm=dm)
     try:
         assert (tmp_path / "mnt" / "hello.txt").read_bytes() == HELLO
     finally:
         m.close(dm)
     with pytest.raises(PolicyDeniedError):
-        mount_layer_storage("erofs.multi-layer", dev, options, tmp_path / "mnt2",
+        mount_layer_storage("erofs.multi-layer", str(dev), options, tmp_path / "mnt2",
                             [{**pin, "salt": "00" * 32}], dm=dm)
     assert dm.list_devices() == before

@@ -13,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guest.storage import (
+    BlockDevice,
     PolicyDeniedError,
     StorageOptionError,
+    StorageSourceError,
     VerityParams,
     check_pinned,
     mount_layer_storage,
@@ -48,10 +50,11 @@ def test_superblock_moves_hash_start_one_block() -> None:
 
 def test_kernel_table_like_kata() -> None:
     p = params_from_pin(PIN)
-    t = verity_table(p, "/dev/vdb")
+    vdb = BlockDevice("vdb", 254, 16)
+    t = verity_table(p, vdb)
     assert (t.start, t.length, t.type) == (0, 136, "verity")
-    assert t.params == f"1 /dev/vdb /dev/vdb 4096 4096 17 17 sha256 {ROOT} {SALT}"
-    assert verity_table(params_from_pin({**PIN, "salt": ""}), "/dev/vdb").params.endswith(" -")
+    assert t.params == f"1 254:16 254:16 4096 4096 17 17 sha256 {ROOT} {SALT}"
+    assert verity_table(params_from_pin({**PIN, "salt": ""}), vdb).params.endswith(" -")
 
 
 def test_no_verity_options_means_none() -> None:
@@ -110,12 +113,13 @@ probe if allow_erofs_layer_storage(input.container, input.storage)
 
 
 def _allowed(layers: list[dict[str, str]], options: list[str] | None = None,
-             driver: str = "erofs.multi-layer") -> bool:
+             driver: str = "erofs.multi-layer", source: object = "/dev/vdb") -> bool:
     engine = regorus.Engine()
     engine.add_policy("erofs_layers.rego", rego_module())
     engine.add_policy("probe.rego", PROBE)
     engine.set_input_json(json.dumps({"container": {"erofs_layers": layers},
-                                      "storage": {"driver": driver, "options": options or OPTIONS}}))
+                                      "storage": {"driver": driver, "source": source,
+                                                  "options": options or OPTIONS}}))
     try:
         return bool(engine.eval_rule("data.agent_policy.probe"))
     except RuntimeError:
@@ -166,7 +170,7 @@ def test_layer_storage_refused_before_touching_the_kernel(tmp_path: Path) -> Non
         def _ioctl(self, *a: object, **k: object) -> tuple[tuple[object, ...], bytes]:
             raise AssertionError("device-mapper must not be called for a refused request")
 
-    dev = tmp_path / "no-such-device"
+    dev = str(tmp_path / "no-such-device")
     with pytest.raises(StorageOptionError):
         mount_layer_storage("virtio-blk", dev, OPTIONS, tmp_path / "m", [PIN], dm=NoKernel())
     with pytest.raises(PolicyDeniedError):
@@ -174,4 +178,6 @@ def test_layer_storage_refused_before_touching_the_kernel(tmp_path: Path) -> Non
     with pytest.raises(PolicyDeniedError):
         mount_layer_storage("erofs.multi-layer", dev, OPTIONS, tmp_path / "m", [{**PIN, "salt": ""}],
                             dm=NoKernel())
+    with pytest.raises(StorageSourceError):  # pinned parameters, but a source that is no device
+        mount_layer_storage("erofs.multi-layer", dev, OPTIONS, tmp_path / "m", [PIN], dm=NoKernel())
     assert not (tmp_path / "m").exists()

@@ -1,0 +1,101 @@
+"""A storage's ``source`` (host-supplied) resolved to a block device the kernel itself names.
+
+The string is never written into a device-mapper table. It must be the canonical path of a device
+node, ``/dev/<name>`` with ``<name>`` from a short list of kernel block device names
+(:data:`SOURCE_PATTERN`, which ``erofs_layers.rego`` repeats so the policy refuses what we
+refuse). The device number then comes from the kernel (``/sys/class/block/<name>/dev``), and the
+``/dev`` entry must be that very device: a block node (``lstat``, so never a symbolic link) whose
+number equals the kernel's. Only the resulting :class:`BlockDevice` (name and major:minor, both
+checked on construction) can be given to the table builder.
+
+Which of the allowed devices the host names does not weaken the layer: dm-verity checks every
+block read against the pinned root hash, whatever device holds it. What must not happen is the
+host choosing the table's words, and that is what this module prevents.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StorageSourceError
+
+__all__ = ["DEV", "SOURCE_PATTERN", "SYS_CLASS_BLOCK", "BlockDevice", "resolve_source"]
+
+# virtio-blk and SCSI disks (optionally a partition), loop devices. The same text is in
+# erofs_layers.rego (erofs_source_pattern); a test keeps them equal.
+SOURCE_PATTERN = r"^/dev/((vd|sd)[a-z]{1,2}([1-9][0-9]?)?|loop(0|[1-9][0-9]{0,2}))$"
+_SOURCE = re.compile(SOURCE_PATTERN)
+_NAME = re.compile(r"((vd|sd)[a-z]{1,2}([1-9][0-9]?)?|loop(0|[1-9][0-9]{0,2}))")
+_DEV_NUMBER = re.compile(r"(0|[1-9][0-9]{0,6}):(0|[1-9][0-9]{0,6})\n?")
+DEV = Path("/dev")
+SYS_CLASS_BLOCK = Path("/sys/class/block")
+_MAX_MAJOR = (1 << 12) - 1  # the kernel's dev_t: 12-bit major, 20-bit minor
+_MAX_MINOR = (1 << 20) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDevice:
+    """A block device by its kernel name and number; nothing else can be built."""
+
+    name: str
+    major: int
+    minor: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(f"block device name {self.name!r}: expected one matching {_NAME.pattern}")
+        for what, value, top in (("major", self.major, _MAX_MAJOR), ("minor", self.minor, _MAX_MINOR)):
+            if type(value) is not int or not 0 <= value <= top:
+                raise ValueError(f"block device {what} {value!r}: expected an integer from 0 to {top}")
+
+    @property
+    def number(self) -> str:
+        """``major:minor``, the form the device-mapper table takes a device in."""
+        return f"{self.major}:{self.minor}"
+
+
+def resolve_source(source: str, *, dev: Path = DEV, sys_class_block: Path = SYS_CLASS_BLOCK) -> BlockDevice:
+    """The block device ``source`` names; StorageSourceError (nothing touched) if it is not one.
+
+    ``dev`` and ``sys_class_block`` are parameters only so a host test can point them elsewhere.
+    """
+    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
+        raise StorageSourceError(source, "not an allowed device path", f"a path matching {SOURCE_PATTERN}")
+    name = source[len("/dev/"):]
+    try:
+        number = (sys_class_block / name / "dev").read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise StorageSourceError(source, f"the kernel has no block device {name!r}",
+                                 "an existing block device") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise StorageSourceError(source, f"reading the kernel's device number: {e}",
+                                 "an existing block device") from e
+    m = _DEV_NUMBER.fullmatch(number)
+    if m is None:
+        raise StorageSourceError(source, f"the kernel's device number {number!r} does not parse",
+                                 "major:minor")
+    try:
+        device = BlockDevice(name, int(m.group(1)), int(m.group(2)))
+    except ValueError as e:
+        raise StorageSourceError(source, f"the kernel's device number {number!r}: {e}",
+                                 "major:minor") from None
+    try:
+        st = os.lstat(dev / name)
+    except OSError as e:
+        raise StorageSourceError(source, f"the device node is missing: {e.strerror}",
+                                 f"a block node for {device.number}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise StorageSourceError(source, "the device node is a symbolic link",
+                                 f"a block node for {device.number}")
+    if not stat.S_ISBLK(st.st_mode):
+        raise StorageSourceError(source, f"not a block device (mode {stat.filemode(st.st_mode)})",
+                                 f"a block node for {device.number}")
+    if st.st_rdev != os.makedev(device.major, device.minor):
+        got = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        raise StorageSourceError(source, f"the node is device {got}, the kernel's {name} is {device.number}",
+                                 f"a block node for {device.number}")
+    return device
