@@ -167,7 +167,7 @@ class Storages:
                         raise InvalidRequestError("storage.source", s.source, "a virtio disk /dev/vd[b-z]")
                     layer_dir = bundle / "layers" / str(i)
                     try:
-                        vm = mount_layer_storage(s.driver, Path(s.source), list(s.options), layer_dir,
+                        vm = mount_layer_storage(s.driver, s.source, list(s.options), layer_dir,
                                                  self.pinned_layers())
                     except StorageError as e:
                         raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
