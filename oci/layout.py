@@ -102,10 +102,12 @@ class LayoutWriter:
         self.manifests.append(desc)
         return desc
 
-    def add_index(self, manifests: Sequence[Descriptor], *, docker: bool = False) -> Descriptor:
+    def add_index(self, manifests: Sequence[Descriptor], *, docker: bool = False,
+                  tag: str | None = None) -> Descriptor:
         media = mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX
         return self.add_json({"schemaVersion": 2, "mediaType": media,
-                              "manifests": [m.to_json() for m in manifests]}, media)
+                              "manifests": [m.to_json() for m in manifests]}, media,
+                             annotations={REF_NAME: tag} if tag else {})
 
     def finish(self, entries: Sequence[Descriptor] | None = None) -> None:
         """Write index.json listing ``entries`` (default: every image added)."""

@@ -27,7 +27,6 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import mediatypes as mt
 from .cache import VerifyingWriter
@@ -61,7 +60,7 @@ class RegistryConfig:
 
     credentials: Mapping[str, Credentials] = field(default_factory=dict)
     insecure: frozenset[str] = frozenset()
-    ca_files: Mapping[str, Path] = field(default_factory=dict)
+    ca_certs: Mapping[str, str] = field(default_factory=dict)  # PEM; replaces the system trust store
     timeout: float = 60.0
 
     def allows_plain_http(self, hostport: str) -> bool:
@@ -111,6 +110,28 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+@dataclass
+class Reply:
+    """One response and its connection (one request per connection); close() releases both."""
+
+    conn: http.client.HTTPConnection
+    resp: http.client.HTTPResponse
+
+    @property
+    def status(self) -> int:
+        return self.resp.status
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.resp.getheader(name, default)
+
+    def read(self, n: int) -> bytes:
+        return self.resp.read(n)
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
 class RegistryClient:
     """Pulls manifests and blobs of one or more registries; thread-safe (one connection per call)."""
 
@@ -124,13 +145,13 @@ class RegistryClient:
     # -- transport --------------------------------------------------------------------------------
 
     def _context(self, hostport: str) -> ssl.SSLContext:
-        ca = self.config.ca_files.get(hostport) or self.config.ca_files.get(split_hostport(hostport)[0])
-        return ssl.create_default_context(cafile=str(ca) if ca else None)
+        ca = self.config.ca_certs.get(hostport) or self.config.ca_certs.get(split_hostport(hostport)[0])
+        return ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
 
     def _base(self, hostport: str) -> str:
         return f"{'http' if hostport in self._plain else 'https'}://{hostport}"
 
-    def _open(self, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+    def _open(self, url: str, headers: Mapping[str, str]) -> Reply:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise RegistryError(url, "only http(s) URLs are followed")
@@ -149,10 +170,14 @@ class RegistryClient:
             target += "?" + parts.query
         with self._lock:
             self.requests += 1
-        conn.request("GET", target, headers=dict(headers))
-        return conn.getresponse()
+        try:
+            conn.request("GET", target, headers=dict(headers))
+            return Reply(conn, conn.getresponse())
+        except BaseException:
+            conn.close()
+            raise
 
-    def _open_host(self, hostport: str, path: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+    def _open_host(self, hostport: str, path: str, headers: Mapping[str, str]) -> Reply:
         """GET on the registry host, HTTPS first; HTTP only as Docker's fallback for allowed hosts."""
         try:
             return self._open(self._base(hostport) + path, headers)
@@ -200,7 +225,7 @@ class RegistryClient:
             raise RegistryError(realm, "token response has no token")
         return token
 
-    def _get(self, ref: Reference, path: str, accept: str | None = None) -> http.client.HTTPResponse:
+    def _get(self, ref: Reference, path: str, accept: str | None = None) -> Reply:
         hostport = ref.api_host
         key = (hostport, ref.path)
         headers: dict[str, str] = {}
@@ -214,7 +239,7 @@ class RegistryClient:
             resp = self._open_host(hostport, path, headers)
             if resp.status != 401 or attempt == 1:
                 return self._follow(resp, headers, hostport)
-            scheme, params = parse_challenge(resp.getheader("WWW-Authenticate", ""))
+            scheme, params = parse_challenge(resp.getheader("WWW-Authenticate") or "")
             resp.read(CHUNK)
             resp.close()
             creds = self.config.credentials_for(hostport)
@@ -229,8 +254,8 @@ class RegistryClient:
                 self._tokens[key] = auth
         raise AssertionError("unreachable")
 
-    def _follow(self, resp: http.client.HTTPResponse, headers: dict[str, str],
-                hostport: str) -> http.client.HTTPResponse:
+    def _follow(self, resp: Reply, headers: dict[str, str],
+                hostport: str) -> Reply:
         for _ in range(MAX_REDIRECTS):
             if resp.status not in _REDIRECTS:
                 return resp
