@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from attestation.atls import Issuer
 from attestation.atls.platforms import SnpIssuer, issuer_for
 from attestation.providers.detect import detect_provider
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 from coordinator import simulation
 from coordinator.errors import CoordinatorError
 from coordinator.server import Config, Coordinator, Ports
@@ -99,8 +99,7 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    setup_logging(args.log_level)
     try:
         config = build_config(args)
     except Exception as exc:

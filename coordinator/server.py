@@ -30,11 +30,11 @@ from attestation.atls.tunnel import PeerRegistry, Terminator
 from attestation.errors import AttestationError
 from attestation.reference_values import ReferenceValues
 from attestation.trust import AmdRoots
+from common.http import HttpError, HttpServer, Request, Response, Route
 from coordinator import identity, peerrecovery
 from coordinator.api import MeshApi, UserApi
 from coordinator.errors import StateError
 from coordinator.history import History
-from coordinator.httpserver import HttpError, HttpServer, Request, Response, Route
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import Guard, State, Status
 from coordinator.store import FileStore

@@ -25,10 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from common.http import HttpError, Request, Response, Route
 from coordinator import transit
 from coordinator.authority import WORKLOAD_SECRET_ID_OID, pem, workload_secret_id_extension
 from coordinator.errors import InvalidRequestError, StateError
-from coordinator.httpserver import HttpError, Request, Response, Route
 from coordinator.manifest import ROLE_COORDINATOR
 from coordinator.state import Guard, State
 

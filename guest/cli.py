@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 from guest.decisions import status_for
 from guest.explain import Explainer
 from guest.interceptor import PolicyInterceptor
@@ -289,11 +290,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level)
     try:
         result: int = args.func(args)
     except (OSError, PolicyError, ValueError) as exc:

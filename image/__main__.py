@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 
 __all__ = ["COMMANDS", "PLUGINS", "main"]
 
@@ -74,8 +74,7 @@ def build_parser(plugins: tuple[str, ...] = PLUGINS) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_plugins_for(argv)).parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(args.log_level)
     return int(args.func(args))
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 from initializer.run import InitializerError, Settings, StoppedError, run
 
 log = logging.getLogger("initializer")
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulate-measurement", default="00" * 48)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    setup_logging(args.log_level)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:

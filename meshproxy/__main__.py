@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 from meshproxy.app import Options, run
 from meshproxy.certs import DEFAULT_TLS_DIR
 from meshproxy.config import from_environ
@@ -50,8 +51,7 @@ def _parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    setup_logging(args.log_level)
     try:
         if args.command == "default-deny":
             nf = Netfilter(args.iptables)

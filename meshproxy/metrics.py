@@ -7,8 +7,10 @@ only when scraped.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.metrics import Labels, render_family
 from meshproxy.relay import DirectionStats
 
 
@@ -44,47 +46,37 @@ class Metrics:
         self.cert_reloads["success" if ok else "failure"] += 1
 
     def render(self) -> str:
-        out: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-
         stats = list(self.listeners.values())
-        family("meshproxy_connections_total", "counter", "Connections accepted per listener.")
-        out.extend(f'meshproxy_connections_total{{listener="{s.name}",kind="{s.kind}"}} {s.connections}'
-                   for s in stats)
-        family("meshproxy_active_sessions", "gauge", "Connections currently open per listener.")
-        out.extend(f'meshproxy_active_sessions{{listener="{s.name}",kind="{s.kind}"}} {s.active}'
-                   for s in stats)
-        family("meshproxy_bytes_total", "counter", "Plaintext bytes relayed per listener and direction.")
-        for s in stats:
-            out.append(f'meshproxy_bytes_total{{listener="{s.name}",direction="tls_to_plain"}} '
-                       f"{s.bytes.tls_to_plain}")
-            out.append(f'meshproxy_bytes_total{{listener="{s.name}",direction="plain_to_tls"}} '
-                       f"{s.bytes.plain_to_tls}")
-        family("meshproxy_handshake_failures_total", "counter", "Failed TLS handshakes by reason.")
-        for s in stats:
-            out.extend(f'meshproxy_handshake_failures_total{{listener="{s.name}",reason="{_label(r)}"}} {n}'
-                       for r, n in sorted(s.handshake_failures.items()))
-        family("meshproxy_upstream_failures_total", "counter", "Failed upstream connects by reason.")
-        for s in stats:
-            out.extend(f'meshproxy_upstream_failures_total{{listener="{s.name}",reason="{_label(r)}"}} {n}'
-                       for r, n in sorted(s.upstream_failures.items()))
-        family("meshproxy_rejected_connections_total", "counter",
-               "Connections closed before relaying (loop guard, limits).")
-        for s in stats:
-            out.extend(f'meshproxy_rejected_connections_total{{listener="{s.name}",reason="{_label(r)}"}} {n}'
-                       for r, n in sorted(s.rejected.items()))
-        family("meshproxy_cert_reloads_total", "counter", "Reloads of the mesh credentials by result.")
-        out.extend(f'meshproxy_cert_reloads_total{{result="{r}"}} {self.cert_reloads[r]}'
-                   for r in ("success", "failure"))
-        family("meshproxy_ktls_available", "gauge", "1 if kernel TLS and a library using it exist.")
-        out.append(f"meshproxy_ktls_available {int(self.ktls_available)}")
-        family("meshproxy_ready", "gauge", "1 once the proxy listens and the default-deny rule is gone.")
-        out.append(f"meshproxy_ready {int(self.ready)}")
-        return "\n".join(out) + "\n"
 
+        def per_listener(value: Callable[[ListenerStats], int]) -> list[tuple[Labels, float]]:
+            return [((("listener", s.name), ("kind", s.kind)), value(s)) for s in stats]
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        def by_reason(attr: str) -> list[tuple[Labels, float]]:
+            return [((("listener", s.name), ("reason", r)), n)
+                    for s in stats for r, n in sorted(getattr(s, attr).items())]
+
+        directions = [((("listener", s.name), ("direction", d)), getattr(s.bytes, d))
+                      for s in stats for d in ("tls_to_plain", "plain_to_tls")]
+        reloads: list[tuple[Labels, float]] = [
+            ((("result", r),), self.cert_reloads[r]) for r in ("success", "failure")]
+        families = (
+            ("meshproxy_connections_total", "counter", "Connections accepted per listener.",
+             per_listener(lambda s: s.connections)),
+            ("meshproxy_active_sessions", "gauge", "Connections currently open per listener.",
+             per_listener(lambda s: s.active)),
+            ("meshproxy_bytes_total", "counter", "Plaintext bytes relayed per listener and direction.",
+             directions),
+            ("meshproxy_handshake_failures_total", "counter", "Failed TLS handshakes by reason.",
+             by_reason("handshake_failures")),
+            ("meshproxy_upstream_failures_total", "counter", "Failed upstream connects by reason.",
+             by_reason("upstream_failures")),
+            ("meshproxy_rejected_connections_total", "counter",
+             "Connections closed before relaying (loop guard, limits).", by_reason("rejected")),
+            ("meshproxy_cert_reloads_total", "counter", "Reloads of the mesh credentials by result.",
+             reloads),
+            ("meshproxy_ktls_available", "gauge", "1 if kernel TLS and a library using it exist.",
+             [((), int(self.ktls_available))]),
+            ("meshproxy_ready", "gauge", "1 once the proxy listens and the default-deny rule is gone.",
+             [((), int(self.ready))]),
+        )
+        return "".join(render_family(*f) for f in families)

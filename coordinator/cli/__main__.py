@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 from coordinator.cli import commands
 from coordinator.cli.workspace import workspace_from
 
@@ -74,7 +74,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="level=%(levelname)s %(message)s")
+    setup_logging(args.log_level, with_time=False)
     ws = workspace_from(args.workspace_dir)
     try:
         if args.command == "generate":

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from common.cli import ArgumentParser
+from common.logs import setup_logging
 
 from .address import parse_address
 from .errors import AddressError
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> int:
             parse_address(address)
         except AddressError as exc:
             proxy_parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(logging.INFO)
     try:
         asyncio.run(_proxy(args.listen, args.upstream))
     except KeyboardInterrupt:

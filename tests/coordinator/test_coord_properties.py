@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.http import HttpError, parse_head
 from coordinator import manifest
-from coordinator.httpserver import HttpError, _parse_head
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=70),
@@ -46,7 +46,7 @@ def test_manifest_parse_total(doc: dict[str, Any]) -> None:
 @given(st.binary(max_size=300))
 def test_http_head_parser_total(head: bytes) -> None:
     try:
-        method, path, headers = _parse_head(head)
+        method, path, headers = parse_head(head)
     except HttpError as exc:
         assert exc.status == 400
         return
@@ -54,7 +54,7 @@ def test_http_head_parser_total(head: bytes) -> None:
 
 
 def test_http_server_limits() -> None:
-    from coordinator.httpserver import HttpServer, Request, Response, Route
+    from common.http import HttpServer, Request, Response, Route
 
     async def echo(req: Request) -> Response:
         return Response(200, req.body)

@@ -1,23 +1,32 @@
-"""A minimal asyncio HTTP/1.1 server for the attestation endpoint (1314) and probes/metrics (9102).
+"""A minimal asyncio HTTP/1.1 server for attestation endpoints, probes and metrics.
 
-One request per connection (``Connection: close``), strict limits: request head 8 KiB, body at most
-the route's limit (413 above it), 10 s to send the request. Enough for ``POST /attest`` and the GET
-probes; nothing here is meant to be a general web server.
+One request per connection (``Connection: close``), strict limits: request head 8 KiB, body at most the
+route's limit (413 above it), a deadline for sending the request, no chunked bodies. Enough for
+``POST /attest`` and ``GET`` probes; nothing here is meant to be a general web server.
+
+The head parser is our own, not h11: with one request per connection and Content-Length bodies only,
+the few lines below are the whole grammar (property-tested), and the pod-VM and initializer images
+carry no extra dependency for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl as ssl_mod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("coordinator.http")
+__all__ = [
+    "MAX_HEAD", "REASONS", "HttpError", "HttpServer", "Request", "Response", "Route", "json_error",
+    "parse_head", "text_error",
+]
+
+log = logging.getLogger("common.http")
 
 MAX_HEAD = 8192
-REQUEST_TIMEOUT = 10.0
 REASONS = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     412: "Precondition Failed", 413: "Payload Too Large", 415: "Unsupported Media Type",
@@ -43,7 +52,7 @@ class Response:
 
 @dataclass(frozen=True)
 class Route:
-    method: str
+    method: str  # one method or several separated by "|", e.g. "GET|HEAD"
     handler: Callable[[Request], Awaitable[Response]]
     max_body: int = 0
 
@@ -54,11 +63,17 @@ class HttpError(Exception):
         self.status = status
 
 
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes everything
-        raise HttpError(400, "bad request head") from exc
+def json_error(status: int, message: str) -> Response:
+    return Response(status, json.dumps({"error": message}).encode())
+
+
+def text_error(status: int, message: str) -> Response:
+    return Response(status, f"{message}\n".encode(), "text/plain")
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """(method, path without query, lower-cased headers) of a request head without its final CRLFCRLF."""
+    text = head.decode("latin-1")  # latin-1 decodes every byte string
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -75,13 +90,20 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
 
 
 class HttpServer:
-    """`routes` maps exact paths; a key ending in "/" matches every path below it (one segment or more)."""
+    """`routes` maps exact paths; a key ending in "/" matches every path below it (one segment or more).
+
+    ``error_response`` renders our own errors (bad request, 404, 405, 413, handler failures).
+    """
 
     def __init__(
-        self, host: str, port: int, routes: dict[str, Route], name: str, ssl: ssl_mod.SSLContext | None = None
+        self, host: str, port: int, routes: dict[str, Route], name: str,
+        ssl: ssl_mod.SSLContext | None = None, *, request_timeout: float = 10.0,
+        error_response: Callable[[int, str], Response] = json_error,
     ) -> None:
         self.host, self.port, self.routes, self.name = host, port, routes, name
         self._ssl = ssl
+        self._timeout = request_timeout
+        self._error = error_response
         self._server: asyncio.Server | None = None
 
     def _route(self, path: str) -> Route | None:
@@ -94,7 +116,8 @@ class HttpServer:
         return None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self._ssl)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, ssl=self._ssl, limit=MAX_HEAD)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -112,7 +135,7 @@ class HttpServer:
             raise HttpError(400, "incomplete request") from exc
         if len(head) > MAX_HEAD:
             raise HttpError(413, "request head too large")
-        method, path, headers = _parse_head(head[:-4])
+        method, path, headers = parse_head(head[:-4])
         route = self._route(path)
         if route is None:
             raise HttpError(404, f"no such path {path[:100]}")
@@ -132,36 +155,32 @@ class HttpServer:
         return Request(method, path, headers, body, peer_cert_der)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = "GET"
         try:
             try:
                 ssl_object = writer.get_extra_info("ssl_object")
                 peer = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-                request = await asyncio.wait_for(self._read(reader, peer), REQUEST_TIMEOUT)
+                request = await asyncio.wait_for(self._read(reader, peer), self._timeout)
+                method = request.method
                 route = self._route(request.path)
                 assert route is not None
                 response = await route.handler(request)
             except HttpError as exc:
-                response = Response(exc.status, _error_body(str(exc)))
+                response = self._error(exc.status, str(exc))
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl_mod.SSLError):
                 return
             except Exception:
                 log.exception("event=http_handler_failed server=%s", self.name)
-                response = Response(500, _error_body("internal error"))
+                response = self._error(500, "internal error")
             reason = REASONS.get(response.status, "Unknown")
             head = (
                 f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
                 f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n"
             )
-            writer.write(head.encode("latin-1") + response.body)
+            writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else response.body))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-
-
-def _error_body(message: str) -> bytes:
-    import json
-
-    return json.dumps({"error": message}).encode()
