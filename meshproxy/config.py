@@ -6,7 +6,9 @@ The three variables are the ones ``contrast generate`` fills from the pod annota
   ``disableTLS`` true means plain passthrough, false means TLS without a client certificate; every port
   not listed requires mTLS. The single value ``DISABLED`` turns ingress redirection off (egress-only pods).
 * ``CONTRAST_EGRESS_PROXY_CONFIG``: ``<name>#<listenIP>:<listenPort>#<remoteHost>:<remotePort>`` entries
-  joined by ``##``; the listen address must be in 127.0.0.0/8 so that plaintext never leaves the pod.
+  joined by ``##``; the listen address must be in 127.0.0.0/8 so that plaintext never leaves the pod. The
+  remote is a DNS name (resolved IPv4-only, as Envoy's V4_ONLY), an IPv4 address, or an IPv6 address in
+  brackets (``[fd00::2]:8080``, an extension of Contrast's syntax for dual-stack clusters).
 * ``CONTRAST_ADMIN_PORT``: decimal port of the admin interface (metrics, probes); empty means none.
 
 Parsing is all-or-nothing: the first bad entry raises ``ConfigError`` naming it, before any state changes.
@@ -57,7 +59,10 @@ class IngressEntry:
 
 @dataclass(frozen=True, slots=True)
 class EgressEntry:
-    """One egress listener: plaintext in on ``listen_ip:listen_port``, mTLS out to the remote."""
+    """One egress listener: plaintext in on ``listen_ip:listen_port``, mTLS out to the remote.
+
+    ``remote_host`` is a DNS name, a dotted IPv4 address or a compressed IPv6 address (no brackets).
+    """
 
     name: str
     listen_ip: str
@@ -129,9 +134,26 @@ def parse_ingress(value: str) -> tuple[tuple[IngressEntry, ...], bool]:
     return tuple(entries), False
 
 
+def _parse_ipv6_remote(entry: str, text: str) -> str:
+    inner = text[1:-1]
+    try:
+        address = ipaddress.IPv6Address(inner)
+    except ValueError:
+        raise ConfigError(EGRESS_ENV, entry, f"remote host {text!r} is not an IPv6 address") from None
+    # A zone would be a host-chosen interface name; a link-local remote without one is unreachable.
+    if address.scope_id is not None or address.is_link_local:
+        raise ConfigError(EGRESS_ENV, entry, f"remote host {text!r}: link-local and zoned IPv6 addresses "
+                          "are not supported")
+    if address.is_unspecified or address.is_multicast:
+        raise ConfigError(EGRESS_ENV, entry, f"remote host {text!r} is not a unicast address")
+    return address.compressed
+
+
 def _parse_host(entry: str, text: str) -> str:
     if len(text) > 253 or not text:
         raise ConfigError(EGRESS_ENV, entry, f"remote host {text!r} is not a host name")
+    if text.startswith("[") and text.endswith("]"):
+        return _parse_ipv6_remote(entry, text)
     try:
         ipaddress.IPv4Address(text)
         return text
@@ -139,7 +161,8 @@ def _parse_host(entry: str, text: str) -> str:
         pass
     labels = text.rstrip(".").split(".")
     if not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        raise ConfigError(EGRESS_ENV, entry, f"remote host {text!r} is not an IPv4 address or DNS name")
+        raise ConfigError(EGRESS_ENV, entry,
+                          f"remote host {text!r} is not an IPv4 address, [IPv6 address] or DNS name")
     return text
 
 

@@ -335,8 +335,10 @@ class Proxy:
     async def _egress(self, conn: socket.socket, stats: ListenerStats, entry: EgressEntry) -> bool:
         _tune(conn)
         loop = asyncio.get_running_loop()
+        # Names resolve IPv4-only (Envoy's V4_ONLY); an IPv6 remote is given as a literal.
+        family = socket.AF_INET6 if ":" in entry.remote_host else socket.AF_INET
         try:
-            infos = await loop.getaddrinfo(entry.remote_host, entry.remote_port, family=socket.AF_INET,
+            infos = await loop.getaddrinfo(entry.remote_host, entry.remote_port, family=family,
                                            type=socket.SOCK_STREAM)
         except OSError:
             stats.upstream_failures["dns"] += 1

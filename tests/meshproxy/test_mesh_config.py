@@ -40,6 +40,11 @@ def test_ingress_disabled_value() -> None:
     assert parse_ingress("DISABLED") == ((), True)
 
 
+def test_egress_ipv6_literal_remote() -> None:
+    (entry,) = parse_egress("db#127.137.0.9:5432#[FD00:0:0::2]:5432")
+    assert (entry.remote_host, entry.remote_port) == ("fd00::2", 5432)
+
+
 def test_egress_example_from_contrast_docs() -> None:
     entries = parse_egress("billing#127.137.0.1:8081#billing-svc:8080##cart#127.137.0.2:8081#cart-svc:8080")
     assert entries == (
@@ -82,6 +87,14 @@ def test_full_environment() -> None:
         (EGRESS_ENV, "svc#127.0.0.1#svc:80", "svc#127.0.0.1#svc:80", "has no :port"),
         (EGRESS_ENV, "svc#127.0.0.1:8081#svc", "svc#127.0.0.1:8081#svc", "has no :port"),
         (EGRESS_ENV, "svc#127.0.0.1:8081#sv_c:80", "svc#127.0.0.1:8081#sv_c:80", "DNS name"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#fd00::2:80", "svc#127.0.0.1:8081#fd00::2:80", "DNS name"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[fd00::g]:80", "svc#127.0.0.1:8081#[fd00::g]:80", "not an IPv6"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[10.0.0.1]:80", "svc#127.0.0.1:8081#[10.0.0.1]:80", "not an IPv6"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[fe80::1]:80", "svc#127.0.0.1:8081#[fe80::1]:80", "link-local"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[fd00::1%eth0]:80", "svc#127.0.0.1:8081#[fd00::1%eth0]:80", "zoned"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[::]:80", "svc#127.0.0.1:8081#[::]:80", "not a unicast"),
+        (EGRESS_ENV, "svc#127.0.0.1:8081#[ff02::1]:80", "svc#127.0.0.1:8081#[ff02::1]:80", "not a unicast"),
+        (EGRESS_ENV, "svc#[::1]:8081#svc:80", "svc#[::1]:8081#svc:80", "not an IPv4 address"),
         (EGRESS_ENV, "svc#127.0.0.1:8081#svc:http", "svc#127.0.0.1:8081#svc:http", "not a decimal port"),
         (EGRESS_ENV, "svc#127.0.0.1:8081", "svc#127.0.0.1:8081", "got 2 fields"),
         (EGRESS_ENV, "a#127.0.0.1:1#x:1##b#127.0.0.1:1#y:1", "b#127.0.0.1:1#y:1", "duplicate listen"),

@@ -141,6 +141,18 @@ def test_ipv6_ingress_only_through_the_proxy_and_deny_back_on_shutdown(
     assert 'listener="ingress",reason="not_tls"' in text
     assert 'reason="no_client_certificate"' in text and 'reason="loop_guard"' in text
 
+    # egress to an IPv6 remote: pod A's proxy speaks mTLS to B's IPv6 ingress, and never plaintext to a
+    # remote that does not answer TLS (B's plain passthrough port)
+    egress = f"app#127.137.0.1:8000#[{topo.b.ip6}]:8080##plainport#127.137.0.4:8000#[{topo.b.ip6}]:8081"
+    start_proxy(topo.a, tls_dirs["a"], tmp_path / "ready-a",
+                _env(CONTRAST_EGRESS_PROXY_CONFIG=egress, CONTRAST_ADMIN_PORT="9902"),
+                tmp_path / "proxy-a.log", "--handshake-timeout", "2")
+    r = probe(topo.a, topo.a, "127.137.0.1", 8000)
+    assert r.stdout == f"app port=8080 peer={topo.b.ip6}\n".encode(), (r.stdout, r.stderr)
+    r = probe(topo.a, topo.a, "127.137.0.4", 8000, timeout=5.0)
+    assert r.returncode == 1 and b"app port" not in r.stdout, r.stdout
+    assert wait_for(lambda: 'listener="plainport",reason="timeout"' in metrics(topo.a, 9902), 6)
+
     # installing the same rules again changes neither family
     before = (topo.b.iptables_save(), topo.b.ip6tables_save())
     again = topo.b.run(
