@@ -24,6 +24,7 @@ from typing import Any
 
 from common.cli import ArgumentParser
 from common.logs import setup_logging
+from guest.api import RPCS
 from guest.decisions import status_for
 from guest.explain import Explainer
 from guest.interceptor import PolicyInterceptor
@@ -37,8 +38,8 @@ from guest.measured import (
     find_initdata_device,
     install_measured_policy,
 )
-from guest.policy.engine import AgentPolicy
-from guest.policy.errors import PolicyDeniedError, PolicyError, PolicyInputError
+from guest.policy.engine import ALLOW_FAILURES_RULE, AgentPolicy
+from guest.policy.errors import InvalidPolicyError, PolicyDeniedError, PolicyError, PolicyInputError
 from guest.policy.input import canonical_copy_file_input, from_policy_json, to_policy_json
 from guest.policy.log import PolicyLog
 from guest.protocols import agent_pb2
@@ -62,10 +63,53 @@ def canonical_input(endpoint: str, request: Any) -> Any:
     return to_policy_json(from_policy_json(message_type, request))
 
 
+# What a policy can be asked: every checked AgentService request, and the agent's own query of the
+# AllowRequestsFailingPolicy switch.
+ENDPOINTS = frozenset({rpc.endpoint for rpc in RPCS.values() if rpc.checked} | {ALLOW_FAILURES_RULE})
+
+
+class CliInputError(Exception):
+    """A file or argument given on the command line is unusable; the message names it."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage  # exit 2 (wrong invocation) rather than 1
+
+
+def _read_text(option: str, path: str) -> str:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliInputError(f"{option} {path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliInputError(f"{option} {path}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})") \
+            from exc
+
+
+def _parse_json(where: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliInputError(f"{where}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
 def _load_policy(path: str, rego_v0: bool) -> AgentPolicy:
+    text = _read_text("--policy", path)
     policy = AgentPolicy(rego_v0=rego_v0)
-    policy.initialize(path)
+    try:
+        policy.set_policy(text, name=path)  # print prefixes carry the path, as with initialize()
+    except InvalidPolicyError as exc:
+        raise CliInputError(f"--policy {path}: not a loadable Rego policy: {exc}") from exc
     return policy
+
+
+def _check_endpoint(endpoint: str, where: str) -> None:
+    if endpoint not in ENDPOINTS:
+        raise CliInputError(
+            f"{where}: unknown endpoint {endpoint!r}: not a kata-agent request the policy judges "
+            "(e.g. CreateContainerRequest, ExecProcessRequest, CopyFileRequest)", usage=True)
 
 
 def _eval_line(policy: AgentPolicy, endpoint: str, request: Any) -> dict[str, Any]:
@@ -91,15 +135,22 @@ def _print(obj: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.cases:
+        cases = _parse_json(f"--cases {args.cases}", _read_text("--cases", args.cases))
+        if not isinstance(cases, list) or not all(isinstance(c, dict) and "kind" in c for c in cases):
+            raise CliInputError(f"--cases {args.cases}: expected a JSON list of objects with a \"kind\"")
+        for index, case in enumerate(cases):
+            _check_endpoint(str(case["kind"]), f"--cases {args.cases}: case {index}")
+    elif not args.endpoint or not args.input:
+        raise CliInputError("eval: give --cases FILE, or --endpoint NAME and --input FILE", usage=True)
+    else:
+        _check_endpoint(args.endpoint, "--endpoint")
+        request = _parse_json(f"--input {args.input}", _read_text("--input", args.input))
     policy = _load_policy(args.policy, args.rego_v0)
     if args.cases:
-        cases = json.loads(Path(args.cases).read_text())
         for case in cases:
             _print(_eval_line(policy, case["kind"], case.get("request", {})))
         return 0
-    if not args.endpoint or not args.input:
-        raise SystemExit("eval: give --cases FILE, or --endpoint NAME and --input FILE")
-    request = json.loads(Path(args.input).read_text())
     _print(_eval_line(policy, args.endpoint, request))
     return 0
 
@@ -111,16 +162,30 @@ def _is_result_line(request: Any) -> bool:
     return isinstance(request, dict) and set(request) <= {"allowed", "ops"} and "allowed" in request
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    policy = _load_policy(args.policy, args.rego_v0)
-    explainer = Explainer(policy.policy_data, lambda: policy.state)
-    for line_no, line in enumerate(Path(args.log).read_text().splitlines(), start=1):
+def _log_requests(path: str) -> list[tuple[int, str, Any]]:
+    """(line number, endpoint, input) of each request in a policy log, in order.
+
+    Left out: result lines (the policy's object answers), and the agent's own AllowRequestsFailingPolicy
+    query after each policy load, which is no request of the host's."""
+    out = []
+    for line_no, line in enumerate(_read_text("--log", path).splitlines(), start=1):
         if not line.strip():
             continue
-        entry = json.loads(line)
+        entry = _parse_json(f"--log {path}: line {line_no}", line)
+        if not isinstance(entry, dict):
+            raise CliInputError(f"--log {path}: line {line_no}: expected an object with kind and request")
         endpoint, request = entry.get("kind"), entry.get("request")
-        if not isinstance(endpoint, str) or _is_result_line(request):
+        if not isinstance(endpoint, str) or endpoint == ALLOW_FAILURES_RULE or _is_result_line(request):
             continue
+        out.append((line_no, endpoint, request))
+    return out
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    requests = _log_requests(args.log)
+    policy = _load_policy(args.policy, args.rego_v0)
+    explainer = Explainer(policy.policy_data, lambda: policy.state)
+    for line_no, endpoint, request in requests:
         try:
             decision = policy.evaluate(endpoint, request)
         except PolicyError as exc:
@@ -293,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         result: int = args.func(args)
+    except CliInputError as exc:
+        log.error("event=failed command=%s error=%s", args.command, json.dumps(str(exc)))
+        return 2 if exc.usage else 1
     except (OSError, PolicyError, ValueError) as exc:
         reason = json.dumps(f"{type(exc).__name__}: {exc}")
         log.error("event=failed command=%s error=%s", args.command, reason)

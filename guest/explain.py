@@ -107,25 +107,13 @@ class Explainer:
         sanity = _input_sanity(req, oci)
         if sanity:
             return sanity[:1]
-        annotations = oci.get("Annotations") or {}
-        name = annotations.get("io.kubernetes.cri.container-name")
-        kind = annotations.get("io.kubernetes.cri.container-type")
         containers = data.get("containers") or []
-        candidates = []
-        for index, p in enumerate(containers):
-            p_anno = ((p.get("OCI") or {}).get("Annotations")) or {}
-            if p_anno.get("io.kubernetes.cri.container-type") != kind:
-                continue
-            if kind == "container" and p_anno.get("io.kubernetes.cri.container-name") != name:
-                continue
-            candidates.append((index, p))
+        candidates = _candidate_containers(containers, oci)
         if not candidates:
-            allowed = sorted({str(((c.get("OCI") or {}).get("Annotations") or {}).get(
-                "io.kubernetes.cri.container-name", "<sandbox>")) for c in containers})
-            return [f"OCI.Annotations[io.kubernetes.cri.container-name]: got {_short(name)!r} "
-                    f"(type {kind!r}), policy allows {allowed}"]
+            return [_no_candidate_reason(containers, oci)]
         defaults = (data.get("request_defaults") or {}).get("CreateContainerRequest") or {}
         env_regex = defaults.get("allow_env_regex") or []
+        # The closest policy container (fewest mismatches) is the one the host most likely meant.
         best: list[str] | None = None
         for index, p in candidates:
             found = _container_mismatches(index, p, req, env_regex)
@@ -155,6 +143,33 @@ class Explainer:
             return [f"process.Args: got {shown}, policy allows {options}{regexes}"]
         return ["process.Args allowed, but the container id is not recorded in the policy state or the "
                 "process (user, env, cwd, capabilities) differs from the policy container"]
+
+
+def _container_annotations(oci: dict[str, Any]) -> tuple[Any, Any]:
+    """(container name, container type) from the CRI annotations."""
+    annotations = oci.get("Annotations") or {}
+    return (annotations.get("io.kubernetes.cri.container-name"),
+            annotations.get("io.kubernetes.cri.container-type"))
+
+
+def _candidate_containers(containers: Sequence[dict[str, Any]], oci: dict[str, Any]) -> list[tuple[int, Any]]:
+    """(index, policy container) of the same type, and for a container also the same name."""
+    name, kind = _container_annotations(oci)
+    candidates = []
+    for index, p in enumerate(containers):
+        p_name, p_kind = _container_annotations(p.get("OCI") or {})
+        if p_kind != kind or (kind == "container" and p_name != name):
+            continue
+        candidates.append((index, p))
+    return candidates
+
+
+def _no_candidate_reason(containers: Sequence[dict[str, Any]], oci: dict[str, Any]) -> str:
+    name, kind = _container_annotations(oci)
+    allowed = sorted({str(((c.get("OCI") or {}).get("Annotations") or {}).get(
+        "io.kubernetes.cri.container-name", "<sandbox>")) for c in containers})
+    return (f"OCI.Annotations[io.kubernetes.cri.container-name]: got {_short(name)!r} "
+            f"(type {kind!r}), policy allows {allowed}")
 
 
 def _input_sanity(req: dict[str, Any], oci: dict[str, Any]) -> list[str]:
@@ -196,13 +211,27 @@ def _re_match(pattern: Any, text: str) -> bool:
 def _container_mismatches(
     index: int, p: dict[str, Any], req: dict[str, Any], env_regex: Sequence[Any] = ()
 ) -> list[str]:
+    """Every field of the request that policy container `index` does not allow, in the order of the
+    main rules (process, annotations, env, mounts, storages, OCI version and sysctls)."""
     where = f"containers[{index}]"
-    out: list[str] = []
     p_oci, i_oci = p.get("OCI") or {}, req.get("OCI") or {}
     p_proc, i_proc = p_oci.get("Process") or {}, i_oci.get("Process") or {}
+    out: list[str] = []
     if p.get("sandbox_pidns") != req.get("sandbox_pidns"):
         out.append(f"{where}.sandbox_pidns: got {req.get('sandbox_pidns')}, "
                    f"policy allows {p.get('sandbox_pidns')}")
+    out += _process_mismatches(where, p_proc, i_proc)
+    out += _sandbox_name_mismatches(where, p_oci, i_oci)
+    out += _env_mismatches(where, p_proc, i_proc, env_regex)
+    out += _mount_mismatches(where, p_oci, i_oci)
+    out += _storage_mismatches(where, p, req)
+    out += _version_and_sysctl_mismatches(where, p_oci, i_oci)
+    return out
+
+
+def _process_mismatches(where: str, p_proc: dict[str, Any], i_proc: dict[str, Any]) -> list[str]:
+    """Args, Cwd/NoNewPrivileges/Terminal and the user (UID, GID, AdditionalGids)."""
+    out: list[str] = []
     p_args, i_args = p_proc.get("Args") or [], i_proc.get("Args") or []
     if len(p_args) != len(i_args):
         out.append(f"{where}.OCI.Process.Args: got {len(i_args)} arguments, policy allows {len(p_args)}")
@@ -223,13 +252,25 @@ def _container_mismatches(
     if p_gids is not None and set(p_gids) != set(i_gids or []):
         out.append(f"{where}.OCI.Process.User.AdditionalGids: got {sorted(set(i_gids or []))}, "
                    f"policy allows {sorted(set(p_gids))}")
+    return out
+
+
+def _sandbox_name_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str, Any]) -> list[str]:
+    """The sandbox-name annotation against the policy's regex."""
     p_anno = p_oci.get("Annotations") or {}
     i_anno = i_oci.get("Annotations") or {}
     name_re = p_anno.get("io.kubernetes.cri.sandbox-name")
     i_name = i_anno.get("io.kubernetes.cri.sandbox-name", "")
     if isinstance(name_re, str) and isinstance(i_name, str) and not _re_match(name_re, i_name):
-        out.append(f"{where}.OCI.Annotations[io.kubernetes.cri.sandbox-name]: got {_short(i_name)!r}, "
-                   f"policy allows {_short(name_re)!r}")
+        return [f"{where}.OCI.Annotations[io.kubernetes.cri.sandbox-name]: got {_short(i_name)!r}, "
+                f"policy allows {_short(name_re)!r}"]
+    return []
+
+
+def _env_mismatches(
+    where: str, p_proc: dict[str, Any], i_proc: dict[str, Any], env_regex: Sequence[Any]
+) -> list[str]:
+    """The first env variable no policy entry, template or allowed regex covers; named by key only."""
     p_env = p_proc.get("Env") or []
     templated = {_env_name(v) for v in p_env if "$(" in v}
     for i, var in enumerate(i_proc.get("Env") or []):
@@ -238,27 +279,34 @@ def _container_mismatches(
             continue
         known = any(_env_name(v) == name for v in p_env)
         what = "has a value the policy does not allow" if known else "is not in the policy"
-        out.append(f"{where}.OCI.Process.Env[{i}]: variable {_short(name)!r} {what} (value not shown)")
-        break
+        return [f"{where}.OCI.Process.Env[{i}]: variable {_short(name)!r} {what} (value not shown)"]
+    return []
+
+
+def _mount_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str, Any]) -> list[str]:
+    """The first mount whose destination is unknown, repeated, or whose type/options/source differ."""
     p_mounts = {m.get("destination"): m for m in p_oci.get("Mounts") or []}
     seen: set[Any] = set()
     for i, mount in enumerate(i_oci.get("Mounts") or []):
         dest = mount.get("destination")
         p_mount = p_mounts.get(dest)
         if p_mount is None:
-            out.append(f"{where}.OCI.Mounts[{i}].destination: got {_short(dest)!r}, no policy mount has it")
-            break
+            return [f"{where}.OCI.Mounts[{i}].destination: got {_short(dest)!r}, no policy mount has it"]
         if dest in seen:
-            out.append(f"{where}.OCI.Mounts[{i}].destination: {_short(dest)!r} appears twice")
-            break
+            return [f"{where}.OCI.Mounts[{i}].destination: {_short(dest)!r} appears twice"]
         seen.add(dest)
         keys = ("type_", "options") if p_mount.get("source") == "" else ("type_", "options", "source")
         bad = [k for k in keys if not _loose_equal(p_mount.get(k), mount.get(k))]
         if bad:
             k = bad[0]
-            out.append(f"{where}.OCI.Mounts[{i}].{k}: got {_short(mount.get(k))!r}, "
-                       f"policy allows {_short(p_mount.get(k))!r}")
-            break
+            return [f"{where}.OCI.Mounts[{i}].{k}: got {_short(mount.get(k))!r}, "
+                    f"policy allows {_short(p_mount.get(k))!r}"]
+    return []
+
+
+def _storage_mismatches(where: str, p: dict[str, Any], req: dict[str, Any]) -> list[str]:
+    """Storage count (guest-pull images aside), then the first storage no policy storage matches."""
+    out: list[str] = []
     p_storages, i_storages = p.get("storages") or [], req.get("storages") or []
     guest_pull = sum(1 for s in i_storages if s.get("driver") == "image_guest_pull")
     if len(p_storages) != len(i_storages) - guest_pull:
@@ -279,6 +327,11 @@ def _container_mismatches(
             out.append(f"{where}.storages[{i}].{k}: got {_short(st.get(k))!r}, "
                        f"policy allows {_short(same[0].get(k))!r}")
             break
+    return out
+
+
+def _version_and_sysctl_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     if p_oci.get("Version") != i_oci.get("Version"):
         out.append(f"{where}.OCI.Version: got {_short(i_oci.get('Version'))!r}, "
                    f"policy allows {_short(p_oci.get('Version'))!r}")

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -117,3 +118,90 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "guest-agent.service" not in result.stderr  # no warnings about our unit
     text = unit.read_text()
     assert "--listen vsock://-1:1024" in text and "--upstream unix:///run/kata-agent.sock" in text
+
+
+SMALL_POLICY = """package agent_policy
+
+default StartContainerRequest := true
+default PauseContainerRequest := false
+"""
+
+
+def _guest(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "guest", *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120, check=False)
+
+
+async def test_explain_on_a_serve_policy_log_shows_only_the_hosts_requests(tmp_path: Path) -> None:
+    """The log of a real ``serve --policy-log`` holds the agent's own AllowRequestsFailingPolicy query
+    after the policy load; explain must not report it (as an internal error) when the policy has no such
+    rule, and must still explain the one denial."""
+    policy = tmp_path / "policy.rego"
+    policy.write_text(SMALL_POLICY)
+    log = tmp_path / "policy.jsonl"
+    agent = FakeAgent()
+    server = Server(agent.handlers())  # type: ignore[arg-type]
+    await server.start(parse_address(f"unix://{tmp_path}/agent.sock"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "guest", "serve", "--listen", f"unix://{tmp_path}/proxy.sock",
+        "--upstream", f"unix://{tmp_path}/agent.sock", "--policy", str(policy), "--initdata", "none",
+        "--policy-log", str(log), cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not (tmp_path / "proxy.sock").exists():
+            assert asyncio.get_running_loop().time() < deadline and proc.returncode is None
+            await asyncio.sleep(0.05)
+        client = await Client().connect(parse_address(f"unix://{tmp_path}/proxy.sock"))
+        await client.request(Request("grpc.AgentService", "StartContainer",
+                                     agent_pb2.StartContainerRequest(container_id="c").SerializeToString()))
+        denied = await client.request(Request("grpc.AgentService", "PauseContainer", b""))
+        assert denied.status.code == Code.PERMISSION_DENIED
+        await client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 20)
+        await server.close()
+    assert "AllowRequestsFailingPolicy" in log.read_text()  # the agent's own query is in the log
+    explained = _guest("explain", "--policy", str(policy), "--log", str(log))
+    assert explained.returncode == 0, explained.stderr
+    lines = [json.loads(line) for line in explained.stdout.splitlines()]
+    assert [(line["endpoint"], line["allowed"]) for line in lines] == [("PauseContainerRequest", False)]
+    assert "error" not in explained.stdout
+
+
+def test_eval_unknown_endpoint_fails_naming_it(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.rego"
+    policy.write_text(SMALL_POLICY)
+    (tmp_path / "req.json").write_text("{}")
+    proc = _guest("eval", "--policy", str(policy), "--endpoint", "NoSuchRequest", "--input",
+                  str(tmp_path / "req.json"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "unknown endpoint 'NoSuchRequest'" in proc.stderr
+    (tmp_path / "cases.json").write_text(json.dumps([{"kind": "StartContainerRequest"},
+                                                     {"kind": "NoSuchRequest"}]))
+    proc = _guest("eval", "--policy", str(policy), "--cases", str(tmp_path / "cases.json"))
+    assert proc.returncode == 2 and "case 1: unknown endpoint 'NoSuchRequest'" in proc.stderr
+
+
+@pytest.mark.parametrize("which", ["policy", "input", "log"])
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe binary", b'{"kind": '])
+def test_unusable_files_are_named(tmp_path: Path, which: str, content: bytes) -> None:
+    files = {name: tmp_path / name for name in ("policy", "input", "log")}
+    files["policy"].write_text(SMALL_POLICY)
+    files["input"].write_text("{}")
+    files["log"].write_text('{"kind":"PauseContainerRequest","request":{}}\n')
+    files[which].write_bytes(content)
+    if which == "log":
+        proc = _guest("explain", "--policy", str(files["policy"]), "--log", str(files["log"]))
+    else:
+        proc = _guest("eval", "--policy", str(files["policy"]), "--endpoint", "StartContainerRequest",
+                      "--input", str(files["input"]))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert f"--{which} {files[which]}" in proc.stderr
+    if content.startswith(b"\x00"):
+        expected = "not UTF-8"
+    else:
+        expected = "not a loadable Rego policy" if which == "policy" else "not JSON"
+    assert expected in proc.stderr
