@@ -26,6 +26,7 @@ MASKED_PATHS = [
     "/sys/firmware",
 ]
 READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+LEGACY_POLICY_ANNOTATION = "io.katacontainers.config.agent.policy"
 PAUSE_SECURITY_CONTEXT = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
 
 
@@ -82,7 +83,8 @@ def _annotations(
     workload: Workload, container: PodContainer, settings_spec: Mapping[str, Any]
 ) -> dict[str, str]:
     annotations = {str(k): str(v) for k, v in (workload.pod_metadata.get("annotations") or {}).items()}
-    annotations.pop(INITDATA_ANNOTATION, None)
+    for key in (INITDATA_ANNOTATION, LEGACY_POLICY_ANNOTATION):
+        annotations.pop(key, None)  # a previous run's policy is never part of the new one
     for key, value in (settings_spec.get("Annotations") or {}).items():
         annotations.setdefault(key, value)
     if workload.sandbox_name is not None:

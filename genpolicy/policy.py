@@ -4,6 +4,7 @@ wrapped into Kata's initdata and written back as the pod-template annotation."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from .resources import Documents, Workload
 from .settings import Settings
 
 POLICY_FILE = "policy.rego"
+_PINNED = re.compile(r"@(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,7 @@ def _summary(container: PodContainer, image: ImageInfo, entry: Mapping[str, Any]
 
 def _require_digest(workload: Workload, container: PodContainer) -> None:
     """Under guest pull the policy pins what the guest pulls: only a digest names one image."""
-    name, sep, digest = container.image.partition("@")
-    algorithm, colon, hexdigits = digest.partition(":")
-    if not sep or not colon or algorithm not in ("sha256", "sha512") or not hexdigits:
+    if not _PINNED.search(container.image):
         raise ImageError(
             workload.label,
             f"{container.where}.image",

@@ -20,8 +20,8 @@ IMAGES = StaticImageSource.load(HERE / "images.json")
 
 
 def kata_generator() -> Generator:
-    return Generator(Settings.load(KATA / "genpolicy-settings.json"), (KATA / "rules.rego").read_text(), IMAGES,
-                     require_digest=False)
+    settings = Settings.load(KATA / "genpolicy-settings.json")
+    return Generator(settings, (KATA / "rules.rego").read_text(), IMAGES, require_digest=False)
 
 
 def case_dirs() -> list[str]:
