@@ -114,6 +114,13 @@ def run(args: argparse.Namespace, images: ImageSource | None = None) -> int:
         sys.stdout.write(output)
     if not args.quiet:
         sys.stderr.write(explain(policies))
+    if docs.secrets and any(p.secret_env for p in policies):
+        # genpolicy's behaviour, kept for compatibility: the value is pinned in the policy, and the
+        # policy travels in the pod annotation, readable by whoever can read the pod.
+        sys.stderr.write(
+            "genpolicy: warning: Secret values referenced by env are written into the policy "
+            "(readable in the pod annotation); use workload secrets from the Coordinator instead\n"
+        )
     return 0
 
 

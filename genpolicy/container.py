@@ -153,7 +153,14 @@ def container_policy(
     pod_spec = workload.pod_spec
 
     process = ProcessBuilder(
-        workload.label, container.where, pod_spec, spec, image, container.is_pause, settings.guest_pull
+        workload.label,
+        container.where,
+        pod_spec,
+        spec,
+        image,
+        container.is_pause,
+        settings.guest_pull,
+        workload.field_path("").rstrip("."),
     ).build(env_ctx, settings_spec, settings.common, privileged)
 
     needs_privileged_mounts = privileged or (container.is_pause and any_privileged)

@@ -57,6 +57,7 @@ class EnvContext:
         self.labels = labels
         self._config_maps = {_name(c): c for c in config_maps}
         self._secrets = {_name(s): s for s in secrets}
+        self.used_secret = False  # a Secret's value went into the environment (and so the policy)
 
     def config_map_data(self, name: str, where: str) -> dict[str, str]:
         obj = self._config_maps.get(name)
@@ -71,6 +72,7 @@ class EnvContext:
         return {str(k): str(v) for k, v in data.items()}
 
     def secret_data(self, name: str, where: str) -> dict[str, str]:
+        self.used_secret = True
         obj = self._secrets.get(name)
         if obj is None:
             raise GenerateError(

@@ -44,6 +44,7 @@ class WorkloadPolicy:
     initdata: bytes  # the TOML document (its digest goes into HOST_DATA / MRCONFIGID)
     annotation: str
     containers: list[ContainerSummary] = field(default_factory=list)
+    secret_env: bool = False  # some env value came from a Secret (it is now in the policy text)
 
 
 def render_policy(rules: str, policy_data: Mapping[str, Any]) -> str:
@@ -112,9 +113,8 @@ class Generator:
         policy_data: dict[str, Any] = {"containers": entries, **self.settings.policy_sections()}
         rego = render_policy(self.rules, policy_data)
         raw = _initdata(rego, self.extra_initdata, self.algorithm)
-        return WorkloadPolicy(
-            workload, policy_data, rego, raw, initdata_format.encode_annotation(raw), summaries
-        )
+        annotation = initdata_format.encode_annotation(raw)
+        return WorkloadPolicy(workload, policy_data, rego, raw, annotation, summaries, env_ctx.used_secret)
 
     def generate(self, docs: Documents, runtime_classes: Sequence[str] = ()) -> list[WorkloadPolicy]:
         """Policies for every workload (whose runtime class starts with one of ``runtime_classes``, if

@@ -88,6 +88,7 @@ class ProcessBuilder:
         image: ImageInfo,
         is_pause: bool,
         guest_pull: bool,
+        pod_path: str = "spec",
     ) -> None:
         self.resource = resource
         self.where = where
@@ -96,6 +97,7 @@ class ProcessBuilder:
         self.image = image
         self.is_pause = is_pause
         self.guest_pull = guest_pull
+        self.pod_path = pod_path  # YAML path of the pod spec, for errors
 
     def _image_user(self, user: User) -> None:
         image_user = self.image.user
@@ -130,10 +132,10 @@ class ProcessBuilder:
         sc = _security_context(self.pod_spec)
         must_check_passwd = False
         if "runAsUser" in sc:
-            user.uid = _int(sc["runAsUser"], self.resource, "spec.securityContext.runAsUser")
+            user.uid = _int(sc["runAsUser"], self.resource, f"{self.pod_path}.securityContext.runAsUser")
             must_check_passwd = True
         if "runAsGroup" in sc:
-            user.gid = _int(sc["runAsGroup"], self.resource, "spec.securityContext.runAsGroup")
+            user.gid = _int(sc["runAsGroup"], self.resource, f"{self.pod_path}.securityContext.runAsGroup")
             user.gids.clear()
             user.gids.add(user.gid)
             must_check_passwd = False
@@ -147,9 +149,11 @@ class ProcessBuilder:
         if self.is_pause and (self.image.has_configured_user or pause_overridden):
             return
         if "fsGroup" in sc:
-            user.gids.add(_int(sc["fsGroup"], self.resource, "spec.securityContext.fsGroup"))
+            user.gids.add(_int(sc["fsGroup"], self.resource, f"{self.pod_path}.securityContext.fsGroup"))
         for i, gid in enumerate(sc.get("supplementalGroups") or []):
-            user.gids.add(_int(gid, self.resource, f"spec.securityContext.supplementalGroups[{i}]"))
+            user.gids.add(
+                _int(gid, self.resource, f"{self.pod_path}.securityContext.supplementalGroups[{i}]")
+            )
 
     def _container_user(self, user: User, process: dict[str, Any]) -> None:
         sc = _security_context(self.container)
@@ -183,7 +187,7 @@ class ProcessBuilder:
             missing.append(f"securityContext.runAsGroup: {user.gid}")
         extra = sorted(g for g in user.gids if g != user.gid and g not in explicit)
         if extra:
-            missing.append(f"spec.securityContext.supplementalGroups: {extra}")
+            missing.append(f"{self.pod_path}.securityContext.supplementalGroups: {extra}")
         if missing:
             raise GenerateError(
                 self.resource,

@@ -18,4 +18,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,dev]"
+.venv/bin/python -m pip install -q -e ".[host,test,dev]"

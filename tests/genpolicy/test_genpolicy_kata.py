@@ -25,8 +25,11 @@ def kata_generator() -> Generator:
 
 
 def case_dirs() -> list[str]:
-    return sorted(p.parent.relative_to(CASES).as_posix() for p in CASES.rglob("testcases.json")
-                  if (p.parent / "pod.yaml").is_file())
+    return sorted(
+        p.parent.relative_to(CASES).as_posix()
+        for p in CASES.rglob("testcases.json")
+        if (p.parent / "pod.yaml").is_file()
+    )
 
 
 def generate_for(directory: str) -> str:
@@ -49,6 +52,9 @@ def test_generated_policy_decides_kata_cases(directory: str) -> None:
     policy.set_policy(generate_for(directory))
     cases = json.loads((CASES / directory / "testcases.json").read_text())
     got = [decide(policy, case) for case in cases]
-    wrong = [f"#{i} {c['description']}: expected allowed={c['allowed']}" for i, (c, g) in
-             enumerate(zip(cases, got, strict=True)) if g != c["allowed"]]
+    wrong = [
+        f"#{i} {c['description']}: expected allowed={c['allowed']}"
+        for i, (c, g) in enumerate(zip(cases, got, strict=True))
+        if g != c["allowed"]
+    ]
     assert not wrong, "\n".join(wrong)

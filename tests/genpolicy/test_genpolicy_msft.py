@@ -21,7 +21,14 @@ from genpolicy import Generator, Settings, StaticImageSource, parse_documents
 HERE = Path(__file__).resolve().parent
 KATA_POLICY = HERE.parents[1].parent / "shared" / "testdata" / "kata-policy"
 MSFT = KATA_POLICY / "msft-samples"
-SAMPLES = ["deployment-busybox", "pod-exec", "pod-lifecycle", "pod-one-container", "pod-three-containers", "web"]
+SAMPLES = [
+    "deployment-busybox",
+    "pod-exec",
+    "pod-lifecycle",
+    "pod-one-container",
+    "pod-three-containers",
+    "web",
+]
 
 Container = dict[str, Any]
 
@@ -56,8 +63,12 @@ def _exec_strings(ours: Container, theirs: Container) -> None:
 
 
 def _without_new_fields(ours: Container, theirs: Container) -> None:
-    for path in (("OCI", "Linux", "Devices"), ("OCI", "Linux", "Sysctl"), ("devices",),
-                 ("runtime_anno_patterns",)):
+    for path in (
+        ("OCI", "Linux", "Devices"),
+        ("OCI", "Linux", "Sysctl"),
+        ("devices",),
+        ("runtime_anno_patterns",),
+    ):
         _drop(ours, *path)
 
 
@@ -69,14 +80,18 @@ def _unanchored_names(ours: Container, theirs: Container) -> None:
 
 def _namespace_env(ours: Container, theirs: Container) -> None:
     env = theirs["OCI"]["Process"].get("Env", [])
-    theirs["OCI"]["Process"]["Env"] = [e.replace("POD_NAMESPACE=default", "POD_NAMESPACE=$(sandbox-namespace)")
-                                       for e in env]
+    theirs["OCI"]["Process"]["Env"] = [
+        e.replace("POD_NAMESPACE=default", "POD_NAMESPACE=$(sandbox-namespace)") for e in env
+    ]
 
 
 def _pvc_source(ours: Container, theirs: Container) -> None:
     for mount in ours["OCI"].get("Mounts", []):
-        mount["source"] = re.sub(r"^\^/run/kata-containers/shared/containers/\$\(bundle-id\)-\[a-z0-9\]\{16\}-",
-                                 "$(sfprefix)", mount["source"])
+        mount["source"] = re.sub(
+            r"^\^/run/kata-containers/shared/containers/\$\(bundle-id\)-\[a-z0-9\]\{16\}-",
+            "$(sfprefix)",
+            mount["source"],
+        )
 
 
 def _pause_sysfs(ours: Container, theirs: Container) -> None:
@@ -88,19 +103,34 @@ def _pause_sysfs(ours: Container, theirs: Container) -> None:
 
 
 KNOWN_DIFFERENCES: list[tuple[str, Callable[[Container, Container], None]]] = [
-    ("OCI.Version: the older settings pinned OCI 1.1.0-rc.1; today's kata_config says 1.1.0",
-     _set_ours("OCI.Version", lambda o: _get(o, "OCI.Version"))),
-    ("OCI.Root.Path: the AKS fork shares the rootfs from the host ($(cpath)/$(bundle-id)); guest pull "
-     "and host EROFS mount it at $(root_path)", _set_ours("OCI.Root.Path", lambda o: _get(o, "OCI.Root.Path"))),
-    ("storages: the AKS fork's tarfs layer storages (tardev-snapshotter, removed upstream in 2025)",
-     _set_ours("storages", lambda o: o["storages"])),
+    (
+        "OCI.Version: the older settings pinned OCI 1.1.0-rc.1; today's kata_config says 1.1.0",
+        _set_ours("OCI.Version", lambda o: _get(o, "OCI.Version")),
+    ),
+    (
+        "OCI.Root.Path: the AKS fork shares the rootfs from the host ($(cpath)/$(bundle-id)); guest pull "
+        "and host EROFS mount it at $(root_path)",
+        _set_ours("OCI.Root.Path", lambda o: _get(o, "OCI.Root.Path")),
+    ),
+    (
+        "storages: the AKS fork's tarfs layer storages (tardev-snapshotter, removed upstream in 2025)",
+        _set_ours("storages", lambda o: o["storages"]),
+    ),
     ("exec_commands: older rules list each command as one joined string", _exec_strings),
-    ("Linux.Devices, Linux.Sysctl, devices, runtime_anno_patterns: fields added to genpolicy later",
-     _without_new_fields),
-    ("sandbox-name / sandbox-namespace: today anchored regexes per controller and the pod's own "
-     "namespace; the older tool wrote the bare name and a default_namespace setting", _unanchored_names),
-    ("POD_NAMESPACE from metadata.namespace: $(sandbox-namespace) today, the default_namespace setting then",
-     _namespace_env),
+    (
+        "Linux.Devices, Linux.Sysctl, devices, runtime_anno_patterns: fields added to genpolicy later",
+        _without_new_fields,
+    ),
+    (
+        "sandbox-name / sandbox-namespace: today anchored regexes per controller and the pod's own "
+        "namespace; the older tool wrote the bare name and a default_namespace setting",
+        _unanchored_names,
+    ),
+    (
+        "POD_NAMESPACE from metadata.namespace: $(sandbox-namespace) today, "
+        "the default_namespace setting then",
+        _namespace_env,
+    ),
     ("StatefulSet claim mounts: today's genpolicy writes the expanded shared-dir regex", _pvc_source),
     ("pause /sys: today rw when another container of the pod is privileged", _pause_sysfs),
 ]
@@ -112,7 +142,9 @@ def image_independent(container: Container, yaml_env_names: set[str]) -> Contain
     process = out["OCI"]["Process"]
     process.pop("User", None)
     process.pop("Cwd", None)
-    process["Env"] = [e for e in process.get("Env", []) if e.split("=", 1)[0] in yaml_env_names | {"HOSTNAME"}]
+    process["Env"] = [
+        e for e in process.get("Env", []) if e.split("=", 1)[0] in yaml_env_names | {"HOSTNAME"}
+    ]
     return out
 
 
@@ -127,11 +159,13 @@ def yaml_facts(doc: dict[str, Any]) -> list[tuple[set[str], bool]]:
 def test_msft_sample_matches_real_genpolicy(sample: str) -> None:
     settings = Settings.load(KATA_POLICY / "kata" / "genpolicy-settings.json")
     images = StaticImageSource.load(HERE / "images.json")
-    generator = Generator(settings, (KATA_POLICY / "kata" / "rules.rego").read_text(), images, require_digest=False)
+    generator = Generator(
+        settings, (KATA_POLICY / "kata" / "rules.rego").read_text(), images, require_digest=False
+    )
     docs = parse_documents((MSFT / f"{sample}.yaml").read_text(), sample)
     (result,) = generator.generate(docs)
     text = (MSFT / f"{sample}.policy.rego").read_text()
-    theirs_all = json.loads(text[text.index("policy_data := ") + len("policy_data := "):])["containers"]
+    theirs_all = json.loads(text[text.index("policy_data := ") + len("policy_data := ") :])["containers"]
     ours_all = result.policy_data["containers"]
     assert len(ours_all) == len(theirs_all)
     facts = yaml_facts(docs.workloads[0].doc)
@@ -150,12 +184,14 @@ def test_known_differences_are_needed() -> None:
     """Every listed difference really occurs in at least one sample (the table cannot go stale)."""
     settings = Settings.load(KATA_POLICY / "kata" / "genpolicy-settings.json")
     images = StaticImageSource.load(HERE / "images.json")
-    generator = Generator(settings, (KATA_POLICY / "kata" / "rules.rego").read_text(), images, require_digest=False)
+    generator = Generator(
+        settings, (KATA_POLICY / "kata" / "rules.rego").read_text(), images, require_digest=False
+    )
     used = set()
     for sample in SAMPLES:
         (result,) = generator.generate(parse_documents((MSFT / f"{sample}.yaml").read_text(), sample))
         text = (MSFT / f"{sample}.policy.rego").read_text()
-        theirs_all = json.loads(text[text.index("policy_data := ") + len("policy_data := "):])["containers"]
+        theirs_all = json.loads(text[text.index("policy_data := ") + len("policy_data := ") :])["containers"]
         for ours, theirs in zip(result.policy_data["containers"], theirs_all, strict=True):
             for reason, normalise in KNOWN_DIFFERENCES:
                 a, b = copy.deepcopy(ours), copy.deepcopy(theirs)
