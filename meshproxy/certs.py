@@ -74,12 +74,35 @@ def load_credentials(tls_dir: Path, generation: int = 0) -> MeshCredentials:
             client=_client_context(ca, chain, key),
             generation=generation,
         )
+    except (ssl.SSLError, OSError):
+        path, reason = _diagnose(ca, chain, key)
+        raise CertificateError(str(path), reason) from None
+
+
+def _diagnose(ca: Path, chain: Path, key: Path) -> tuple[Path, str]:
+    """Which of the three files OpenSSL refused, and why: OpenSSL's one-word reason for a load that
+    fails across the set ("PEM lib") names no file. Reasons only, never file contents."""
+    for path in (ca, chain, key):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            return path, f"cannot read mesh credentials: {exc.strerror or exc}"
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for path in (ca, chain):
+        try:
+            probe.load_verify_locations(cafile=path)
+        except ssl.SSLError as exc:
+            detail = f" ({exc.reason})" if exc.reason else ""
+            return path, f"cannot load mesh credentials: no PEM certificate{detail}"
+    try:
+        probe.load_cert_chain(chain, key)
     except ssl.SSLError as exc:
-        # Only OpenSSL's reason code: never the file contents.
-        raise CertificateError(str(tls_dir), f"cannot load mesh credentials: {exc.reason or exc.strerror}") \
-            from None
-    except OSError as exc:
-        raise CertificateError(str(tls_dir), f"cannot read mesh credentials: {exc.strerror}") from None
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return key, f"cannot load mesh credentials: does not match the first certificate in {chain}"
+        detail = f" ({exc.reason})" if exc.reason else ""
+        return key, f"cannot load mesh credentials: no PEM private key{detail}"
+    return chain.parent, "cannot load mesh credentials: OpenSSL refused them, each file loads on its own"
 
 
 def _fingerprint(tls_dir: Path) -> tuple[tuple[int, int, int, int], ...] | None:

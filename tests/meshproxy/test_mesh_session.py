@@ -155,3 +155,31 @@ def test_credentials_errors_name_the_file(tmp_path: Path, tls_dirs: dict[str, Pa
     with pytest.raises(CertificateError) as info:
         load_credentials(tmp_path)
     assert "PRIVATE KEY" not in str(info.value) and "cannot load" in info.value.reason
+
+
+@pytest.mark.parametrize("broken", ["mesh-ca.pem", "certChain.pem", "key.pem", "mismatched key.pem"])
+def test_meshproxy_names_the_unloadable_credential_file(
+    tmp_path: Path, tls_dirs: dict[str, Path], broken: str
+) -> None:
+    """Run as the user runs it: OpenSSL's "[SSL] PEM lib" alone does not say which file is wrong."""
+    import subprocess
+    import sys
+
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    for name in ("mesh-ca.pem", "certChain.pem", "key.pem"):
+        (tls / name).write_bytes((tls_dirs["a"] / name).read_bytes())
+    name = broken.split()[-1]
+    if broken.startswith("mismatched"):
+        (tls / name).write_bytes((tls_dirs["b"] / name).read_bytes())  # another workload's key
+    else:
+        (tls / name).write_bytes(b"-----BEGIN GARBAGE-----\nnot pem\n")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "meshproxy", "--tls-dir", str(tls), "--no-netfilter",
+                           "--ready-file", str(tmp_path / "ready")], cwd=repo, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"meshproxy: {tls / name}: cannot load mesh credentials: "), last
+    assert "PEM lib" not in last and "PRIVATE KEY" not in proc.stderr
+    assert not (tmp_path / "ready").exists()
