@@ -4,6 +4,13 @@ kata-agent applies the ``ops`` a rule returns to the whole data document (``{"ps
 ``json-patch`` crate: a ``remove`` of a missing member, an ``add`` under a missing parent and similar
 fail, and the crate undoes the operations already applied. We never mutate the input: the patch is
 applied to a deep copy, which is returned only when every operation succeeded.
+
+``test`` compares with :func:`json_equal`, serde_json's ``Value`` equality as the crate uses it,
+not Python's ``==`` (for which ``True == 1`` and ``1 == 1.0``): a boolean equals only a boolean,
+an integer only an integer, a float only a float. RFC 6902 would call ``1`` and ``1.0`` equal; we
+follow the crate, because what matters is deciding as kata-agent decides. (Policy values reach us
+through regorus, which turns integral numbers into integers on both sides, so only booleans
+versus numbers and nested containers of them differ in practice.)
 """
 
 from __future__ import annotations
@@ -14,7 +21,34 @@ from typing import Any
 
 from guest.policy.errors import PatchError
 
-__all__ = ["apply_patch"]
+__all__ = ["apply_patch", "json_equal"]
+
+# serde_json keeps integers in u64 / i64 and parses anything wider as an f64.
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64
+
+
+def _number(value: int | float) -> tuple[bool, int | float]:
+    """(is_integer, value) as serde_json would hold the number."""
+    if isinstance(value, int) and _INT_MIN <= value < _INT_END:
+        return True, value
+    return False, float(value)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """serde_json ``Value`` equality: types first (bool, integer, float, string, array, object)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return _number(a) == _number(b)  # the kinds are compared first, then the values
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(v, b[k]) for k, v in a.items())
+    return False
 
 
 def _tokens(pointer: Any, index: int) -> list[str]:
@@ -127,7 +161,9 @@ def apply_patch(doc: Any, ops: Any) -> Any:
                 value = copy.deepcopy(_get(result, from_tokens, index, str(source)))
             result = _add(result, tokens, value, index, path)
         elif kind == "test":
-            if _get(result, tokens, index, path) != op.get("value"):
+            if "value" not in op:
+                raise PatchError(index, path, "missing value")
+            if not json_equal(_get(result, tokens, index, path), op["value"]):
                 raise PatchError(index, path, "value did not match")
         else:
             raise PatchError(index, str(path), f"unknown operation {kind!r}")
