@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.files import atomic_write
+from oci import OciError, RegistryConfig
 
 from .errors import GenerateError
 from .images import ImageSource, StaticImageSource
+from .oci_source import OciImageSource
 from .policy import Generator, WorkloadPolicy
 from .resources import Documents, parse_documents
 from .settings import Settings
@@ -85,6 +87,14 @@ def explain(policies: Sequence[WorkloadPolicy]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _image_source(args: argparse.Namespace) -> ImageSource:
+    if args.images:
+        return StaticImageSource.load(args.images)
+    layout = Path(args.oci_layout) if args.oci_layout else None
+    registry = RegistryConfig(insecure=frozenset(args.insecure_registry))
+    return OciImageSource(Path(args.cache_dir), registry=registry, layout=layout)
+
+
 def run(args: argparse.Namespace, images: ImageSource | None = None) -> int:
     settings = Settings.load(args.json_settings_path)
     rules = Path(args.rego_rules_path).read_text(encoding="utf-8")
@@ -129,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except GenerateError as exc:
+        sys.stderr.write(f"genpolicy: {exc}\n")
+        return 1
+    except OciError as exc:
         sys.stderr.write(f"genpolicy: {exc}\n")
         return 1
     except OSError as exc:
