@@ -98,9 +98,10 @@ class NetnsRegistry:
         hex_ = digest.split(":", 1)[1]
         return self.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
 
-    def push(self, layout: Path, repo: str, tag: str, *, index: bool) -> None:
+    def push(self, layout: Path, repo: str, tag: str, *, index: bool, creds: str | None = None) -> None:
         """Copy a local OCI layout's tagged image with skopeo, digests preserved."""
         argv = [str(SKOPEO), "--insecure-policy", "copy", "--quiet", "--preserve-digests",
+                *(["--dest-creds", creds] if creds else []),
                 "--dest-cert-dir", str(self.cert_dir), *(["--all"] if index else []),
                 f"oci:{layout}:{tag}", f"docker://{self.hostport}/{repo}:{tag}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
@@ -119,10 +120,11 @@ class NetnsRegistry:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
 
 
-def start_registry(workdir: Path, tag: str = "") -> NetnsRegistry:
+def start_registry(workdir: Path, tag: str = "", *, auth: str = "", subnet: int = 203) -> NetnsRegistry:
+    """``auth``: extra YAML for the registry's ``auth:`` section (e.g. a token realm)."""
     pid = os.getpid()
     n = pid % (1 << 14)
-    base = ipaddress.ip_address(f"10.203.{n >> 6}.{(n & 63) << 2}")
+    base = ipaddress.ip_address(f"10.{subnet}.{n >> 6}.{(n & 63) << 2}")
     reg_ip, host_ip = str(base + 1), str(base + 2)
     ns, host_if, ns_if = f"ocireg{tag}{pid}", f"ocih{tag}{pid}"[:15], f"ocin{tag}{pid}"[:15]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +138,7 @@ def start_registry(workdir: Path, tag: str = "") -> NetnsRegistry:
         "version: 0.1\n"
         "log:\n  level: info\n  accesslog:\n    disabled: false\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: {reg_ip}:5000\n  tls:\n    certificate: {cert}\n    key: {key}\n")
+        f"http:\n  addr: {reg_ip}:5000\n  tls:\n    certificate: {cert}\n    key: {key}\n" + auth)
     subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
     _sh("ip", "netns", "add", ns)
     try:

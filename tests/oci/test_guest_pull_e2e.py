@@ -5,6 +5,7 @@ substituted manifests and traversal layers fail closed; a second pull fetches no
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 from registry_netns import NetnsRegistry, start_registry, unavailable
 from tarbuild import Entry, compress, tar_bytes
+from token_server import TokenServer
 
-from guest.backend.guestpull import GuestPullError, pull_guest_image
+from guest.backend.guestpull import GuestPullError, parse_registry_config, pull_guest_image
 from guest.protocols import agent_pb2
 from oci import BlobMismatchError, Digest, LayoutWriter, Platform, RegistryConfig, RegistryError, UnpackError
 from oci import mediatypes as mt
@@ -192,3 +194,36 @@ def test_tls_is_required_and_verified(registry: NetnsRegistry, tmp_path: Path) -
     with pytest.raises(RegistryError, match="TLS connection failed"):
         pull(registry, image, tmp_path / "bundle", tmp_path / "cache", config=RegistryConfig())
     assert os.listdir(tmp_path / "bundle") == []
+
+
+def test_token_auth_with_credentials_from_the_config(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    password = "s3cret-pull-password"
+    tokens = TokenServer(tmp_path, "puller", password)
+    reg = start_registry(tmp_path / "reg", "t", auth=tokens.registry_auth_yaml(), subnet=204)
+    try:
+        digest = build_image(tmp_path / "layout", "p", busybox_layers())
+        reg.push(tmp_path / "layout", "test/private", "p", index=True, creds=f"puller:{password}")
+        image = f"{reg.hostport}/test/private@{digest}"
+        pem = reg.ca_pem.replace("\n", "\\n")
+        table = f'[registries."{reg.hostport}"]\nusername = "puller"\nca = "{pem}"\n'
+        good = parse_registry_config(f'{table}password = "{password}"\n', "test")
+        caplog.set_level("DEBUG")
+        rootfs = pull(reg, image, tmp_path / "b1", tmp_path / "cache", config=good)
+        assert (rootfs / "etc/motd").is_file()
+        assert password not in caplog.text and base64_of(f"puller:{password}") not in caplog.text
+        # anonymous and wrong credentials: the token server refuses, nothing is pulled
+        for cfg in (RegistryConfig(ca_certs={reg.hostport: reg.ca_pem}),
+                    parse_registry_config(f'{table}password = "wrong"\n', "test")):
+            with pytest.raises(RegistryError, match="token request answered HTTP 401") as exc:
+                pull(reg, image, tmp_path / "b2", tmp_path / "cache2", config=cfg)
+            assert password not in str(exc.value)
+            assert os.listdir(tmp_path / "b2") == []
+        assert tokens.seen_auth.count(None) >= 1  # the anonymous attempt sent no credentials
+    finally:
+        reg.close()
+        tokens.close()
+
+
+def base64_of(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
