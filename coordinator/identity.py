@@ -3,13 +3,19 @@ its own evidence reports it, and the owner anchor of its initdata document once 
 to be the one the evidence names.
 
 A peer Coordinator must run this same policy, and the initdata document given on the command line
-counts only if it hashes to this value: both come from the hardware, not from the host's disk.
+counts only if it hashes to this value: both come from the hardware, not from the host's disk. A peer
+must also have been launched with this Coordinator's own measurement (SNP MEASUREMENT; TDX MRTD and
+RTMR0-3), whatever reference values the persisted manifest carries: `SameLaunchValidator`.
 """
 
 from __future__ import annotations
 
-from attestation.atls import Issuer
-from attestation.atls.platforms import SNP_OID, TDX_OID, decode_snp
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from attestation.atls import Issuer, Validator, Verdict
+from attestation.atls.platforms import SNP_OID, TDX_OID, EvidenceRejectedError, decode_snp
 from attestation.atls.tdx import decode_tdx
 from attestation.initdata import digest as initdata_digest
 from attestation.initdata import platform_digest
@@ -21,15 +27,59 @@ from coordinator.owners import OwnerAnchor
 POLICY_HASH_SIZE = 32
 
 
-def own_policy_hash(issuer: Issuer) -> bytes:
-    """The policy hash in this Coordinator's own launch evidence."""
-    evidence = issuer.issue(bytes(64))
-    if issuer.oid == SNP_OID:
+@dataclass(frozen=True)
+class LaunchIdentity:
+    policy_hash: bytes
+    measurement: bytes
+
+
+def launch_identity(oid: x509.ObjectIdentifier, evidence: bytes) -> LaunchIdentity:
+    """Policy hash and launch measurement named by `evidence` (parsed only, not verified)."""
+    if oid == SNP_OID:
         raw, _certs, _crl = decode_snp(evidence)
-        return bytes(parse_report(raw).host_data)
-    if issuer.oid == TDX_OID:
-        return bytes(parse_quote(decode_tdx(evidence)).body.mr_config_id[:POLICY_HASH_SIZE])
-    raise OwnerAnchorError(f"no policy hash in evidence of type {issuer.oid.dotted_string}")
+        report = parse_report(raw)
+        return LaunchIdentity(bytes(report.host_data), bytes(report.measurement))
+    if oid == TDX_OID:
+        body = parse_quote(decode_tdx(evidence)).body
+        return LaunchIdentity(bytes(body.mr_config_id[:POLICY_HASH_SIZE]), body.mr_td + b"".join(body.rtmrs))
+    raise OwnerAnchorError(f"no launch identity in evidence of type {oid.dotted_string}")
+
+
+def own_identity(issuer: Issuer) -> LaunchIdentity:
+    """This Coordinator's own policy hash and launch measurement, from its own evidence."""
+    return launch_identity(issuer.oid, issuer.issue(bytes(64)))
+
+
+def own_policy_hash(issuer: Issuer) -> bytes:
+    return own_identity(issuer).policy_hash
+
+
+class SameLaunchValidator:
+    """Wraps a validator: after `inner` has verified the evidence, the peer must also carry exactly
+    `own`'s policy hash and launch measurement (a peer Coordinator is a replica of this one)."""
+
+    def __init__(self, inner: Validator, own: LaunchIdentity) -> None:
+        self._inner = inner
+        self._own = own
+
+    @property
+    def oid(self) -> x509.ObjectIdentifier:
+        return self._inner.oid
+
+    def validate(self, evidence: bytes, report_data: bytes) -> Verdict:
+        verdict = self._inner.validate(evidence, report_data)
+        peer = launch_identity(self.oid, evidence)
+        if peer.measurement != self._own.measurement:
+            raise EvidenceRejectedError(
+                "checking the peer is a replica",
+                ValueError(f"launch measurement is {peer.measurement.hex()}, this Coordinator's is "
+                           f"{self._own.measurement.hex()}"))
+        if peer.policy_hash != self._own.policy_hash:
+            raise EvidenceRejectedError(
+                "checking the peer is a replica",
+                ValueError(f"policy hash is {peer.policy_hash.hex()}, this Coordinator's is "
+                           f"{self._own.policy_hash.hex()}"))
+        return verdict
 
 
 def anchor_from_initdata(raw: bytes, policy_hash: bytes) -> OwnerAnchor | None:

@@ -3,8 +3,9 @@
 Contrast discovers peers through Kubernetes; here peers are given explicitly (``--peer HOST:PORT``,
 repeatable) and share the history store (the same state directory). While stale, the Coordinator
 tries every peer at startup and then every 15 s. The persisted manifest is host data, so it only
-supplies the reference values: the peer must run *this* Coordinator's own policy (HOST_DATA from our
-own evidence), and a persisted manifest whose coordinator policy is another one is refused outright.
+supplies the reference values: the peer must run *this* Coordinator's own policy and launch
+measurement (both from our own evidence, `SameLaunchValidator`), and a persisted manifest whose
+coordinator policy is another one is refused outright.
 The call is ``MeshAPI.Recover`` over mutual aTLS presenting our own evidence; the seed is accepted only
 if the persisted history verifies under it and its latest manifest is the one the peer runs
 (`Guard.recover_from_peer`).
@@ -19,12 +20,13 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.atls import ClientConfig, Issuer
+from attestation.atls import ClientConfig, Issuer, Validator
 from attestation.errors import AttestationError
 from attestation.trust import AmdRoots
 from coordinator import rpc, verifiers
 from coordinator.client import CallError, call, split_host_port
 from coordinator.errors import CoordinatorError, UntrustedHistoryError
+from coordinator.identity import LaunchIdentity, SameLaunchValidator
 from coordinator.proto import meshapi_pb2
 from coordinator.state import Guard, Status
 
@@ -34,18 +36,21 @@ MESH_PORT = 7777
 
 
 def recover_once(
-    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own_policy: bytes
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity
 ) -> bool:
     """One attempt over all peers; True once this Coordinator is active."""
     if guard.status() is not Status.STALE:
         return guard.status() is Status.ACTIVE
     try:
         _latest, manifest = guard.persisted_manifest()
-        if manifest.coordinator_policy_hash() != own_policy.hex():
+        if manifest.coordinator_policy_hash() != own.policy_hash.hex():
             raise UntrustedHistoryError(
                 "the persisted manifest names another Coordinator policy; a peer must run this one",
-                found=manifest.coordinator_policy_hash(), expected=own_policy.hex())
-        validators = verifiers.coordinator_validators(manifest, simulated_roots)
+                found=manifest.coordinator_policy_hash(), expected=own.policy_hash.hex())
+        # The reference values are the host's; the peer must be a replica of us whatever they allow.
+        validators: list[Validator] = [
+            SameLaunchValidator(v, own) for v in verifiers.coordinator_validators(manifest, simulated_roots)
+        ]
     except (CoordinatorError, AttestationError) as exc:
         log.warning("event=peer_recovery_impossible error=%r", str(exc))
         return False
@@ -67,9 +72,9 @@ def recover_once(
 
 
 async def run(
-    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own_policy: bytes
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity
 ) -> None:
     while True:
         if guard.status() is Status.STALE:
-            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots, own_policy)
+            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots, own)
         await asyncio.sleep(INTERVAL)

@@ -115,11 +115,11 @@ class Coordinator:
         self.config = config
         self.metrics = CoordinatorMetrics()
         # Who may recover comes from the hardware (own evidence, measured initdata), never from the disk.
-        self.own_policy = identity.own_policy_hash(config.issuer)
+        self.own = identity.own_identity(config.issuer)
         anchor = None if config.initdata is None else identity.anchor_from_initdata(config.initdata,
-                                                                                     self.own_policy)
+                                                                                     self.own.policy_hash)
         if anchor is None:
-            log.warning("event=no_owner_anchor policy=%s hint=%r", self.own_policy.hex(),
+            log.warning("event=no_owner_anchor policy=%s hint=%r", self.own.policy_hash.hex(),
                         "the initdata names no owners: the first manifest's owner keys are taken on trust")
         self.guard = Guard(History(FileStore(config.state_dir / "history")), anchor=anchor)
         self.guard.on_change.append(lambda s: self.metrics.manifest_generation.set(s.generation))
@@ -203,11 +203,11 @@ class Coordinator:
             # Startup waits for one attempt, as Contrast's startup probe waits for the first recovery.
             await asyncio.to_thread(
                 peerrecovery.recover_once, self.guard, self.config.issuer, self.config.peers,
-                self.config.simulated_roots, self.own_policy,
+                self.config.simulated_roots, self.own,
             )
             self._tasks.append(asyncio.create_task(peerrecovery.run(
                 self.guard, self.config.issuer, self.config.peers, self.config.simulated_roots,
-                self.own_policy)))
+                self.own)))
         self.started = True
         log.info(
             "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",

@@ -1,6 +1,7 @@
-"""The host's own VM in the peer-recovery attack: attested under the host's own policy (the host
-chooses that VM's initdata), running the Coordinator with MeshAPI Recover answering any attested
-caller. A genuine Coordinator never does that; the host's VM runs whatever the host likes.
+"""The host's own VM in the peer-recovery attacks: attested under a policy and launch measurement the
+host chose, running the Coordinator with MeshAPI Recover answering any attested caller and with the
+owner anchor of its initdata ignored. A genuine Coordinator never does either; the host's VM runs
+whatever image the host likes.
 
     python -m tests.coordinator.hostile_peer <the Coordinator's arguments>
 """
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from attestation.atls import Peer
 from coordinator import __main__ as coordinator_main
+from coordinator import identity
 from coordinator.api import MeshApi
 from coordinator.errors import PermissionDeniedError
 from coordinator.proto import meshapi_pb2
@@ -32,6 +34,7 @@ def _recover_for_anyone(self: MeshApi, _request: meshapi_pb2.RecoverRequest, pee
 
 
 MeshApi.recover = _recover_for_anyone  # type: ignore[method-assign]
+identity.anchor_from_initdata = lambda _raw, _policy: None
 
 if __name__ == "__main__":
     raise SystemExit(coordinator_main.main())

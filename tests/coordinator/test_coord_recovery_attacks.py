@@ -172,6 +172,41 @@ def test_peer_recovery_refuses_a_forged_history_naming_the_hosts_vm(
         mesh_call(victim, docs, "intruder")
 
 
+def test_peer_recovery_refuses_a_peer_with_the_same_policy_but_another_image(
+    tmp_path: Path, docs: Path, procs: list[CoordinatorProcess]
+) -> None:
+    # An anchored victim. The host's VM carries the victim's very initdata (same HOST_DATA), but the
+    # host's own image (another launch measurement), and serves a history the host made there: the
+    # owner's public keys (so the anchor is satisfied), reference values for the host's image.
+    ws = Workspace(tmp_path / "ws")
+    bound = docs / "coordinator-bound.toml"
+    bound.write_bytes(commands.bind_owners(ws, (docs / "coordinator.toml").read_bytes(), KEY_BITS))
+    commands.generate(ws, docs / "rv.json", [str(docs / "web.toml")], bound, seedshare_key_bits=KEY_BITS)
+    host_image = "11" * 48
+    host_vm = start(procs, tmp_path, "host-vm-state", bound, "--simulate-measurement", host_image,
+                    module="tests.coordinator.hostile_peer")
+    rv = json.loads((docs / "rv.json").read_text())
+    rv["snp"][0]["TrustedMeasurement"] = host_image
+    (docs / "rv-host.json").write_text(json.dumps(rv))
+    hws = Workspace(tmp_path / "host-ws")
+    commands.generate(hws, docs / "rv-host.json", [str(docs / "intruder.toml")], bound,
+                      seedshare_key_bits=KEY_BITS)
+    doc = json.loads(hws.path("manifest.json").read_bytes())
+    owner = json.loads(ws.path("manifest.json").read_bytes())
+    doc["SeedshareOwnerPubKeys"] = owner["SeedshareOwnerPubKeys"]
+    doc["WorkloadOwnerKeyDigests"] = owner["WorkloadOwnerKeyDigests"]
+    hws.write("manifest.json", json.dumps(doc).encode())
+    commands.set_manifest(hws, host_vm.user, retry_for=5)
+
+    shutil.copytree(host_vm.state_dir / "history", tmp_path / "victim" / "history")
+    forged = latest_bytes(tmp_path / "victim")
+    victim = start(procs, tmp_path, "victim", bound, "--peer", host_vm.mesh)
+    assert readiness(victim) == 503
+    assert latest_bytes(victim.state_dir) == forged
+    with pytest.raises(CallError):
+        mesh_call(victim, docs, "intruder")
+
+
 # -- item 2: rollback --------------------------------------------------------------------------------------
 def _two_manifests(docs: Path, coord: CoordinatorProcess, ws: Workspace) -> bytes:
     """v1 admits web and intruder; v2 removes intruder. Returns v1's signed latest (saved by the host)."""
