@@ -14,12 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from coordinator import identity
 from coordinator import manifest as manifest_mod
+from coordinator.cli.__main__ import main as cli_main
+from coordinator.cli.workspace import Workspace
 from coordinator.errors import OwnerAnchorError, RollbackError, UntrustedHistoryError
 from coordinator.history import LATEST_KEY, ZERO, History, LatestTransition, Transition
 from coordinator.owners import OWNERS_ENTRY, OwnerAnchor
 from coordinator.recovery import verify_history
 from coordinator.seedengine import SeedEngine
 from coordinator.simulation import host_data_for
+from coordinator.state import key_digest
 from coordinator.store import FileStore
 from tests.coordinator.harness import SIMULATED_REFERENCE_VALUES, initdata
 
@@ -145,3 +148,17 @@ def test_initdata_must_be_the_coordinators_own(owner_keys: list[str]) -> None:
     assert identity.anchor_from_initdata(initdata("plain"), host_data_for(initdata("plain"))) is None
     with pytest.raises(OwnerAnchorError, match="not this Coordinator's initdata"):
         identity.anchor_from_initdata(raw, host_data_for(initdata("plain")))
+
+
+def test_bind_owners_command(tmp_path: Path) -> None:
+    (tmp_path / "coordinator.toml").write_bytes(initdata("coordinator"))
+    ws = tmp_path / "ws"
+    argv = ["--workspace-dir", str(ws), "bind-owners", "--coordinator-initdata",
+            str(tmp_path / "coordinator.toml"), "--out", str(tmp_path / "bound.toml")]
+    assert cli_main(argv) == 0
+    anchor = OwnerAnchor.from_initdata((tmp_path / "bound.toml").read_bytes())
+    seedshare = Workspace(ws).seedshare_owner_key(create=False)
+    owner = Workspace(ws).workload_owner_key(create=False)
+    assert seedshare is not None and owner is not None and anchor is not None
+    assert anchor.seedshare_owner_pub_keys == {manifest_mod.pkcs1_der(seedshare.public_key()).hex()}
+    assert anchor.workload_owner_key_digests == {key_digest(owner.public_key()).hex()}
