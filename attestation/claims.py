@@ -1,4 +1,4 @@
-"""Parsed claims as JSON-ready dicts: snake_case names as in the research notes, bytes as
+"""Parsed claims as JSON-ready dicts: snake_case names of the spec fields, bytes as
 lowercase hex, flag words as "0x..." strings, TCBs decomposed per product with their raw bytes.
 Used by the CLI and by anything that logs or displays evidence."""
 

@@ -1,4 +1,4 @@
-"""The manifest's `ReferenceValues` (Contrast's JSON, contrast.md 4.3/4.4), parsed strictly.
+"""The manifest's `ReferenceValues` (Contrast's JSON), parsed strictly.
 
 `{"snp": [SNPReferenceValues...], "tdx": [TDXReferenceValues...]}`; keys are Go's default
 PascalCase field names. Unknown keys, wrong hex sizes, out-of-range numbers and guest policies
@@ -102,7 +102,7 @@ _TCB_FIELDS = {
     "SNPVersion": "snp",
     "MicrocodeVersion": "ucode",
 }
-# Allowed ABI minor values: 0 on bare metal, 31 on AKS (contrast.md 3.7).
+# Allowed ABI minor values, as in Contrast: 0 on bare metal, 31 on AKS.
 _ALLOWED_ABI_MINOR = (0, 31)
 
 

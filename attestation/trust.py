@@ -1,6 +1,6 @@
 """Trust anchors: the AMD ARKs (with their ASK/ASVK) and the Intel SGX Root CA shipped as package data.
 
-Every bundled root is pinned by the SHA-256 of its DER (research notes 2.1 and 4.7); a file
+Every bundled root is pinned by the SHA-256 of its DER; a file
 that does not match is refused at load time, so a tampered install cannot widen trust. Extra
 roots (the simulated AMD root of tests and dev clusters) are only ever trusted when a caller
 builds an `AmdRoots` with them explicitly.

@@ -2,8 +2,8 @@
 
 ciphertext = ``vault:v<key_version>:`` + base64std(nonce(12) || AES-256-GCM ciphertext || tag(16)).
 The key for (name, version) is the first 32 bytes of the workload secret for ID ``<version>_<name>``,
-so it derives from the Coordinator's seed and survives recovery. (The HTTPS endpoint on 8200 that
-serves this is not implemented; see docs/coordinator.md.)
+so it derives from the Coordinator's seed and survives recovery. The mTLS endpoint on port 8200 that
+serves this is coordinator/transitapi.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evidence from configfs-tsm (/sys/kernel/config/tsm/report), for SNP reports and TDX quotes.
 
-One fresh directory per request, always removed (research notes 3.3):
+One fresh directory per request, always removed (the kernel's configfs-tsm ABI):
 
     mkdir <root>/<unique>          the kernel creates the attribute files
     read  provider                 "sev_guest\\n" or "tdx_guest\\n"; must match the platform asked for

@@ -1,6 +1,6 @@
 """SNP evidence from the Linux /dev/sev-guest ioctls (SNP_GET_REPORT, SNP_GET_EXT_REPORT).
 
-The structs mirror include/uapi/linux/sev-guest.h byte for byte (research notes 3.1/3.2):
+The structs mirror include/uapi/linux/sev-guest.h byte for byte:
 
     snp_guest_request_ioctl (32): u8 msg_version, pad[7], u64 req_data, u64 resp_data,
                                   u64 exitinfo2 = {u32 fw_error, u32 vmm_error}

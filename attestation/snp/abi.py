@@ -1,6 +1,6 @@
 """SEV-SNP ATTESTATION_REPORT: bytes <-> structure, strictly. No I/O, no policy.
 
-Layout: AMD SEV-SNP ABI spec 56860 (report versions 2-5), offsets as in research notes 1.1.
+Layout: AMD SEV-SNP ABI spec 56860 (report versions 2-5), table "ATTESTATION_REPORT Structure".
 The parser checks sizes, the version, the signature algorithm, every reserved (MBZ) range for the
 given version, the must-be-one policy bit 17, and the reserved bits of POLICY, PLATFORM_INFO and
 SIGNER_INFO. It leaves to `verify` the signature and to `validate` everything that depends on
@@ -56,7 +56,7 @@ PLATFORM_RAPL_DIS = 1 << 3
 PLATFORM_CIPHERTEXT_HIDING_EN = 1 << 4
 PLATFORM_ALIAS_CHECK_COMPLETE = 1 << 5
 # Bit 6: reserved per go-sev-guest/virtee, yet set (0x65) on a real Turin v5 report. Accepted and
-# exposed without a name we cannot confirm (research notes section 7, open question 1).
+# exposed without a name: no public specification names it yet.
 PLATFORM_BIT6 = 1 << 6
 PLATFORM_TIO_EN = 1 << 7
 PLATFORM_MBZ_MASK = ~0xFF & 0xFFFF_FFFF_FFFF_FFFF

@@ -1,6 +1,6 @@
 """AMD certificates: loading, role detection, VCEK/VLEK extensions, the extended-report cert table.
 
-Roles are recognised by subject CN, which AMD's KDS fixes per role (research notes 2.1/2.3):
+Roles are recognised by subject CN, which AMD's KDS fixes per role:
 ARK `ARK-<P>`, ASK `SEV-<P>`, ASVK `SEV-VLEK-<P>`, VCEK `SEV-VCEK`, VLEK `SEV-VLEK`.
 All of this is parsing only: whether a certificate is trusted is decided in `verify`.
 """

@@ -4,8 +4,8 @@ Contrast launches pod VMs with an ID block whose "signing key" nobody holds: the
 fixed (r=2, s=1) and the public key is *recovered* from it and the block's SHA-384, so the key
 (and its digest, which the firmware copies into ID_KEY_DIGEST) is a pure function of the launch
 digest and the guest policy. A report whose ID_KEY_DIGEST equals the derived digest therefore
-proves the VM was launched with exactly that measurement and policy (contrast.md 3.7 step 3;
-layout and vectors in testdata/contrast/idblock.json).
+proves the VM was launched with exactly that measurement and policy (Contrast checks
+ID_KEY_DIGEST this way; tests/attestation checks Contrast's vectors).
 
 Public-key recovery needs raw P-384 arithmetic, which `cryptography` does not expose; the few
 affine operations below run once per (measurement, policy) and are cached.

@@ -1,4 +1,4 @@
-"""AMD Key Distribution Service URLs (research notes 2.4). Pure string building, no I/O.
+"""AMD Key Distribution Service URLs (kdsintf.amd.com). Pure string building, no I/O.
 
 The guest usually gets its chain from the host's cert table; these URLs are for a verifier that
 fetches missing pieces itself (with a cache: KDS throttles identical requests to one per 10 s).

@@ -1,6 +1,6 @@
 """AMD product lines and the TCB_VERSION layout that depends on them.
 
-TCB_VERSION is 8 bytes whose meaning depends on the CPU generation (research notes 1.7):
+TCB_VERSION is 8 bytes whose meaning depends on the CPU generation (SEV-SNP ABI):
 
     byte   Milan/Genoa   Turin
     0      BOOT_LOADER   FMC

@@ -1,6 +1,6 @@
 """SEV-SNP claims against reference values. No signatures or certificates here (see `verify`).
 
-Semantics follow go-sev-guest's `validate` as Contrast configures it (contrast.md 3.7): exact
+Semantics follow go-sev-guest's `validate` as Contrast configures it: exact
 measurement, VMPL 0, guest policy and platform info within what the entry allows, minimum TCB
 for current/committed/reported/launch TCB (per component, in the product's layout), provisional
 firmware permitted, Contrast's derived ID-block digest, mitigation-vector minimums and the

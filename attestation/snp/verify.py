@@ -7,7 +7,7 @@ ARK (bundled and pinned unless the caller passes other roots), every certificate
 values are `validate`'s job.
 
 The chain is checked link by link with `verify_directly_issued_by`, as `cryptography`'s policy
-verifier rejects AMD VCEKs (they carry no AKI; research notes pitfall 8).
+verifier rejects AMD VCEKs (they carry no authority key identifier).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Intel PCS collateral for TDX: TCB info, QE identity, CRLs, and TCB-status evaluation.
 
-Formats per research notes 4.5: `{"tcbInfo": {...}, "signature": "<hex r||s>"}` and
+Formats as Intel's PCS serves them: `{"tcbInfo": {...}, "signature": "<hex r||s>"}` and
 `{"enclaveIdentity": {...}, "signature": ...}`. The ECDSA-P256/SHA-256 signature covers the exact
 bytes of the inner JSON value as received, so we locate that value's byte span in the document
 instead of re-serialising it. Parsing is strict about types and sizes of the fields we use and

@@ -1,7 +1,8 @@
 """PCK certificate chain inside a TDX quote, and the PCK's SGX extensions (OID 1.2.840.113741.1.13.1).
 
 The chain must be exactly three PEM CERTIFICATE blocks (PCK leaf, Platform or Processor CA, root);
-after the third only nothing or a single NUL byte is allowed (research notes 4.4, pitfall 16).
+after the third only nothing or a single NUL byte is allowed (the PEM chain in some real quotes
+ends in one NUL byte).
 """
 
 from __future__ import annotations

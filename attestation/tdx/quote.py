@@ -1,6 +1,6 @@
 """Intel TDX quote v4 / v5: bytes -> structure, strictly. No I/O, no policy.
 
-Layout per research notes 4.2/4.3 (Intel TDX DCAP Quoting Library API, appendix A):
+Layout per the Intel TDX DCAP Quoting Library API, appendix A:
 
     header (48) | body (v4: 584 TDX 1.0) or | u32 signed_data_size | signature data | extra bytes
                 |  (v5: u16 type, u32 size, body of 584 or 648)

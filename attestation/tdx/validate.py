@@ -1,4 +1,4 @@
-"""TDX claims against reference values (contrast.md 3.8). No signatures here (see `verify`).
+"""TDX claims against reference values, as Contrast checks them. No signatures here (see `verify`).
 
 Per entry: Intel QE vendor ID; MRSEAM, MRTD, RTMR0-3, XFAM exact; TDATTRIBUTES exactly
 SEPT_VE_DISABLE (or the entry's TdAttributes in the older layout); report data and MRCONFIGID

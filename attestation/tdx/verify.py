@@ -1,7 +1,7 @@
 """TDX verification: PCK chain to the pinned Intel root, quote and QE-report signatures, the QE
 report's binding to the attestation key, and (when given) collateral with dates and TCB status.
 
-Order follows go-tdx-guest's `verify.TdxQuote` (research notes 4.4). Policy on the TD's claims
+Order follows go-tdx-guest's `verify.TdxQuote`. Policy on the TD's claims
 (MRTD, RTMRs, DEBUG, report data) is `validate`'s job.
 """
 

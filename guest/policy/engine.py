@@ -1,6 +1,6 @@
 """The policy engine: kata-agent's ``AgentPolicy`` contract over one regorus engine, built once, reused.
 
-Contract (kata-policy.md §3.2-3.9, ``src/agent/policy/src/policy.rs``):
+Contract (kata-agent's ``src/agent/policy/src/policy.rs``):
 
 * engine settings: Rego v1 (v0 on request for older genpolicy output), prints gathered, policy
   length limits raised to 64 KiB per line / 16 MiB per file / 200,000 lines, data ``{"pstate": {}}``;

@@ -1,6 +1,6 @@
 """Agent API messages <-> the JSON document kata-agent hands to Rego as ``input``.
 
-kata-agent's generated Rust types serialise with serde (kata-policy.md §3.6), and the policy sees that
+kata-agent's generated Rust types serialise with serde before the policy sees them, so the policy sees that
 shape, so we derive it from the message descriptors, never from per-message code:
 
 * every field is present, proto3 defaults included (``""``, ``0``, ``false``, ``[]``, ``{}``);

@@ -9,8 +9,8 @@ Events: `Call` (a decoded Request, server side), `Reply` (a decoded Response, cl
 stream that must fail with a status: on the server, the reply to send; on the client, the error for that
 call), and `Closed` (the peer closed the byte stream). Nothing here touches a socket or imports asyncio.
 
-Which frames are rejected, with which code and text, follows ttrpc-rust v0.9.0, the server kata-agent runs
-(kata-policy.md 1.5): the odd-id check comes first and applies to every frame type; oversize frames are
+Which frames are rejected, with which code and text, follows ttrpc-rust v0.9.0, the server kata-agent runs:
+the odd-id check comes first and applies to every frame type; oversize frames are
 answered on their stream after the body was dropped; Data frames are answered "Stream is no longer
 active" because every stream is unary; frames of unknown type are ignored. The client side follows Go's
 client: an oversize or undecodable response fails only its own call.

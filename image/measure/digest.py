@@ -3,7 +3,7 @@
 Each ``SNP_LAUNCH_UPDATE`` of one 4 KiB page replaces the 48-byte digest LD by
 ``SHA-384(PAGE_INFO)``, where PAGE_INFO (0x70 bytes) is: LD, CONTENTS (SHA-384 of the page for
 NORMAL and VMSA pages, zeros otherwise), u16 length 0x70, u8 page type, u8 IMI page, three u8 VMPL
-permissions, u8 reserved, u64 GPA. research/image.md §3.1.
+permissions, u8 reserved, u64 GPA (SEV-SNP ABI, PAGE_INFO).
 
 The state is an immutable value so a partially measured prefix (the OVMF pages, or the whole
 1-vCPU launch) can be kept and extended many times without re-hashing the firmware.

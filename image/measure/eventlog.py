@@ -5,7 +5,7 @@ record uses the legacy TCG 1.2 layout and carries the "Spec ID Event03" header t
 algorithms; every later record is (u32 MR index, u32 type, u32 digest count, (u16 alg, digest)*count,
 u32 size, data). MR index 1..4 are RTMR0..3 (0 is MRTD, which is not extendable); EV_NO_ACTION
 records are informational. The log area is padded, so parsing ends at a record whose index or type is
-0xFFFFFFFF or whose digest count is 0. research/image.md §4.2.
+0xFFFFFFFF or whose digest count is 0 (the TCG PC Client crypto-agile log format).
 
 The log comes from the guest or the host and is untrusted: replaying it only tells what the log
 claims; it is the comparison of the replayed RTMRs with the quote that gives it meaning.

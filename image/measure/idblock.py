@@ -4,7 +4,8 @@ The ID block (0x60 bytes) binds a launch digest and guest policy; the PSP refuse
 digest or policy differs from it, and the report then carries SHA-384 of the ID key. Contrast does
 not keep an ID key: it fixes the signature to r=2, s=1 and *recovers* a public key that verifies that
 signature over the block's SHA-384, so anyone can rebuild the same key from (digest, policy) and a
-verifier can demand that key's digest (contrast.md §3.7, testdata/contrast/idblock.json).
+verifier can demand that key's digest (Contrast's reference-value check of ID_KEY_DIGEST;
+tests/measure/test_idblock.py checks Contrast's vectors).
 
 Also here: a guest policy value (go-sev-guest ``SnpPolicy`` bit layout) and Contrast's vCPU-count
 iteration, which extends a 1-vCPU digest by AP VMSA pages.

@@ -1,12 +1,12 @@
 """The manifest's ``ReferenceValues`` for our pod-VM image, in Contrast's JSON shape.
 
-SNP (contrast.md §3.7, §4.3): one entry per (product, vCPU count) with ``TrustedMeasurement`` the
+SNP (Contrast's ReferenceValues.snp): one entry per (product, vCPU count) with ``TrustedMeasurement`` the
 launch digest, the guest policy the runtime launches with (``0x30000``: SMT allowed, no debug, no
 migration agent, not single-socket, ABI 0.0) and ``PlatformInfo {SMTEnabled: true}``. With
 ``vcpu_iteration`` one entry per product carries the 1-vCPU seed and ``APEIP`` instead, and the
 verifier extends it. Keys are Go's PascalCase field names, as the manifest uses.
 
-TDX (§4.4): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` is a platform fact only the operator knows
+TDX (ReferenceValues.tdx): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` is a platform fact only the operator knows
 (the CLI requires it, since the verifier does), and RTMR0 is an input (see ``tdx_boot``).
 
 Measuring is split from reading files: :func:`snp_reference_values` and :func:`tdx_reference_values`

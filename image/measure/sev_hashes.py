@@ -2,7 +2,7 @@
 
 OVMF's AmdSev build checks the kernel, initrd and command line it loads from fw_cfg against this
 table, and the table page is part of the launch measurement, so measuring the table measures the
-boot inputs. Layout (research/image.md §3.4): header GUID + u16 length 168, then cmdline, initrd and
+boot inputs. Layout (OVMF's SEV hash table): header GUID + u16 length 168, then cmdline, initrd and
 kernel entries (GUID, u16 length 50, SHA-256), zero-padded to 176 bytes.
 """
 

@@ -1,13 +1,13 @@
 """Launch digests for SEV, SEV-ES and SEV-SNP guests booted by QEMU (or EC2/GCE) with OVMF.
 
-SNP sequence (research/image.md §3.3): every firmware page as NORMAL at its GPA; then the SEV
+SNP sequence (as QEMU and OVMF perform it): every firmware page as NORMAL at its GPA; then the SEV
 metadata sections in file order (SEC_MEM -> ZERO pages, or UNMEASURED on GCE; SECRETS; CPUID,
 deferred to the end on EC2; SVSM_CAA -> ZERO; KERNEL_HASHES -> the hashes-table page as NORMAL when a
 kernel is given, else ZERO); then one VMSA per vCPU (BSP, then APs).
 
 The work splits into a part that does not depend on the vCPUs (:func:`snp_prefix`, which hashes the
 firmware) and a cheap tail (:func:`add_vcpus`), so callers measuring many vCPU counts and CPU models
-hash the firmware once. ``sev`` and ``seves`` are plain SHA-256 over the measured bytes (§3.6).
+hash the firmware once. ``sev`` and ``seves`` are plain SHA-256 over the measured bytes, in the same order.
 """
 
 from __future__ import annotations

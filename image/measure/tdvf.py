@@ -2,7 +2,7 @@
 
 The GUID table entry ``e47a6535-…`` gives the offset (from the end of the file) of a ``TDVF``
 descriptor: u32 length, u32 version 1, u32 section count, then 32-byte sections (u32 data offset,
-u32 raw size, u64 GPA, u64 memory size, u32 type, u32 attributes). research/image.md §4.1.
+u32 raw size, u64 GPA, u64 memory size, u32 type, u32 attributes), as in Intel's TDVF design guide.
 
 MRTD is SHA-384 over one byte stream: for every page of every section without PAGE.AUG a 128-byte
 ``MEM.PAGE.ADD`` record, and for every 256-byte chunk of a section with MR.EXTEND a 128-byte

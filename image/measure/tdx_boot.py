@@ -1,7 +1,7 @@
 """RTMR predictions for a TDX guest booted by QEMU + TDVF with ``-kernel/-initrd/-append``.
 
-What each register depends on (research/image.md §4.3; the event order is confirmed by the dstack
-event logs in testdata, whose replay reproduces their quotes):
+What each register depends on (the event order is confirmed by the dstack event logs in the test
+data, whose replay reproduces their quotes):
 
 * RTMR0 - firmware and VMM configuration: the TD HOB (memory size, accepted ranges), the CFV
   (variable store), the Secure Boot variables, the three QEMU ACPI blobs (QEMU version, machine type,

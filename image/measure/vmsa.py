@@ -1,7 +1,7 @@
 """Initial VMSA (SEV-ES save area) pages as QEMU/KVM, EC2 and GCE create them, and vCPU signatures.
 
 Only the registers the VMM sets at reset are non-zero; the layout matches host kernels >= 6.10
-(research/image.md §3.5). The BSP starts at the reset vector 0xfffffff0; APs start at the address
+(struct sev_es_save_area). The BSP starts at the reset vector 0xfffffff0; APs start at the address
 in the firmware's SEV-ES reset block.
 """
 

@@ -1,4 +1,4 @@
-"""AgentPolicy semantics (kata-policy.md §3): results, state, errors, SetPolicy, allow-failures flag."""
+"""AgentPolicy semantics (as kata-agent's policy.rs): results, state, errors, SetPolicy, allow-failures flag."""
 
 from __future__ import annotations
 

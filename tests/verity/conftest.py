@@ -1,4 +1,4 @@
-"""Shared fixtures for the dm-verity tests: the veritysetup oracle and the image.md §1.6 inputs."""
+"""Shared fixtures for the dm-verity tests: the veritysetup oracle and the worked-vector inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 VERITYSETUP = shutil.which("veritysetup") or next(
     (p for p in ("/usr/sbin/veritysetup", "/sbin/veritysetup") if Path(p).exists()), None)
 
-# Salt S of image.md §1.6: bytes 00 01 .. 1f.
+# Salt S of the worked vectors: bytes 00 01 .. 1f.
 SALT_S = bytes(range(32))
 SALT_Z = bytes(32)
 

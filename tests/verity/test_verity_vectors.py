@@ -1,4 +1,4 @@
-"""The worked vectors of shared/research/image.md §1.6 (produced with veritysetup 2.6.1)."""
+"""Worked dm-verity vectors (produced with veritysetup 2.6.1): fixed data, salt and block sizes."""
 
 from __future__ import annotations
 

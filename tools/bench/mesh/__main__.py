@@ -3,7 +3,7 @@
 Two network namespaces joined by a veth pair, as two pods. Pod B runs a plaintext backend (sink + echo),
 our proxy with the real TPROXY rules, and haproxy and stunnel4 configured for the same mTLS (TLS 1.3,
 client certificate required, single-threaded) in front of the same backend. Pod A runs the client
-(peers.md §4 method: 1 GiB in 1 MiB writes; 64-byte request/response round trips). Rows run interleaved
+(1 GiB in 1 MiB writes; 64-byte request/response round trips). Rows run interleaved
 for ``--rounds`` rounds; the table shows the median of the rounds. Then RSS of our proxy, idle and with 100
 concurrent mTLS connections open. Prints one table.
 """
