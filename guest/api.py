@@ -1,7 +1,8 @@
 """The agent API surface the proxy knows: every AgentService and Health RPC, from the descriptors.
 
 For each ``(service, method)`` we know the request message class, the policy endpoint (the request
-message's name, as kata-agent names its policy rules) and whether the policy is consulted at all (never for Health).
+message's name, as kata-agent names its policy rules) and whether the policy is consulted at all
+(never for Health).
 Anything not in this table cannot be judged and is answered by the proxy itself, never forwarded.
 """
 

@@ -1,6 +1,7 @@
 """Policy from measured initdata: find the device, check it against the TEE launch claim, install it.
 
-Boot order (as kata-agent's policy start-up and its initdata handling), with the check kata-agent leaves to others done here:
+Boot order (as kata-agent's policy start-up and initdata handling), with the check kata-agent leaves
+to others done here:
 
 1. the default policy file is loaded first (``--policy``, else /etc/kata-opa/default-policy.rego);
 2. the initdata device is found (``auto``: every /dev/vd* and /dev/sd* whose first 8 bytes are the

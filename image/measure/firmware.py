@@ -7,7 +7,8 @@ metadata lists the pages the launch measures.
 
 The firmware file is attacker-controllable input for a verifier that measures what a host hands it,
 so every length and offset is checked before it is used; a malformed image raises
-:class:`FirmwareError` naming the field, and nothing else. Layout: OVMF's GUIDed footer table at the end of the image.
+:class:`FirmwareError` naming the field, and nothing else. Layout: OVMF's GUIDed footer table at
+the end of the image.
 """
 
 from __future__ import annotations

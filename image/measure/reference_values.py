@@ -6,8 +6,8 @@ migration agent, not single-socket, ABI 0.0) and ``PlatformInfo {SMTEnabled: tru
 ``vcpu_iteration`` one entry per product carries the 1-vCPU seed and ``APEIP`` instead, and the
 verifier extends it. Keys are Go's PascalCase field names, as the manifest uses.
 
-TDX (ReferenceValues.tdx): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` is a platform fact only the operator knows
-(the CLI requires it, since the verifier does), and RTMR0 is an input (see ``tdx_boot``).
+TDX (ReferenceValues.tdx): ``MrTd``, ``Rtmrs[4]``, ``Xfam``; ``MrSeam`` is a platform fact only the
+operator knows (the CLI requires it, since the verifier does), and RTMR0 is an input (see ``tdx_boot``).
 
 Measuring is split from reading files: :func:`snp_reference_values` and :func:`tdx_reference_values`
 take bytes; :func:`load_image_description` reads the image helper's BUILD.json strictly.

@@ -1,4 +1,4 @@
-"""AgentPolicy semantics (as kata-agent's policy.rs): results, state, errors, SetPolicy, allow-failures flag."""
+"""AgentPolicy semantics (as kata-agent's policy.rs): results, state, errors, SetPolicy, allow-failures."""
 
 from __future__ import annotations
 

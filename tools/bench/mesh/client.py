@@ -1,4 +1,4 @@
-"""Benchmark client (1 GiB in 1 MiB writes; 64-byte round trips): client.py HOST TP_PORT ECHO_PORT tls|plain CERTDIR [GiB] [N]
+"""Benchmark client: client.py HOST TP_PORT ECHO_PORT tls|plain CERTDIR [GiB] [N]
 
 Throughput: 1 GiB in 1 MiB sendall()s to a sink, which answers OK. Latency: N 64-byte request/response
 round trips on one connection with TCP_NODELAY (500 warm-up). TLS 1.3 with a client certificate, server
