@@ -95,9 +95,10 @@ def _parse_json(where: str, text: str) -> Any:
         raise CliInputError(f"{where}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
 
 
-def _load_policy(path: str, rego_v0: bool) -> AgentPolicy:
+def _load_policy(path: str, rego_v0: bool, policy: AgentPolicy | None = None) -> AgentPolicy:
+    """Load `path` into `policy` (a new engine if None); errors name the file."""
     text = _read_text("--policy", path)
-    policy = AgentPolicy(rego_v0=rego_v0)
+    policy = policy if policy is not None else AgentPolicy(rego_v0=rego_v0)
     try:
         policy.set_policy(text, name=path)  # print prefixes carry the path, as with initialize()
     except InvalidPolicyError as exc:
@@ -236,7 +237,8 @@ async def _serve(args: argparse.Namespace) -> int:
     policy_log = PolicyLog(args.policy_log) if args.policy_log else None
     policy = AgentPolicy(rego_v0=args.rego_v0, input_logger=policy_log)
     policy_file = Path(args.policy) if args.policy else DEFAULT_POLICY_FILE
-    policy.initialize(policy_file)  # like kata-agent: no usable default policy -> do not start
+    # Like kata-agent: no usable default policy, no start.
+    _load_policy(str(policy_file), args.rego_v0, policy)
     log.warning("event=default_policy_loaded path=%s", policy_file)
     if args.initdata != "none":
         _install_initdata(policy, args)

@@ -185,15 +185,20 @@ def test_eval_unknown_endpoint_fails_naming_it(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "case 1: unknown endpoint 'NoSuchRequest'" in proc.stderr
 
 
-@pytest.mark.parametrize("which", ["policy", "input", "log"])
+@pytest.mark.parametrize("which", ["policy", "input", "log", "serve policy"])
 @pytest.mark.parametrize("content", [b"\x00\xff\xfe binary", b'{"kind": '])
 def test_unusable_files_are_named(tmp_path: Path, which: str, content: bytes) -> None:
+    serve = which == "serve policy"
+    which = which.split()[-1]
     files = {name: tmp_path / name for name in ("policy", "input", "log")}
     files["policy"].write_text(SMALL_POLICY)
     files["input"].write_text("{}")
     files["log"].write_text('{"kind":"PauseContainerRequest","request":{}}\n')
     files[which].write_bytes(content)
-    if which == "log":
+    if serve:  # the agent itself refuses to start, naming the file
+        proc = _guest("serve", "--policy", str(files["policy"]), "--initdata", "none",
+                      "--listen", f"unix://{tmp_path}/proxy.sock", "--upstream", f"unix://{tmp_path}/agent.sock")
+    elif which == "log":
         proc = _guest("explain", "--policy", str(files["policy"]), "--log", str(files["log"]))
     else:
         proc = _guest("eval", "--policy", str(files["policy"]), "--endpoint", "StartContainerRequest",
