@@ -127,6 +127,9 @@ class Reply:
     def read(self, n: int) -> bytes:
         return self.resp.read(n)
 
+    def readinto(self, buffer: memoryview) -> int:
+        return self.resp.readinto(buffer)
+
     def close(self) -> None:
         self.resp.close()
         self.conn.close()
@@ -139,14 +142,21 @@ class RegistryClient:
         self.config = config or RegistryConfig()
         self._tokens: dict[tuple[str, str], str] = {}
         self._plain: set[str] = set()  # hosts that answered only on plain HTTP
+        self._contexts: dict[str, ssl.SSLContext] = {}
         self._lock = threading.Lock()
         self.requests = 0
 
     # -- transport --------------------------------------------------------------------------------
 
     def _context(self, hostport: str) -> ssl.SSLContext:
-        ca = self.config.ca_certs.get(hostport) or self.config.ca_certs.get(split_hostport(hostport)[0])
-        return ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+        with self._lock:
+            ctx = self._contexts.get(hostport)
+        if ctx is None:  # loading the trust store costs tens of ms: once per host
+            ca = self.config.ca_certs.get(hostport) or self.config.ca_certs.get(split_hostport(hostport)[0])
+            ctx = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+            with self._lock:
+                self._contexts[hostport] = ctx
+        return ctx
 
     def _base(self, hostport: str) -> str:
         return f"{'http' if hostport in self._plain else 'https'}://{hostport}"
@@ -308,9 +318,10 @@ class RegistryClient:
             if length is not None and length.isdigit() and int(length) != desc.size:
                 raise BlobMismatchError(str(desc.digest), f"registry announces {length} bytes, "
                                         f"descriptor says {desc.size}")
+            buffer = memoryview(bytearray(CHUNK))
             try:
-                while chunk := resp.read(CHUNK):
-                    sink.write(chunk)
+                while n := resp.readinto(buffer):
+                    sink.write(buffer[:n])
             except (OSError, http.client.HTTPException) as exc:
                 raise RegistryError(f"{ref.api_host}{path}", f"transfer failed: {exc}") from None
         finally:
