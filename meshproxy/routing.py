@@ -8,14 +8,20 @@ pyroute2 (netlink), idempotent and removable.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshproxy.errors import RoutingError
 from meshproxy.netfilter import ipv6_in_kernel
+
+_T = TypeVar("_T")
 
 DEFAULT_TABLE = 0x15006 & 0xFFFF  # a fixed table id of our own (20486)
 _PRIORITY = 1006
@@ -29,7 +35,31 @@ def _families() -> tuple[tuple[socket.AddressFamily, str], ...]:
     return _FAMILIES if ipv6_in_kernel() else _FAMILIES[:1]
 
 
+def _off_loop(work: Callable[[], _T]) -> _T:
+    # pyroute2's synchronous IPRoute runs an asyncio loop of its own, which cannot start inside the proxy's
+    # running loop ("This event loop is already running"): from a coroutine, do the netlink work in a thread.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return work()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshproxy-routing") as pool:
+        return pool.submit(work).result()
+
+
 def install_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
+    _off_loop(lambda: _install(mark, table))
+
+
+def remove_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
+    _off_loop(lambda: _remove(mark, table))
+
+
+def has_local_route(mark: int, table: int = DEFAULT_TABLE) -> bool:
+    """True when the fwmark rule exists in any family (a half-installed state counts as present)."""
+    return _off_loop(lambda: _has(mark, table))
+
+
+def _install(mark: int, table: int) -> None:
     with IPRoute() as ipr:
         for family, everything in _families():
             try:
@@ -50,7 +80,7 @@ def install_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
                 ) from None
 
 
-def remove_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
+def _remove(mark: int, table: int) -> None:
     with IPRoute() as ipr:
         for family, everything in _families():
             try:
@@ -72,7 +102,6 @@ def remove_local_route(mark: int, table: int = DEFAULT_TABLE) -> None:
                     ) from None
 
 
-def has_local_route(mark: int, table: int = DEFAULT_TABLE) -> bool:
-    """True when the fwmark rule exists in any family (a half-installed state counts as present)."""
+def _has(mark: int, table: int) -> bool:
     with IPRoute() as ipr:
         return any(ipr.get_rules(family=family, fwmark=mark, table=table) for family, _ in _families())

@@ -18,8 +18,9 @@ connections (the initializer's, while the deny rule is in place). ICMPv6 never r
 TCP or UDP socket.
 
 Contrast sets no TPROXY mark (delivery to a local address needs none). ``tproxy_mark`` adds
-``--tproxy-mark`` for setups that also steer non-local destinations via a fwmark routing rule
-(see ``routing.py``); it is off by default.
+``--tproxy-mark``, and marks the later packets of proxied connections with ``-m socket --transparent``,
+for setups that also steer non-local destinations via a fwmark routing rule (see ``routing.py``); it is
+off by default.
 """
 
 from __future__ import annotations
@@ -96,11 +97,18 @@ def ingress_rules(config: ProxyConfig, tproxy_mark: int | None = None) -> Ingres
     """The mangle-table TPROXY rules for ``config``, for either family; empty when ingress is disabled."""
     if config.ingress_disabled:
         return IngressRules(chains={}, hooks=())
-    inbound = (
+    inbound = [
         Rule(MANGLE, INBOUND_CHAIN, ("-i", "lo", "-j", "RETURN")),
         Rule(MANGLE, INBOUND_CHAIN, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")),
         Rule(MANGLE, INBOUND_CHAIN, ("-j", REDIRECT_CHAIN)),
-    )
+    ]
+    if tproxy_mark is not None:
+        # Only a connection's first packet passes TPROXY (the conntrack RETURN); for a non-local
+        # destination the later ones must carry the mark too, or they are routed away instead of reaching
+        # the proxy's socket. Mark every packet of a transparent (proxy) socket before that RETURN.
+        mark = f"{tproxy_mark:#x}/{tproxy_mark:#x}"
+        socket_mark = ("-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-xmark", mark)
+        inbound.insert(1, Rule(MANGLE, INBOUND_CHAIN, socket_mark))
     redirect: list[Rule] = []
     for entry in config.ingress:
         match = ("-p", "tcp", "-m", "tcp", "--dport", str(entry.port))
@@ -110,7 +118,7 @@ def ingress_rules(config: ProxyConfig, tproxy_mark: int | None = None) -> Ingres
             target = _tproxy(TLS_NO_CLIENT_AUTH_PORT, tproxy_mark)
             redirect.append(Rule(MANGLE, REDIRECT_CHAIN, (*match, *target)))
     redirect.append(Rule(MANGLE, REDIRECT_CHAIN, ("-p", "tcp", *_tproxy(MTLS_PORT, tproxy_mark))))
-    chains = {INBOUND_CHAIN: inbound, REDIRECT_CHAIN: tuple(redirect)}
+    chains = {INBOUND_CHAIN: tuple(inbound), REDIRECT_CHAIN: tuple(redirect)}
     return IngressRules(chains=chains, hooks=(PREROUTING_JUMP,))
 
 

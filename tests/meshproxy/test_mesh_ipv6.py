@@ -209,3 +209,30 @@ def test_failed_ipv6_install_keeps_both_families_denied(
 
 def _without_counters(text: str) -> list[str]:
     return [line.split(" [")[0] for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_marked_tproxy_never_relays_to_foreign_addresses(
+    topo: Topology, tls_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    # With --tproxy-mark the proxy also takes connections to addresses that are not the pod's own (pod A
+    # routes a foreign prefix of each family through pod B). The handshake succeeds, but the upstream
+    # socket cannot bind to a foreign address, so nothing is relayed to another host over either family.
+    sh_a = ("ip", "-n", topo.a.ns)
+    subprocess.run([*sh_a, "route", "add", "10.99.0.0/24", "via", topo.b.ip], check=True)
+    subprocess.run([*sh_a, "-6", "route", "add", "fd99::/64", "via", topo.b.ip6], check=True)
+    assert topo.b.run(PYTHON, "-m", "meshproxy", "default-deny", "install").returncode == 0
+    env = _env(CONTRAST_INGRESS_PROXY_CONFIG=INGRESS, CONTRAST_ADMIN_PORT="9901")
+    start_proxy(topo.b, tls_dirs["b"], tmp_path / "ready", env, tmp_path / "proxy.log",
+                "--tproxy-mark", "0x1")
+    a_tls = str(tls_dirs["a"])
+    for foreign in ("10.99.0.5", "fd99::5"):
+        r = probe(topo.a, topo.b, foreign, 8080, "--tls", a_tls)
+        assert r.stdout == b"error=eof\n", (foreign, r.stdout)
+    assert 'listener="ingress",reason="non_local_destination"} 2' in metrics(topo.b)
+    # the pod's own addresses are still served
+    r = probe(topo.a, topo.b, topo.b.ip6, 8080, "--tls", a_tls)
+    assert r.stdout == f"app port=8080 peer={topo.b.ip6}\n".encode()
+    topo.b.procs[-1].send_signal(signal.SIGTERM)
+    assert topo.b.procs[-1].wait(timeout=20) == 0
+    for family in ("-4", "-6"):
+        assert "20486" not in topo.b.run("ip", family, "rule", "show").stdout.decode()

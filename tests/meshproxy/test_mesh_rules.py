@@ -31,9 +31,13 @@ def test_rules_match_golden(case: str) -> None:
     assert rendered == golden.read_text()
 
 
-def test_mark_variant_adds_tproxy_mark_only() -> None:
+def test_mark_variant_adds_tproxy_mark_and_marks_proxied_connections() -> None:
     plain = ingress_rules(from_environ(CASES["mixed"])).render()
     marked = ingress_rules(from_environ(CASES["mixed"]), tproxy_mark=0x1).render()
+    socket_mark = "-t mangle -A CONTRAST_INBOUND -p tcp -m socket --transparent -j MARK --set-xmark 0x1/0x1"
+    # right after the loopback RETURN, before the conntrack RETURN that skips TPROXY for later packets
+    assert marked.index(socket_mark) == plain.index("-t mangle -A CONTRAST_INBOUND -i lo -j RETURN") + 1
+    marked.remove(socket_mark)
     assert [line.replace(" --tproxy-mark 0x1/0x1", "") for line in marked] == plain
 
 
