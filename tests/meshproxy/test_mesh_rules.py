@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +119,29 @@ def test_ktls_detection_reads_the_ulp_list(tmp_path: Path) -> None:
     ulp.write_text("mptcp\n")
     assert not detect(ulp).kernel_ulp
     assert not detect(tmp_path / "missing").kernel_ulp
+
+
+def _socket_without(family: int, error: int) -> type[socket.socket]:
+    class Socket(socket.socket):
+        def __init__(self, fam: int = -1, *args: object, **kwargs: object) -> None:
+            if fam == family:
+                raise OSError(error, os.strerror(error))
+            super().__init__(fam, *args, **kwargs)
+
+    return Socket
+
+
+def test_ipv6_rules_are_left_out_only_when_the_kernel_has_no_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshproxy import netfilter
+
+    assert netfilter.ipv6_in_kernel()  # this machine has IPv6: both families are managed
+    assert set(netfilter.Netfilter("iptables-legacy").tables) == {Family.IPV4, Family.IPV6}
+    # a kernel without IPv6 (ipv6.disable=1): socket(AF_INET6) fails with EAFNOSUPPORT, there is nothing
+    # to protect, and the IPv6 front end is not even looked for
+    monkeypatch.setattr(netfilter.socket, "socket", _socket_without(socket.AF_INET6, errno.EAFNOSUPPORT))
+    assert not netfilter.ipv6_in_kernel()
+    assert set(netfilter.Netfilter("iptables-legacy").tables) == {Family.IPV4}
+    # any other failure is not proof that IPv6 is off: it is raised, nothing is decided
+    monkeypatch.setattr(netfilter.socket, "socket", _socket_without(socket.AF_INET6, errno.EMFILE))
+    with pytest.raises(OSError, match="Too many open files"):
+        netfilter.Netfilter("iptables-legacy")
