@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,9 @@ class Generator:
                 workload.label, f"{container.where}.image", f"{container.image}: {exc.problem}", exc.expected
             ) from exc
 
-    def workload_policy(self, docs: Documents, workload: Workload) -> WorkloadPolicy:
+    def workload_policy(
+        self, docs: Documents, workload: Workload, extra: Mapping[str, str] | None = None
+    ) -> WorkloadPolicy:
         pause_image = str(self.settings.cluster_config["pause_container_image"])
         containers = pod_containers(workload, pause_image)
         spec = workload.pod_spec
@@ -112,18 +114,23 @@ class Generator:
                 summaries.append(_summary(container, image, entry))
         policy_data: dict[str, Any] = {"containers": entries, **self.settings.policy_sections()}
         rego = render_policy(self.rules, policy_data)
-        raw = _initdata(rego, self.extra_initdata, self.algorithm)
+        raw = _initdata(rego, {**self.extra_initdata, **(extra or {})}, self.algorithm)
         annotation = initdata_format.encode_annotation(raw)
         return WorkloadPolicy(workload, policy_data, rego, raw, annotation, summaries, env_ctx.used_secret)
 
-    def generate(self, docs: Documents, runtime_classes: Sequence[str] = ()) -> list[WorkloadPolicy]:
+    def generate(
+        self,
+        docs: Documents,
+        runtime_classes: Sequence[str] = (),
+        extra_for: Callable[[Workload], Mapping[str, str]] | None = None,
+    ) -> list[WorkloadPolicy]:
         """Policies for every workload (whose runtime class starts with one of ``runtime_classes``, if
         given); each workload's pod template gets the initdata annotation."""
         out = []
         for workload in docs.workloads:
             if runtime_classes and not any(workload.runtime_class.startswith(p) for p in runtime_classes):
                 continue
-            result = self.workload_policy(docs, workload)
+            result = self.workload_policy(docs, workload, extra_for(workload) if extra_for else None)
             workload.set_initdata_annotation(result.annotation)
             out.append(result)
         return out

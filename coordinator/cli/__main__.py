@@ -9,7 +9,11 @@ from pathlib import Path
 from common.cli import ArgumentParser
 from common.logs import setup_logging
 from coordinator.cli import commands
-from coordinator.cli.workspace import workspace_from
+from coordinator.cli.inject import Images
+from coordinator.cli.workspace import Workspace, workspace_from
+from genpolicy import GenerateError, ImageSource, Settings, StaticImageSource
+from genpolicy.oci_source import OciImageSource
+from oci import OciError, RegistryConfig
 
 DESCRIPTION = """\
 The data owner's CLI for the Coordinator: generate a manifest, set it, verify the Coordinator,
@@ -20,18 +24,73 @@ set/verify/recover --simulated-root STATE_DIR/simulated-amd.
 """
 
 
+GENERATE_DESCRIPTION = """\
+YAML mode (paths are .yml/.yaml files or directories): every workload with runtimeClassName
+contrast-cc gets the Initializer and, if its pod asks for one, the mesh proxy; its policy is
+generated (Kata rules.rego + genpolicy settings) and written into the YAML as Kata's initdata
+annotation; the Coordinator is the workload annotated contrast.edgeless.systems/pod-role:
+coordinator. manifest.json gets one policy per workload (SANs NAME and *, WorkloadSecretID
+group/version/Kind/namespace/name) and the owner keys.
+
+Initdata mode (paths are initdata documents): one policy per document; --coordinator-initdata.
+"""
+
+
+def is_yaml_mode(paths: list[str]) -> bool:
+    return any(Path(p).is_dir() or Path(p).suffix in (".yml", ".yaml") for p in paths)
+
+
+def yaml_options(ws: Workspace, args: argparse.Namespace) -> commands.YamlOptions:
+    rules_path = args.policy or ws.path("rules.rego")
+    settings_path = args.settings or ws.path("settings.json")
+    if not rules_path.exists():
+        raise commands.CliError(f"{rules_path}: no rules.rego; give -p with the rules.rego of the "
+                                "Kata release the nodes run")
+    if not settings_path.exists():
+        raise commands.CliError(f"{settings_path}: no genpolicy settings; give -s")
+    if args.images:
+        images: ImageSource = StaticImageSource.load(args.images)
+    else:
+        cache = args.genpolicy_cache_path or ws.path("layers-cache")
+        images = OciImageSource(cache, registry=RegistryConfig(insecure=frozenset(args.insecure_registry)),
+                                layout=args.oci_layout)
+    own = None
+    if args.initializer_image and args.service_mesh_image:
+        own = Images(args.initializer_image, args.service_mesh_image)
+    elif args.initializer_image or args.service_mesh_image:
+        raise commands.CliError("give both --initializer-image and --service-mesh-image")
+    rules = rules_path.read_text(encoding="utf-8")
+    return commands.YamlOptions(Settings.load(settings_path), rules, images, own, args.skip_initializer,
+                                args.skip_service_mesh)
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="contrast", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workspace-dir", default=".", help="where manifest.json and keys live (default .)")
     p.add_argument("--log-level", default="WARNING", help="stderr log level (default WARNING)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    g = sub.add_parser("generate", help="write manifest.json from initdata documents",
-                       description="Write manifest.json: one policy per initdata document (its SHA-256), "
-                                   "the reference values, the owner keys; lists what is still to fill in.")
-    g.add_argument("workloads", nargs="*", metavar="INITDATA[:NAME]",
-                   help="a workload's initdata document; NAME (default: file stem) is its SAN and secret ID")
-    g.add_argument("--coordinator-initdata", type=Path, required=True, help="the Coordinator's initdata")
+    g = sub.add_parser("generate", help="policies for Kubernetes YAML (or initdata) and manifest.json",
+                       description=GENERATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("workloads", nargs="*", metavar="PATH",
+                   help="YAML files or directories (YAML mode), or INITDATA[:NAME] documents; NAME (default: "
+                        "file stem) is the SAN and secret ID")
+    g.add_argument("--coordinator-initdata", type=Path, help="initdata mode: the Coordinator's initdata")
+    g.add_argument("-p", "--policy", type=Path,
+                   help="YAML mode: Kata's rules.rego (default WORKSPACE/rules.rego)")
+    g.add_argument("-s", "--settings", type=Path,
+                   help="YAML mode: genpolicy settings file or directory (default WORKSPACE/settings.json)")
+    g.add_argument("--images", type=Path,
+                   help="YAML mode: JSON image descriptions instead of pulling configs")
+    g.add_argument("--oci-layout", type=Path, help="YAML mode: read images from this OCI layout")
+    g.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="YAML mode: registry reachable over plain HTTP (loopback always is)")
+    g.add_argument("-c", "--genpolicy-cache-path", type=Path,
+                   help="YAML mode: blob and layer cache (default WORKSPACE/layers-cache)")
+    g.add_argument("--initializer-image", help="YAML mode: the Initializer image (pinned by digest)")
+    g.add_argument("--service-mesh-image", help="YAML mode: the mesh proxy image (pinned by digest)")
+    g.add_argument("--skip-initializer", action="store_true", help="YAML mode: inject no Initializer")
+    g.add_argument("--skip-service-mesh", action="store_true", help="YAML mode: inject no mesh proxy")
     g.add_argument("--reference-values", type=Path, help="JSON file with the ReferenceValues object")
     g.add_argument("-d", "--disable-updates", action="store_true",
                    help="empty WorkloadOwnerKeyDigests: once set, nobody can change the manifest again")
@@ -77,7 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, with_time=False)
     ws = workspace_from(args.workspace_dir)
     try:
-        if args.command == "generate":
+        if args.command == "generate" and is_yaml_mode(args.workloads):
+            missing, lines = commands.generate_yaml(
+                ws, [Path(w) for w in args.workloads], yaml_options(ws, args), args.reference_values,
+                args.disable_updates, args.seedshare_key_bits, args.simulate_tee)
+            for line in lines:
+                print(line, file=sys.stderr)
+            print(f"wrote {ws.path('manifest.json')} and the initdata annotations into the YAML")
+            for problem in missing:
+                print(f"  fill in: {problem}", file=sys.stderr)
+        elif args.command == "generate":
+            if args.coordinator_initdata is None:
+                p.error("generate: --coordinator-initdata is required for initdata documents")
             missing = commands.generate(ws, args.reference_values, args.workloads, args.coordinator_initdata,
                                         args.disable_updates, args.seedshare_key_bits, args.simulate_tee)
             print(f"wrote {ws.path('manifest.json')}")
@@ -95,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             commands.recover(ws, args.coordinator, args.force, args.simulated_root, args.allow_rollback)
             print("Coordinator recovered")
-    except (commands.CliError, ValueError, OSError) as exc:
+    except (commands.CliError, GenerateError, OciError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

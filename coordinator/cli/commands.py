@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from attestation.initdata import encode as encode_initdata
 from attestation.initdata import parse as parse_initdata
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
+from coordinator.cli.inject import Images
 from coordinator.cli.workspace import (
     INITDATA_DIR,
     LATEST_TRANSITION,
@@ -38,10 +40,23 @@ from coordinator.proto import userapi_pb2
 from coordinator.seedengine import SeedEngine
 from coordinator.simulation import SIMULATED_ROOT_ENV, SIMULATED_SNP_REFERENCE_VALUES, load_trusted_roots
 from coordinator.state import decrypt_seed, key_digest
+from genpolicy import GenerateError, ImageSource, Settings
 
 log = logging.getLogger("contrast")
 USER_PORT = 1313
 RETRY_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class YamlOptions:
+    """Inputs of the YAML mode of generate besides the files."""
+
+    settings: Settings
+    rules: str
+    images: ImageSource
+    own_images: Images | None
+    skip_initializer: bool = False
+    skip_service_mesh: bool = False
 
 
 class CliError(Exception):
@@ -62,48 +77,44 @@ class RollbackDetectedError(CliError):
 
 
 # -- generate ----------------------------------------------------------------------------------------------
-def generate(
-    ws: Workspace,
-    reference_values: Path | None,
-    workloads: Sequence[str],
-    coordinator_initdata: Path,
-    disable_updates: bool = False,
-    seedshare_key_bits: int = 4096,
-    simulated: bool = False,
-) -> list[str]:
-    """Write manifest.json from initdata documents; return the reference values still to fill in.
-
-    `simulated` puts in the one reference value a ``python -m coordinator --simulate-tee`` with the
-    default all-zero measurement matches (and nothing else)."""
-    existing: dict[str, Any] = {}
-    if ws.path(MANIFEST).exists():
-        existing = json.loads(ws.path(MANIFEST).read_bytes())
+def _reference_values(ws: Workspace, reference_values: Path | None, simulated: bool) -> Any:
     if simulated and reference_values is not None:
         raise CliError("give either --simulate-tee or --reference-values, not both")
     if simulated:
-        rvs = json.loads(json.dumps(SIMULATED_SNP_REFERENCE_VALUES))
-    elif reference_values is not None:
+        return json.loads(json.dumps(SIMULATED_SNP_REFERENCE_VALUES))
+    if reference_values is not None:
         rvs = json.loads(reference_values.read_bytes())
-        rvs = rvs.get("ReferenceValues", rvs)
-    else:
-        rvs = existing.get("ReferenceValues", {})
-    policies: dict[str, Any] = {}
-    for role, spec in [("coordinator", f"{coordinator_initdata}:coordinator"), *(("", w) for w in workloads)]:
-        path_text, _, name = spec.partition(":")
-        path = Path(path_text)
-        name = name or path.stem
-        raw = path.read_bytes()
-        try:
-            doc = parse_initdata(raw)
-        except InitdataError as exc:
-            raise CliError(f"{path}: {exc}") from exc
-        if doc.algorithm != "sha256":
-            raise CliError(f"{path}: algorithm {doc.algorithm}, expected sha256 (the policy hash is SHA-256)")
-        digest = ws.store_initdata(raw)
-        entry: dict[str, Any] = {"SANs": [name, "*"], "WorkloadSecretID": name}
-        if role:
-            entry["Role"] = role
-        policies[digest] = entry
+        return rvs.get("ReferenceValues", rvs)
+    existing = _existing_manifest(ws)
+    return existing.get("ReferenceValues", {})
+
+
+def _existing_manifest(ws: Workspace) -> dict[str, Any]:
+    if ws.path(MANIFEST).exists():
+        doc: dict[str, Any] = json.loads(ws.path(MANIFEST).read_bytes())
+        return doc
+    return {}
+
+
+def _policy_entry(
+    ws: Workspace, raw: bytes, where: str, sans: list[str], secret_id: str, role: str
+) -> tuple[str, Any]:
+    try:
+        doc = parse_initdata(raw)
+    except InitdataError as exc:
+        raise CliError(f"{where}: {exc}") from exc
+    if doc.algorithm != "sha256":
+        raise CliError(f"{where}: algorithm {doc.algorithm}, expected sha256 (the policy hash is SHA-256)")
+    digest = ws.store_initdata(raw)
+    entry: dict[str, Any] = {"SANs": sans, "WorkloadSecretID": secret_id}
+    if role:
+        entry["Role"] = role
+    return digest, entry
+
+
+def _write_manifest(ws: Workspace, policies: dict[str, Any], rvs: Any, disable_updates: bool,
+                    seedshare_key_bits: int) -> list[str]:
+    existing = _existing_manifest(ws)
     doc_out: dict[str, Any] = {"Policies": policies, "ReferenceValues": rvs}
     if disable_updates:
         doc_out["WorkloadOwnerKeyDigests"] = []
@@ -118,8 +129,83 @@ def generate(
     own = manifest_mod.pkcs1_der(seedshare.public_key()).hex()
     doc_out["SeedshareOwnerPubKeys"] = existing.get("SeedshareOwnerPubKeys") or [own]
     ws.write(MANIFEST, json.dumps(doc_out, indent=2).encode() + b"\n")
-    missing = [str(p) for p in manifest_mod.check(doc_out)]
-    return missing
+    return [str(p) for p in manifest_mod.check(doc_out)]
+
+
+def generate(
+    ws: Workspace,
+    reference_values: Path | None,
+    workloads: Sequence[str],
+    coordinator_initdata: Path,
+    disable_updates: bool = False,
+    seedshare_key_bits: int = 4096,
+    simulated: bool = False,
+) -> list[str]:
+    """Write manifest.json from initdata documents; return the reference values still to fill in.
+
+    `simulated` puts in the one reference value a ``python -m coordinator --simulate-tee`` with the
+    default all-zero measurement matches (and nothing else)."""
+    rvs = _reference_values(ws, reference_values, simulated)
+    policies: dict[str, Any] = {}
+    for role, spec in [("coordinator", f"{coordinator_initdata}:coordinator"), *(("", w) for w in workloads)]:
+        path_text, _, name = spec.partition(":")
+        path = Path(path_text)
+        name = name or path.stem
+        digest, entry = _policy_entry(ws, path.read_bytes(), str(path), [name, "*"], name, role)
+        policies[digest] = entry
+    return _write_manifest(ws, policies, rvs, disable_updates, seedshare_key_bits)
+
+
+def owner_anchor(ws: Workspace, seedshare_key_bits: int = 4096) -> OwnerAnchor:
+    """This workspace's owner keys (created if missing), as the Coordinator's initdata names them."""
+    seedshare = ws.seedshare_owner_key(create=True, bits=seedshare_key_bits)
+    owner = ws.workload_owner_key(create=True)
+    assert seedshare is not None and owner is not None
+    return OwnerAnchor(
+        frozenset({manifest_mod.pkcs1_der(seedshare.public_key()).hex()}),
+        frozenset({key_digest(owner.public_key()).hex()}),
+    )
+
+
+def generate_yaml(
+    ws: Workspace,
+    paths: Sequence[Path],
+    options: YamlOptions,
+    reference_values: Path | None = None,
+    disable_updates: bool = False,
+    seedshare_key_bits: int = 4096,
+    simulated: bool = False,
+) -> tuple[list[str], list[str]]:
+    """``contrast generate`` on Kubernetes YAML: annotate the files, write manifest.json.
+
+    Returns (reference values still to fill in, report lines). Nothing is written when any workload
+    fails: every file is generated first, then all are replaced."""
+    from coordinator.cli import kube
+
+    rvs = _reference_values(ws, reference_values, simulated)
+    extra = {} if disable_updates else {OWNERS_ENTRY: owner_anchor(ws, seedshare_key_bits).to_json()}
+    try:
+        results = kube.generate_files(
+            paths, options.settings, options.rules, options.images, options.own_images, extra,
+            skip_initializer=options.skip_initializer, skip_service_mesh=options.skip_service_mesh,
+        )
+    except GenerateError as exc:
+        raise CliError(str(exc)) from exc
+    entries = kube.policy_entries(results)
+    if not entries:
+        raise CliError("no workload with runtimeClassName contrast-cc in the given YAML")
+    if not any(e.role == "coordinator" for e in entries):
+        raise CliError("no Coordinator among the workloads (annotation contrast.edgeless.systems/pod-role: "
+                       "coordinator)")
+    policies: dict[str, Any] = {}
+    for e in entries:
+        where = e.workload_secret_id
+        digest, entry = _policy_entry(ws, e.initdata, where, e.sans, e.workload_secret_id, e.role)
+        policies[digest] = entry
+    kube.write_files(results)
+    lines: list[str] = []
+    kube.report(results, lines.append)
+    return _write_manifest(ws, policies, rvs, disable_updates, seedshare_key_bits), lines
 
 
 # -- bind-owners -------------------------------------------------------------------------------------------
@@ -132,14 +218,7 @@ def bind_owners(ws: Workspace, coordinator_initdata: bytes, seedshare_key_bits: 
         doc = parse_initdata(coordinator_initdata)
     except InitdataError as exc:
         raise CliError(f"coordinator initdata: {exc}") from exc
-    seedshare = ws.seedshare_owner_key(create=True, bits=seedshare_key_bits)
-    owner = ws.workload_owner_key(create=True)
-    assert seedshare is not None and owner is not None
-    anchor = OwnerAnchor(
-        frozenset({manifest_mod.pkcs1_der(seedshare.public_key()).hex()}),
-        frozenset({key_digest(owner.public_key()).hex()}),
-    )
-    data = {**doc.data, OWNERS_ENTRY: anchor.to_json()}
+    data = {**doc.data, OWNERS_ENTRY: owner_anchor(ws, seedshare_key_bits).to_json()}
     return encode_initdata(Initdata(version=doc.version, algorithm=doc.algorithm, data=data))
 
 

@@ -1,0 +1,112 @@
+"""``contrast generate`` on Kubernetes YAML: inject our parts, generate every confidential workload's
+policy, write the initdata annotations back into the files and the policies into the manifest.
+
+The Coordinator is one of the workloads (annotation ``contrast.edgeless.systems/pod-role:
+coordinator``): its policy gets the manifest role and its initdata carries the owner anchor, so the
+Coordinator accepts manifests and recoveries only from this workspace's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.files import atomic_write
+from genpolicy import Generator, ImageSource, Settings, Workload, WorkloadPolicy, parse_documents
+from genpolicy.cli import explain
+
+from .inject import Images, inject, is_confidential, role, workload_secret_id
+
+
+@dataclass
+class YamlResult:
+    """One input file: its new text and the policies of its confidential workloads."""
+
+    path: Path
+    text: str
+    policies: list[WorkloadPolicy]
+    injected: dict[str, list[str]] = field(default_factory=dict)  # workload label -> containers added
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    initdata: bytes
+    sans: list[str]
+    workload_secret_id: str
+    role: str
+
+
+def yaml_files(paths: Sequence[Path]) -> list[Path]:
+    """``.yml``/``.yaml`` files among ``paths`` (directories are searched), sorted, without duplicates."""
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found.update(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file())
+        else:
+            found.add(path)
+    return sorted(found)
+
+
+def generate_files(
+    paths: Sequence[Path],
+    settings: Settings,
+    rules: str,
+    images: ImageSource,
+    own_images: Images | None,
+    coordinator_extra: Mapping[str, str],
+    *,
+    skip_initializer: bool = False,
+    skip_service_mesh: bool = False,
+) -> list[YamlResult]:
+    """Generate for every file; nothing is written here (the caller writes all files or none)."""
+    generator = Generator(settings, rules, images)
+    # ConfigMaps and Secrets of every file may be referenced from any file.
+    parsed = [
+        (path, parse_documents(path.read_text(encoding="utf-8"), str(path))) for path in yaml_files(paths)
+    ]
+    config_maps = [c for _, d in parsed for c in d.config_maps]
+    secrets = [s for _, d in parsed for s in d.secrets]
+
+    def extra_for(workload: Workload) -> Mapping[str, str]:
+        return coordinator_extra if role(workload) == "coordinator" else {}
+
+    results = []
+    for path, docs in parsed:
+        docs.config_maps, docs.secrets = config_maps, secrets
+        confidential = [w for w in docs.workloads if is_confidential(w)]
+        if not confidential:
+            continue
+        injected = {}
+        for workload in confidential:
+            added = inject(
+                workload, own_images, skip_initializer=skip_initializer, skip_service_mesh=skip_service_mesh
+            )
+            if added:
+                injected[workload.label] = added
+        docs.workloads = confidential
+        policies = generator.generate(docs, extra_for=extra_for)
+        results.append(YamlResult(path, docs.dump(), policies, injected))
+    return results
+
+
+def policy_entries(results: Sequence[YamlResult]) -> list[PolicyEntry]:
+    out = []
+    for result in results:
+        for policy in result.policies:
+            w = policy.workload
+            name = str(w.metadata.get("name", ""))
+            out.append(PolicyEntry(policy.initdata, [name, "*"], workload_secret_id(w), role(w)))
+    return out
+
+
+def write_files(results: Sequence[YamlResult]) -> None:
+    for result in results:
+        atomic_write(result.path, result.text.encode("utf-8"), mode=0o644)
+
+
+def report(results: Sequence[YamlResult], emit: Callable[[str], None]) -> None:
+    for result in results:
+        for label, added in result.injected.items():
+            emit(f"{result.path}: {label}: injected {', '.join(added)}")
+        emit(explain(result.policies).rstrip("\n"))
