@@ -82,6 +82,16 @@ class UntrustedHistoryError(PermissionDeniedError):
         self.expected = expected
 
 
+class UnanchoredOwnerError(PermissionDeniedError):
+    """A key that the owner anchor in the Coordinator's measured initdata does not list."""
+
+    def __init__(self, what: str, found: str, expected: str) -> None:
+        super().__init__(f"{what} (found {found}, expected {expected})")
+        self.what = what
+        self.found = found
+        self.expected = expected
+
+
 class RollbackError(UntrustedHistoryError):
     """The persisted history does not contain the transition the owner last saw (rolled back or replaced)."""
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from attestation.initdata import InitdataError
 from attestation.initdata import parse as parse_initdata
 from coordinator import manifest as manifest_mod
-from coordinator.errors import OwnerAnchorError, UntrustedHistoryError
+from coordinator.errors import OwnerAnchorError, UnanchoredOwnerError
 from coordinator.manifest import Manifest
 
 OWNERS_ENTRY = "owners.json"
@@ -87,18 +87,20 @@ class OwnerAnchor:
         }, indent=2)
 
     def check_manifest(self, manifest: Manifest, where: str) -> None:
-        """Raise UntrustedHistoryError unless every owner key of `manifest` is an anchored one."""
+        """Raise UnanchoredOwnerError unless every owner key of `manifest` is an anchored one."""
         _subset(manifest.seedshare_owner_pub_keys, self.seedshare_owner_pub_keys,
-                f"{where}: SeedshareOwnerPubKeys names a key the Coordinator's initdata does not list")
+                f"{where}: SeedshareOwnerPubKeys names a key the Coordinator's initdata does not list",
+                _short)
         if self.workload_owner_key_digests:
             _subset(manifest.workload_owner_key_digests, self.workload_owner_key_digests,
-                    f"{where}: WorkloadOwnerKeyDigests names a key the Coordinator's initdata does not list")
+                    f"{where}: WorkloadOwnerKeyDigests names a key the Coordinator's initdata does not list",
+                    lambda digest: digest[:16])
 
     def check_seedshare_owner(self, hex_pkcs1: str) -> None:
         if hex_pkcs1.lower() not in self.seedshare_owner_pub_keys:
-            raise UntrustedHistoryError(
+            raise UnanchoredOwnerError(
                 "the client key is not a seedshare owner named in the Coordinator's measured initdata",
-                found=f"key sha256 {_short(hex_pkcs1)}",
+                found=_short(hex_pkcs1),
                 expected=" or ".join(_short(k) for k in sorted(self.seedshare_owner_pub_keys)),
             )
 
@@ -106,7 +108,7 @@ class OwnerAnchor:
         if not self.workload_owner_key_digests:
             return
         if digest_hex is None or digest_hex not in self.workload_owner_key_digests:
-            raise UntrustedHistoryError(
+            raise UnanchoredOwnerError(
                 "the first manifest must come from a workload owner named in the Coordinator's initdata",
                 found=digest_hex or "no client key",
                 expected=" or ".join(sorted(self.workload_owner_key_digests)),
@@ -114,11 +116,12 @@ class OwnerAnchor:
 
 
 def _short(hex_pkcs1: str) -> str:
-    return hashlib.sha256(bytes.fromhex(hex_pkcs1)).hexdigest()[:16]
+    """A seedshare key as the prefix of its SHA-256 (the hex of the key itself starts alike for all)."""
+    return "sha256:" + hashlib.sha256(bytes.fromhex(hex_pkcs1)).hexdigest()[:16]
 
 
-def _subset(have: Iterable[str], allowed: frozenset[str], what: str) -> None:
+def _subset(have: Iterable[str], allowed: frozenset[str], what: str, show: Callable[[str], str]) -> None:
     extra = sorted({h.lower() for h in have} - allowed)
     if extra:
-        raise UntrustedHistoryError(what, found=", ".join(e[:16] for e in extra),
-                                    expected="only keys from the measured owner list")
+        raise UnanchoredOwnerError(what, found=", ".join(show(e) for e in extra),
+                                   expected="only keys from the measured owner list")

@@ -12,7 +12,7 @@ recovering party proves. `verify_history` accepts the persisted history only if
 * the SeedshareOwnerPubKeys never change along the chain (SetManifest refuses such a change, so a
   history that has one was not written by a Coordinator);
 * with an owner anchor in the Coordinator's measured initdata, every manifest names only anchored
-  owner keys;
+  owner keys (else `UnanchoredOwnerError`);
 * with the transition the owner last saw, that transition is on the chain (else `RollbackError`).
 
 The check is pure: it reads the store and raises or returns; it changes nothing.

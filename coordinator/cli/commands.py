@@ -387,6 +387,11 @@ def set_manifest(
     # manifest starts a new history; an update must continue the one we saw.
     history = _get_manifests(host, port, ClientConfig(validators=config.validators))
     first = response.HasField("SeedSharesDoc")
+    last_seen = ws.last_transition()
+    if first and last_seen is not None:
+        log.warning("event=new_history previous_latest=%s warning=%r", last_seen.hex(),
+                    "the Coordinator had no state: this set started a NEW history (new seed, new root CA); "
+                    "the history this workspace saw before is gone (deleted state?)")
     ws.record_transition(check_history(ws, history, _seed_engine(ws), continues=not first))
     return response
 
@@ -402,13 +407,13 @@ def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) 
         )
     except CallError as exc:
         raise CliError(f"verifying Coordinator: {exc}") from exc
-    latest = check_history(ws, response, _seed_engine(ws))
     ws.write(f"{VERIFY_DIR}/{ROOT_CA}", response.RootCA)
     ws.write(f"{VERIFY_DIR}/{MESH_CA}", response.MeshCA)
     for i, raw in enumerate(response.Manifests):
         ws.write(f"{VERIFY_DIR}/manifest.{i}.json", raw)
     for doc in response.Policies:
         ws.write(f"{VERIFY_DIR}/policy.{hashlib.sha256(doc).hexdigest()}.toml", doc)
+    latest = check_history(ws, response, _seed_engine(ws))  # verify/ is written first, for review
     if not response.Manifests or response.Manifests[-1] != m.raw:
         raise CliError(
             "the Coordinator's latest manifest differs from the local manifest.json; review "

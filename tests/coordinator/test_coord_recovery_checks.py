@@ -16,7 +16,7 @@ from coordinator import identity
 from coordinator import manifest as manifest_mod
 from coordinator.cli.__main__ import main as cli_main
 from coordinator.cli.workspace import Workspace
-from coordinator.errors import OwnerAnchorError, RollbackError, UntrustedHistoryError
+from coordinator.errors import OwnerAnchorError, RollbackError, UnanchoredOwnerError, UntrustedHistoryError
 from coordinator.history import LATEST_KEY, ZERO, History, LatestTransition, Transition
 from coordinator.owners import OWNERS_ENTRY, OwnerAnchor
 from coordinator.recovery import verify_history
@@ -119,9 +119,9 @@ def test_anchor_limits_the_owner_keys(tmp_path: Path, engine: SeedEngine, owner_
     store = FileStore(tmp_path)
     digest = "ab" * 32
     build(store, engine, [manifest("a", owner_keys[1:], [digest])])
-    with pytest.raises(UntrustedHistoryError, match="SeedshareOwnerPubKeys names a key"):
+    with pytest.raises(UnanchoredOwnerError, match="SeedshareOwnerPubKeys names a key"):
         verify_history(History(store), engine, OwnerAnchor(frozenset(owner_keys[:1]), frozenset()))
-    with pytest.raises(UntrustedHistoryError, match="WorkloadOwnerKeyDigests names a key"):
+    with pytest.raises(UnanchoredOwnerError, match="WorkloadOwnerKeyDigests names a key"):
         verify_history(History(store), engine, OwnerAnchor(frozenset(owner_keys[1:]), frozenset({"cd" * 32})))
     verify_history(History(store), engine, OwnerAnchor(frozenset(owner_keys), frozenset({digest})))
 
