@@ -34,6 +34,7 @@ from guest.measured import (
     EvidenceLaunchConfig,
     FixedLaunchConfig,
     LaunchConfigSource,
+    check_no_initdata,
     deny_all_policy,
     find_initdata_device,
     install_measured_policy,
@@ -218,10 +219,35 @@ def _launch_source(spec: str) -> LaunchConfigSource | None:
     raise ValueError(f"unknown --evidence {spec!r} (auto, none, snp:HEX, tdx:HEX)")
 
 
+def _no_tee(exc: Exception) -> bool:
+    """``--evidence auto`` found no provider, and the CPU flags do not say this is a TEE guest either."""
+    from attestation.errors import NoProviderError
+    from attestation.providers.detect import detect_platform
+
+    return isinstance(exc, NoProviderError) and detect_platform() is None
+
+
+def _without_initdata(policy: AgentPolicy, args: argparse.Namespace) -> None:
+    """No initdata device: the default policy stays only if the launch evidence binds none."""
+    try:
+        source = _launch_source(args.evidence)
+    except Exception as exc:
+        if _no_tee(exc):  # nothing measured a binding, so there is nothing the host could withhold
+            log.warning("event=no_initdata_device binding=unchecked msg=%s",
+                        json.dumps(f"{exc}; not a TEE guest, no launch binding to check: "
+                                   "default policy stays in force"))
+            return
+        reason = f"reading launch config: {type(exc).__name__}: {exc}"
+        log.error("event=measured_config_failed device=none error=%s", json.dumps(reason))
+        policy.set_policy(deny_all_policy(reason))
+        return
+    check_no_initdata(policy, source)
+
+
 def _install_initdata(policy: AgentPolicy, args: argparse.Namespace) -> None:
     device = find_initdata_device() if args.initdata == "auto" else Path(args.initdata)
     if device is None:
-        log.warning("event=no_initdata_device msg=%s", json.dumps("default policy stays in force"))
+        _without_initdata(policy, args)
         return
     try:
         source = _launch_source(args.evidence)

@@ -14,6 +14,10 @@ to others done here:
 
 Any failure in 2-4 installs a deny-all policy whose every rule prints the error, so the host sees the
 reason in each PERMISSION_DENIED reply. Each measured file is replaced atomically.
+
+Without an initdata device the default policy stays only if the launch evidence binds no initdata
+(:func:`check_no_initdata`): a non-zero HOST_DATA / MRCONFIGID names a document the owner launched
+this VM with, so a missing device means the host withheld it, and the answer is deny-all.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "FixedLaunchConfig",
     "LaunchConfigSource",
     "MeasuredConfigError",
+    "check_no_initdata",
     "deny_all_policy",
     "find_initdata_device",
     "install_measured_policy",
@@ -142,6 +147,47 @@ def deny_all_policy(reason: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _field(platform: str) -> str:
+    return "HOST_DATA" if platform == "snp" else "MRCONFIGID"
+
+
+def check_no_initdata(policy: AgentPolicy, source: LaunchConfigSource | None) -> bool:
+    """No initdata device was found: keep the default policy only if the TEE binds no initdata.
+
+    Returns True when the default policy stays (all-zero HOST_DATA / MRCONFIGID, or no evidence
+    source at all, i.e. ``--evidence none``). A non-zero binding, a value of the wrong size or
+    evidence that cannot be read installs a deny-all policy naming the reason and returns False.
+    """
+    if source is None:
+        log.warning("event=no_initdata_device binding=unchecked msg=%s",
+                    json.dumps("no TEE evidence source: default policy stays in force"))
+        return True
+    try:
+        size = FIELD_SIZES.get(source.platform)
+        if size is None:
+            raise MeasuredConfigError(f"reading launch config: unsupported platform {source.platform!r}")
+        field = _field(source.platform)
+        try:
+            measured = source.read()
+        except Exception as exc:  # the evidence provider's own errors, whatever their type
+            raise MeasuredConfigError(f"reading launch config: {type(exc).__name__}: {exc}") from exc
+        if len(measured) != size:
+            raise MeasuredConfigError(f"{field} has {len(measured)} bytes, expected {size}")
+        if any(measured):
+            raise MeasuredConfigError(
+                f"the launch evidence binds initdata ({field} {measured.hex()}) but no initdata device "
+                "was found: the document it names was withheld"
+            )
+    except MeasuredConfigError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("event=measured_config_failed device=none error=%s", json.dumps(reason))
+        policy.set_policy(deny_all_policy(reason))
+        return False
+    log.warning("event=no_initdata_device binding=zero field=%s msg=%s", field,
+                json.dumps("the launch evidence binds no initdata: default policy stays in force"))
+    return True
+
+
 def _verified(raw: bytes, source: LaunchConfigSource | None) -> Any:
     from attestation import initdata
 
@@ -156,7 +202,7 @@ def _verified(raw: bytes, source: LaunchConfigSource | None) -> Any:
     expected = initdata.platform_digest(parsed.hash(raw), size)
     measured = source.read()
     if not hmac.compare_digest(expected, measured):
-        field = "HOST_DATA" if source.platform == "snp" else "MRCONFIGID"
+        field = _field(source.platform)
         raise MeasuredConfigError(
             f"initdata digest {expected.hex()} does not match {field} {measured.hex()}"
         )

@@ -14,7 +14,9 @@ from ..errors import NoProviderError
 from ..evidence import EvidenceProvider, Platform
 from .configfs_tsm import TSM_REPORT_ROOT, ConfigfsTsmProvider, probe_provider
 from .sevguest import DEVICE_PATH, SevGuestProvider
-from .simulated import SimulatedAmdRoot, SimulatedSnpProvider
+
+# The simulator (and with it `cryptography`, ~14 MiB) is imported only when it is allowed and used:
+# a guest agent probing for its TEE at boot never needs it.
 
 SIMULATED_ROOT_ENV = "ATTESTATION_SIMULATED_ROOT"
 TDX_GUEST_PATH = "/dev/tdx_guest"
@@ -60,6 +62,8 @@ def detect_provider(
 
         return SevGuestProvider(LinuxSevGuestDevice(sev_guest_path))
     if allow_simulated:
+        from .simulated import SimulatedAmdRoot, SimulatedSnpProvider
+
         root_dir = os.environ.get(SIMULATED_ROOT_ENV)
         if root_dir:
             return SimulatedSnpProvider(root=SimulatedAmdRoot.load(root_dir))
