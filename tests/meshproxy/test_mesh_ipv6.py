@@ -52,11 +52,16 @@ def targets(pod: Pod) -> dict[str, str]:
     return {"ipv4": pod.ip, "ula": pod.ip6, "link-local": pod.link_local}
 
 
-def deny_rules(pod: Pod) -> dict[str, list[str]]:
+def saves(pod: Pod, backend: str = "iptables-legacy") -> tuple[str, str]:
+    """``iptables-save`` and ``ip6tables-save`` of ``backend``."""
+    return pod.iptables_save(backend), pod.ip6tables_save(backend.replace("iptables", "ip6tables"))
+
+
+def deny_rules(pod: Pod, backend: str = "iptables-legacy") -> dict[str, list[str]]:
     """The DROP rules of the filter table's INPUT chain, per family."""
     return {
         family: [line for line in text.splitlines() if line.startswith("-A INPUT") and "-j DROP" in line]
-        for family, text in (("ipv4", pod.iptables_save()), ("ipv6", pod.ip6tables_save()))
+        for family, text in zip(("ipv4", "ipv6"), saves(pod, backend), strict=True)
     }
 
 
@@ -102,12 +107,14 @@ def test_default_deny_drops_ipv6_and_keeps_neighbour_discovery(topo: Topology) -
     assert r.stdout == f"app port=8081 peer={topo.a.link_local}\n".encode()
 
 
+@pytest.mark.parametrize("backend", ["iptables-legacy", "iptables-nft"])
 def test_ipv6_ingress_only_through_the_proxy_and_deny_back_on_shutdown(
-    topo: Topology, tls_dirs: dict[str, Path], tmp_path: Path
+    topo: Topology, tls_dirs: dict[str, Path], tmp_path: Path, backend: str
 ) -> None:
-    assert topo.b.run(PYTHON, "-m", "meshproxy", "default-deny", "install").returncode == 0
+    deny_env = _env(MESHPROXY_IPTABLES=backend)
+    assert topo.b.run(PYTHON, "-m", "meshproxy", "default-deny", "install", env=deny_env).returncode == 0
     ready = tmp_path / "ready"
-    env = _env(CONTRAST_INGRESS_PROXY_CONFIG=INGRESS, CONTRAST_ADMIN_PORT="9901")
+    env = _env(CONTRAST_INGRESS_PROXY_CONFIG=INGRESS, CONTRAST_ADMIN_PORT="9901", MESHPROXY_IPTABLES=backend)
     start_proxy(topo.b, tls_dirs["b"], ready, env, tmp_path / "proxy.log", "--handshake-timeout", "2")
     proxy = topo.b.procs[-1]
     assert wait_for(lambda: _app_listening(topo.b), 10)
@@ -154,7 +161,7 @@ def test_ipv6_ingress_only_through_the_proxy_and_deny_back_on_shutdown(
     assert wait_for(lambda: 'listener="plainport",reason="timeout"' in metrics(topo.a, 9902), 6)
 
     # installing the same rules again changes neither family
-    before = (topo.b.iptables_save(), topo.b.ip6tables_save())
+    before = saves(topo.b, backend)
     again = topo.b.run(
         PYTHON,
         "-c",
@@ -165,16 +172,16 @@ def test_ipv6_ingress_only_through_the_proxy_and_deny_back_on_shutdown(
         env=env,
     )
     assert again.returncode == 0, again.stderr
-    assert _without_counters(topo.b.iptables_save()) == _without_counters(before[0])
-    assert _without_counters(topo.b.ip6tables_save()) == _without_counters(before[1])
-    assert "-A PREROUTING -p tcp -j CONTRAST_INBOUND" in topo.b.ip6tables_save()
+    after = saves(topo.b, backend)
+    assert [_without_counters(t) for t in after] == [_without_counters(t) for t in before]
+    assert "-A PREROUTING -p tcp -j CONTRAST_INBOUND" in after[1]
 
     # shutdown: our chains leave both families, the deny rule comes back in both
     proxy.send_signal(signal.SIGTERM)
     assert proxy.wait(timeout=20) == 0
-    for text in (topo.b.iptables_save(), topo.b.ip6tables_save()):
+    for text in saves(topo.b, backend):
         assert not any(chain in text for chain in CHAINS)
-    rules = deny_rules(topo.b)
+    rules = deny_rules(topo.b, backend)
     assert len(rules["ipv4"]) == 1 and len(rules["ipv6"]) == 1, rules
     for kind, address in targets(topo.b).items():
         r = probe(topo.a, topo.b, address, 8081)
