@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = build_config(args)
     except Exception as exc:
-        hint = " (no TEE here? try --simulate-tee)" if "no TEE" in str(exc) else ""
+        hint = " (no TEE here? try --simulate-tee --simulate-initdata FILE)" if "no TEE" in str(exc) else ""
         log.error("event=startup_failed error=%r", f"{exc}{hint}")
         return 1
     try:
