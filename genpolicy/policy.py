@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestation import initdata as initdata_format
+from oci import policy as guest_pull_policy
 
 from .container import PodContainer, container_policy, pod_containers
 from .env import EnvContext
-from .errors import ImageError
+from .errors import GenerateError, ImageError
 from .images import ImageInfo, ImageSource
 from .resources import Documents, Workload
 from .settings import Settings
@@ -70,6 +71,13 @@ class Generator:
         require_digest: bool = True,
     ) -> None:
         self.settings = settings
+        # Pinned guest pull: the rules must also check that the guest pulls the pinned digest
+        # (genpolicy's rules do not); oci.policy's patch adds that conjunct.
+        if require_digest and settings.guest_pull and "allow_guest_pull_image(" not in rules:
+            try:
+                rules = guest_pull_policy.patch_rules(rules)
+            except guest_pull_policy.PatchError as exc:
+                raise GenerateError("rules.rego", "(rules)", str(exc), "Kata's genpolicy rules.rego") from exc
         self.rules = rules
         self.images = images
         self.extra_initdata = dict(extra_initdata or {})

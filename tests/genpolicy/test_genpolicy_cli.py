@@ -150,9 +150,16 @@ def test_hostile_yaml_gets_an_error_naming_the_field(mutation: object, field: st
     mutation(doc)  # type: ignore[operator]
     generator = Generator(
         Settings.load(KATA / "genpolicy-settings.json"),
-        "package agent_policy\n",
+        (KATA / "rules.rego").read_text(),
         StaticImageSource.load(HERE / "images.json"),
     )
     with pytest.raises(GenerateError) as info:
         generator.generate(parse_documents(yaml.safe_dump(doc), "pod.yaml"))
     assert field in str(info.value)
+
+
+def test_rules_without_the_create_container_shape_are_refused() -> None:
+    """Pinning needs the guest-pull conjunct in CreateContainerRequest: rules it cannot patch are an error."""
+    settings = Settings.load(KATA / "genpolicy-settings.json")
+    with pytest.raises(GenerateError, match=r"rules\.rego"):
+        Generator(settings, "package agent_policy\n", StaticImageSource.load(HERE / "images.json"))

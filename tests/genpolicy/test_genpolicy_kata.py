@@ -58,3 +58,71 @@ def test_generated_policy_decides_kata_cases(directory: str) -> None:
         if g != c["allowed"]
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def pinned_dirs() -> list[str]:
+    """Directories whose pod YAML names every image by digest."""
+    out = []
+    for directory in case_dirs():
+        images = [
+            line.split("image:", 1)[1].strip().strip('"')
+            for line in (CASES / directory / "pod.yaml").read_text().splitlines()
+            if "image:" in line
+        ]
+        if images and all("@sha256:" in i for i in images):
+            out.append(directory)
+    return out
+
+
+def pinned_expectation(case: dict[str, Any]) -> bool:
+    """kata's expected decision, except where the pinned rule is stricter on purpose: a workload
+    container without an image_guest_pull storage would run whatever rootfs the host prepared."""
+    request = case["request"]
+    annotations = (request.get("OCI") or {}).get("Annotations") or {}
+    workload = annotations.get("io.kubernetes.cri.container-type") != "sandbox"
+    pulls = any(s.get("driver") == "image_guest_pull" for s in request.get("storages") or [])
+    if case["kind"] == "CreateContainerRequest" and workload and not pulls:
+        return False
+    return bool(case["allowed"])
+
+
+def pinned_policy(directory: str) -> str:
+    settings = Settings.load(KATA / "genpolicy-settings.json")
+    generator = Generator(settings, (KATA / "rules.rego").read_text(), IMAGES)
+    (result,) = generator.generate(parse_documents((CASES / directory / "pod.yaml").read_text(), directory))
+    assert "allow_guest_pull_image(p_container, i_oci, i_storages)" in result.rego
+    return result.rego
+
+
+@pytest.mark.parametrize("directory", pinned_dirs())
+def test_pinned_policy_decides_kata_cases(directory: str) -> None:
+    """With the images pinned the generated policy carries the guest-pull rule; kata's cases decide as
+    kata expects, but for pulls the rule now requires."""
+    policy = AgentPolicy()
+    policy.set_policy(pinned_policy(directory))
+    cases = json.loads((CASES / directory / "testcases.json").read_text())
+    for index, case in enumerate(cases):
+        assert decide(policy, case) == pinned_expectation(case), f"#{index} {case['description']}"
+
+
+def test_pinned_policy_refuses_another_digest() -> None:
+    """Every allowed guest-pull CreateContainer of kata's cases, with the pulled digest swapped by the
+    host, is refused by the generated policy, while the untouched request right after it is allowed
+    (cases replayed in order on one engine, so the state is what kata's harness builds)."""
+    tampered = 0
+    for directory in pinned_dirs():
+        policy = AgentPolicy()
+        policy.set_policy(pinned_policy(directory))
+        for case in json.loads((CASES / directory / "testcases.json").read_text()):
+            pulls = [
+                s for s in case["request"].get("storages") or [] if s.get("driver") == "image_guest_pull"
+            ]
+            if case["kind"] == "CreateContainerRequest" and pulls and pinned_expectation(case):
+                evil = json.loads(json.dumps(case))
+                for storage in evil["request"]["storages"]:
+                    if storage.get("driver") == "image_guest_pull":
+                        storage["source"] = storage["source"].split("@")[0] + "@sha256:" + "66" * 32
+                assert not decide(policy, evil), f"{directory}: {case['description']}"
+                tampered += 1
+            assert decide(policy, case) == pinned_expectation(case), f"{directory}: {case['description']}"
+    assert tampered >= 3

@@ -88,7 +88,7 @@ spec:
                 return pause.resolve(ref)
             return source.resolve(reference)
 
-    generator = Generator(settings, "package agent_policy\n", Both())  # type: ignore[arg-type]
+    generator = Generator(settings, (KATA / "rules.rego").read_text(), Both())  # type: ignore[arg-type]
     (result,) = generator.generate(parse_documents(pod))
     process = result.policy_data["containers"][1]["OCI"]["Process"]
     assert process["Args"] == ["/bin/app", "--serve"] and process["Cwd"] == "/app"
