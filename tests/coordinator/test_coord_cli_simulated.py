@@ -77,7 +77,8 @@ def test_simulate_tee_without_initdata_is_refused_with_the_reason(tmp_path: Path
     assert "--simulate-initdata" in proc.stderr and "--coordinator-initdata" in proc.stderr
     # Without a TEE and without --simulate-tee, the hint names both flags the simulated path needs.
     without = [a for a in argv if a != "--simulate-tee"]
-    proc = subprocess.run(without, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(without, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60,
+                          check=False)
     assert proc.returncode == 1 and "no TEE found" in proc.stderr
     assert "--simulate-tee --simulate-initdata" in proc.stderr
 
