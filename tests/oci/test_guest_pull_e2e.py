@@ -14,13 +14,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redirector import Redirector
 from registry_netns import NetnsRegistry, start_registry, unavailable
 from tarbuild import Entry, compress, tar_bytes
 from token_server import TokenServer
 
 from guest.backend.guestpull import GuestPullError, parse_registry_config, pull_guest_image
 from guest.protocols import agent_pb2
-from oci import BlobMismatchError, Digest, LayoutWriter, Platform, RegistryConfig, RegistryError, UnpackError
+from oci import (
+    BlobMismatchError,
+    Digest,
+    LayoutWriter,
+    Platform,
+    RegistryConfig,
+    RegistryError,
+    TransportPolicyError,
+    UnpackError,
+)
 from oci import mediatypes as mt
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,
@@ -227,3 +237,56 @@ def test_token_auth_with_credentials_from_the_config(tmp_path: Path,
 
 def base64_of(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def _bcrypt(password: str) -> str:
+    import warnings
+
+    with warnings.catch_warnings():  # crypt is deprecated; only the test's htpasswd file needs it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+
+
+def test_basic_auth(tmp_path: Path) -> None:
+    password = "basic-pw"
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"puller:{_bcrypt(password)}\n")
+    reg = start_registry(tmp_path / "reg", "b", subnet=205,
+                         auth=f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {htpasswd}\n")
+    try:
+        digest = build_image(tmp_path / "layout", "p", busybox_layers())
+        reg.push(tmp_path / "layout", "test/basic", "p", index=True, creds=f"puller:{password}")
+        image = f"{reg.hostport}/test/basic@{digest}"
+        pem = reg.ca_pem.replace("\n", "\\n")
+        table = f'[registries."{reg.hostport}"]\nca = "{pem}"\n'
+        good = parse_registry_config(f'{table}auth = "{base64_of("puller:" + password)}"\n', "test")
+        assert (pull(reg, image, tmp_path / "b1", tmp_path / "c1", config=good) / "etc/motd").is_file()
+        with pytest.raises(RegistryError, match="no usable credentials"):
+            pull(reg, image, tmp_path / "b2", tmp_path / "c2")
+        assert os.listdir(tmp_path / "b2") == []
+    finally:
+        reg.close()
+
+
+def test_redirects_follow_the_transport_rule(registry: NetnsRegistry, tmp_path: Path) -> None:
+    digest = build_image(tmp_path / "layout", "r", busybox_layers())
+    registry.push(tmp_path / "layout", "test/redir", "r", index=True)
+    # a loopback front (plain HTTP allowed) redirecting to the TLS registry on another host
+    front = Redirector(f"https://{registry.hostport}")
+    try:
+        cfg = RegistryConfig(ca_certs={registry.hostport: registry.ca_pem})
+        rootfs = pull(registry, f"{front.hostport}/test/redir@{digest}", tmp_path / "b1", tmp_path / "c1",
+                      config=cfg)
+        assert (rootfs / "etc/motd").read_bytes() == b"pulled by digest\n"
+    finally:
+        front.close()
+    # a redirect to plain HTTP on a host that must use TLS is refused
+    downgrade = Redirector(f"http://{registry.hostport}")
+    try:
+        with pytest.raises(TransportPolicyError, match=registry.hostport):
+            pull(registry, f"{downgrade.hostport}/test/redir@{digest}", tmp_path / "b2", tmp_path / "c2")
+        assert os.listdir(tmp_path / "b2") == []
+    finally:
+        downgrade.close()
