@@ -161,7 +161,9 @@ def test_one_wrong_byte_in_a_layer_fails_closed(registry: NetnsRegistry, tmp_pat
 
 
 def test_manifest_for_another_digest_fails_closed(registry: NetnsRegistry, tmp_path: Path) -> None:
-    digest = build_image(tmp_path / "a", "a", busybox_layers())
+    # content of its own: the registry's blob store is shared by all repositories of the module
+    unique = tar_bytes([Entry("unique", data=os.urandom(64))])
+    digest = build_image(tmp_path / "a", "a", [*busybox_layers(), (unique, mt.OCI_LAYER, Digest.of(unique))])
     registry.push(tmp_path / "a", "test/swap", "a", index=True)
     other = build_image(tmp_path / "b", "b", busybox_layers()[:1])
     registry.push(tmp_path / "b", "test/swap", "b", index=True)
