@@ -46,8 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="genpolicy-settings.json, or a directory with it and genpolicy-settings.d/*.json",
     )
+    images = parser.add_mutually_exclusive_group()
+    images.add_argument("--images", help="JSON list of image descriptions (offline image source)")
+    images.add_argument("--oci-layout", help="read images from this local OCI layout instead of registries")
     parser.add_argument(
-        "--images", required=True, help="JSON list of image descriptions (offline image source)"
+        "--insecure-registry",
+        action="append",
+        default=[],
+        help="registry host[:port] that may be reached over plain HTTP (loopback always may)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=str(Path.home() / ".cache" / "genpolicy"),
+        help="per-digest blob and layer cache (default: ~/.cache/genpolicy)",
     )
     parser.add_argument(
         "--runtime-class-names",
@@ -108,7 +119,7 @@ def run(args: argparse.Namespace, images: ImageSource | None = None) -> int:
     generator = Generator(
         settings,
         rules,
-        images or StaticImageSource.load(args.images),
+        images or _image_source(args),
         require_digest=not args.allow_unpinned_images,
     )
     policies = generator.generate(docs, args.runtime_class_names)

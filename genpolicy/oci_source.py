@@ -16,14 +16,19 @@ from typing import Any
 from common.files import atomic_write
 from oci import (
     BlobCache,
+    Descriptor,
     Digest,
+    ImageConfig,
     LayoutSource,
     OciError,
     Reference,
     RegistryClient,
     RegistryConfig,
     pull_image,
+    resolve_image,
 )
+from oci import mediatypes as mt
+from oci.digest import DigestVerifier
 from oci.pull import BlobSource
 from oci.unpack import LayerSource, decompressed
 
@@ -48,7 +53,9 @@ def scan_layer(layer: LayerSource) -> dict[str, Any]:
     found: dict[str, Any] = {}
     with open(layer.path, "rb") as raw, decompressed(raw, layer.compression) as stream:
         try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            # An uncompressed layer is seekable: only the headers are read, file data is skipped.
+            seekable = layer.compression == ""
+            with tarfile.open(fileobj=stream, mode="r:" if seekable else "r|") as tar:
                 for member in tar:
                     name = _normal(member.name)
                     if name in ("etc/.wh..wh..opq", ".wh.etc"):
@@ -77,36 +84,72 @@ class OciImageSource:
         self.cache = BlobCache(cache_dir / "blobs")
         self.users_dir = cache_dir / "users"
         self.users_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.layout = layout
         self.source: BlobSource = LayoutSource(layout) if layout is not None else RegistryClient(registry)
         self.layers_scanned = 0  # layers read this run (0 on a warm cache)
 
-    def _layer_users(self, layer: LayerSource) -> dict[str, Any]:
-        digest = Digest.parse(layer.name)
-        path = self.users_dir / f"{digest.algorithm}-{digest.hex}.json"
+    def _users_path(self, digest: Digest) -> Path:
+        return self.users_dir / f"{digest.algorithm}-{digest.hex}.json"
+
+    def _cached_users(self, digest: Digest) -> dict[str, Any] | None:
         try:
-            cached: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            cached: dict[str, Any] = json.loads(self._users_path(digest).read_text(encoding="utf-8"))
             return cached
         except (OSError, ValueError):
-            pass
+            return None
+
+    def _scan(self, layer: LayerSource) -> dict[str, Any]:
         found = scan_layer(layer)
         self.layers_scanned += 1
+        path = self._users_path(Digest.parse(layer.name))
         atomic_write(path, json.dumps(found, sort_keys=True).encode("utf-8"))
         return found
+
+    def _layout_layer(self, desc: Descriptor) -> LayerSource:
+        """A layer of the local layout, verified where it lies (the layout is content-addressed
+        already: copying it into the cache would only add a write of every byte)."""
+        assert self.layout is not None
+        path = self.layout / "blobs" / desc.digest.algorithm / desc.digest.hex
+        verifier = DigestVerifier(desc.digest, desc.size)
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    verifier.update(view[:n])
+        except FileNotFoundError:
+            raise ImageError(str(desc.digest), "(layer)", f"not in the layout {self.layout}") from None
+        verifier.finish()
+        return LayerSource(str(desc.digest), mt.LAYER_COMPRESSION[desc.media_type], path)
+
+    def _from_layout(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]]]:
+        manifest, config = resolve_image(self.source, self.cache, ref)
+        found = []
+        for desc in manifest.layers:
+            cached = self._cached_users(desc.digest)
+            found.append(cached if cached is not None else self._scan(self._layout_layer(desc)))
+        return ref.require_digest(), config, found
+
+    def _from_registry(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]]]:
+        image = pull_image(self.source, self.cache, ref)
+        found = []
+        for layer in image.layers:
+            cached = self._cached_users(Digest.parse(layer.name))
+            found.append(cached if cached is not None else self._scan(layer))
+        return image.digest, image.config, found
 
     def resolve(self, reference: str) -> ImageInfo:
         try:
             ref = Reference.parse(reference)
             if ref.digest is None:
                 raise ImageError(reference, "image", "has no digest", "a reference pinned by digest")
-            image = pull_image(self.source, self.cache, ref)
+            digest, config, layers = self._from_layout(ref) if self.layout else self._from_registry(ref)
         except OciError as exc:
             raise ImageError(reference, "image", str(exc)) from exc
         users: dict[str, str] = {"passwd": "", "group": ""}
-        for layer in image.layers:
-            for key, value in self._layer_users(layer).items():
+        for found in layers:
+            for key, value in found.items():
                 users[key] = "" if value == WHITEOUT else str(value)
-        config = image.config.raw.get("config") or {}
-        log.info(
-            "event=image_resolved ref=%s digest=%s layers=%d", reference, image.digest, len(image.layers)
-        )
-        return ImageInfo(reference, str(image.digest), dict(config), users["passwd"], users["group"])
+        settings = config.raw.get("config") or {}
+        log.info("event=image_resolved ref=%s digest=%s layers=%d", reference, digest, len(layers))
+        return ImageInfo(reference, str(digest), dict(settings), users["passwd"], users["group"])
