@@ -210,3 +210,11 @@ def test_unusable_files_are_named(tmp_path: Path, which: str, content: bytes) ->
     else:
         expected = "not a loadable Rego policy" if which == "policy" else "not JSON"
     assert expected in proc.stderr
+
+
+def test_help_is_plain_text_and_bad_options_show_the_commands_usage() -> None:
+    for argv in (["--help"], ["eval", "--help"], ["explain", "--help"], ["serve", "--help"]):
+        shown = _guest(*argv)
+        assert shown.returncode == 0 and "`" not in shown.stdout, shown.stdout
+    bad = _guest("explain", "--policy", "p", "--log", "l", "--bogus")
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: guest-agent explain ")

@@ -183,3 +183,13 @@ def test_meshproxy_names_the_unloadable_credential_file(
     assert last.startswith(f"meshproxy: {tls / name}: cannot load mesh credentials: "), last
     assert "PEM lib" not in last and "PRIVATE KEY" not in proc.stderr
     assert not (tmp_path / "ready").exists()
+
+
+def test_meshproxy_help_is_plain_text() -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    shown = subprocess.run([sys.executable, "-m", "meshproxy", "--help"], cwd=repo, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert shown.returncode == 0 and "--tls-dir" in shown.stdout and "`" not in shown.stdout
