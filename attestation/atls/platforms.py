@@ -31,6 +31,7 @@ from attestation.atls.proto import sevsnp_pb2
 from attestation.errors import AttestationError
 from attestation.evidence import Evidence, EvidenceProvider
 from attestation.reference_values import SnpReferenceValues
+from attestation.revocation import NoRevocationSource, RevocationSource
 from attestation.snp import abi
 from attestation.snp.certs import SnpCerts
 from attestation.snp.product import Product, decompose_tcb
@@ -226,18 +227,22 @@ class SnpValidator:
     """Checks SNP evidence against a list of reference values (any entry may match).
 
     `host_data` pins HOST_DATA (the CLI pins the Coordinator's policy hash); `trusted_roots` adds
-    roots beyond the bundled AMD ones (a simulator's, explicitly).
+    roots beyond the bundled AMD ones (a simulator's, explicitly). The CRL comes from `revocation`
+    only, never from the evidence (the attester could leave it out or send an older one); without a
+    CRL from it the evidence is refused.
     """
 
     def __init__(
         self,
         reference_values: Sequence[SnpReferenceValues],
         *,
+        revocation: RevocationSource | None = None,
         trusted_roots: AmdRoots | None = None,
         host_data: bytes | None = None,
         now: datetime.datetime | None = None,
     ) -> None:
         self._rvs = tuple(reference_values)
+        self._revocation = revocation or NoRevocationSource()
         self._roots = trusted_roots
         self._host_data = host_data
         self._now = now
@@ -247,10 +252,11 @@ class SnpValidator:
         return SNP_OID
 
     def validate(self, evidence: bytes, report_data: bytes) -> Verdict:
-        raw, certs, crl = decode_snp(evidence)
+        raw, certs, _untrusted_crl = decode_snp(evidence)
         try:
             verification = verify_snp_attestation(
-                raw, certs, trusted_roots=self._roots, crl=crl, now=self._now
+                raw, certs, trusted_roots=self._roots, revocation=self._revocation,
+                require_revocation=True, now=self._now,
             )
         except AttestationError as exc:
             raise EvidenceRejectedError("verifying report", exc) from exc

@@ -22,6 +22,7 @@ from attestation.atls.proto import tdx_pb2
 from attestation.errors import AttestationError
 from attestation.evidence import EvidenceProvider
 from attestation.reference_values import TdxReferenceValues
+from attestation.revocation import NoRevocationSource, RevocationSource
 from attestation.tdx.quote import BODY_V4_SIZE, HEADER_SIZE, QE_REPORT_SIZE, parse_quote
 from attestation.tdx.verify import verify_tdx_quote
 
@@ -158,18 +159,28 @@ class TdxIssuer:
 
 
 class TdxValidator:
-    """Checks TDX evidence against reference values; `mr_config_id` pins MRCONFIGID (48 bytes)."""
+    """Checks TDX evidence against reference values; `mr_config_id` pins MRCONFIGID (48 bytes).
+
+    Collateral (TCB info, QE identity, PCK and root CRLs) comes from `revocation`; without it, or
+    with a TCB status other than `accepted_tcb_statuses`, the evidence is refused.
+    """
 
     def __init__(
         self,
         reference_values: Sequence[TdxReferenceValues],
         *,
+        revocation: RevocationSource | None = None,
         mr_config_id: bytes | None = None,
         now: datetime.datetime | None = None,
+        trusted_root: x509.Certificate | None = None,
+        accepted_tcb_statuses: tuple[str, ...] = ("UpToDate",),
     ) -> None:
         self._rvs = tuple(reference_values)
+        self._revocation = revocation or NoRevocationSource()
         self._mr_config_id = mr_config_id
         self._now = now
+        self._root = trusted_root
+        self._accepted = accepted_tcb_statuses
 
     @property
     def oid(self) -> x509.ObjectIdentifier:
@@ -178,7 +189,10 @@ class TdxValidator:
     def validate(self, evidence: bytes, report_data: bytes) -> Verdict:
         raw = decode_tdx(evidence)
         try:
-            verification = verify_tdx_quote(raw, now=self._now)
+            verification = verify_tdx_quote(
+                raw, now=self._now, trusted_root=self._root, revocation=self._revocation,
+                require_revocation=True, accepted_tcb_statuses=self._accepted,
+            )
         except AttestationError as exc:
             raise EvidenceRejectedError("verifying quote", exc) from exc
         try:

@@ -29,8 +29,10 @@ from common.files import atomic_write
 
 from .. import _der
 from ..evidence import Evidence, Platform, pad_report_data
+from ..revocation import NoRevocationSource, RevocationSource
 from ..snp import abi, certs, idblock
 from ..snp.product import Product, TcbParts, compose_tcb
+from ..tdx.collateral import TdxCollateral
 from ..trust import AmdRoots
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
@@ -291,3 +293,46 @@ class SimulatedSnpProvider:
             ),
             provider="simulated",
         )
+
+
+def simulated_crl(
+    root: SimulatedAmdRoot,
+    revoked: tuple[int, ...] = (),
+    *,
+    now: _dt.datetime | None = None,
+    valid_for: _dt.timedelta = _dt.timedelta(days=1),
+) -> bytes:
+    """A DER CRL signed by the simulated ARK (RSA-PSS/SHA-384, as KDS signs), listing `revoked`."""
+    when = now or _dt.datetime.now(_dt.UTC)
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root.ark.subject)
+        .last_update(when - _dt.timedelta(minutes=5))
+        .next_update(when - _dt.timedelta(minutes=5) + valid_for)
+    )
+    for serial in revoked:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(when - _dt.timedelta(hours=1))
+            .build()
+        )
+    return b.sign(root.ark_key, hashes.SHA384(), rsa_padding=_PSS).public_bytes(serialization.Encoding.DER)
+
+
+@dataclass
+class SimulatedCrlSource:
+    """The revocation source for a simulated root: a fresh CRL from its ARK for its own chain
+    (listing `revoked` serials), everything else asked from `fallback` (refused by default)."""
+
+    root: SimulatedAmdRoot
+    revoked: tuple[int, ...] = ()
+    fallback: RevocationSource = field(default_factory=NoRevocationSource)
+
+    def snp_crl(self, product: Product, *, vlek: bool, ark: x509.Certificate, now: _dt.datetime) -> bytes:
+        if ark == self.root.ark:
+            return simulated_crl(self.root, self.revoked, now=now)
+        return self.fallback.snp_crl(product, vlek=vlek, ark=ark, now=now)
+
+    def tdx_collateral(self, fmspc: bytes, ca: str, *, now: _dt.datetime) -> TdxCollateral:
+        return self.fallback.tdx_collateral(fmspc, ca, now=now)

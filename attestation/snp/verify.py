@@ -32,6 +32,7 @@ from ..errors import (
     SignatureError,
     VerificationError,
 )
+from ..revocation import RevocationSource, RevocationUnavailableError
 from ..trust import AmdRoots, AmdRootSet, bundled_amd_roots
 from .abi import SigningKey, SnpReport, parse_report
 from .certs import (
@@ -233,29 +234,17 @@ def _pick_root(
     return matching
 
 
-def verify_snp_attestation(
-    report: bytes | SnpReport,
-    certs: CertsInput = None,
-    *,
-    cert_table: bytes | None = None,
-    trusted_roots: AmdRoots | None = None,
-    crl: bytes | None = None,
-    now: _dt.datetime | None = None,
-) -> SnpVerification:
-    """Verify an SNP report and its certificates; return what was verified. Raises on any failure."""
-    checks: list[str] = []
-    rep = report if isinstance(report, SnpReport) else parse_report(report)
-    checks.append("report_format")
-    when = _now(now)
-    key = rep.signing_key
-    if key is SigningKey.NONE:
+def _roles(rep: SnpReport) -> tuple[Role, Role]:
+    """(VCEK or VLEK, ASK or ASVK) for the key that signed the report."""
+    if rep.signing_key is SigningKey.NONE:
         raise SignatureError("report is unsigned (SIGNING_KEY = NONE)", step="report_signature")
-    role = Role.VCEK if key is SigningKey.VCEK else Role.VLEK
-    inter_role = Role.ASK if role is Role.VCEK else Role.ASVK
-    have = _collect(certs, cert_table)
-    vek = have.vcek if role is Role.VCEK else have.vlek
-    if vek is None:
-        raise CertificateError(f"{role.value} certificate is missing", step="chain")
+    if rep.signing_key is SigningKey.VCEK:
+        return Role.VCEK, Role.ASK
+    return Role.VLEK, Role.ASVK
+
+
+def _check_vek(rep: SnpReport, vek: x509.Certificate, role: Role) -> tuple[Product, VekExtensions]:
+    """The VCEK/VLEK profile, its AMD extensions, and its product against the report's CPUID."""
     product = _check_vek_profile(vek, role)
     ext = parse_vek_extensions(vek)
     if role is Role.VCEK and (ext.hwid is None or ext.csp_id is not None):
@@ -274,25 +263,39 @@ def verify_snp_attestation(
                 f"report CPUID identifies {cpu.value}, the {role.value} is for {product.value}",
                 step="vek_profile",
             )
-    checks.append("vek_profile")
+    return product, ext
 
-    supplied_inter = have.ask if inter_role is Role.ASK else have.asvk
-    other_inter = have.asvk if inter_role is Role.ASK else have.ask
-    if supplied_inter is None and other_inter is not None:
+
+def _supplied_intermediate(
+    have: SnpCerts, vek: x509.Certificate, role: Role, inter_role: Role, product: Product
+) -> x509.Certificate | None:
+    """The ASK/ASVK the evidence brought, if any; the wrong kind is an error, never substituted."""
+    supplied = have.ask if inter_role is Role.ASK else have.asvk
+    other = have.asvk if inter_role is Role.ASK else have.ask
+    prefix = "SEV-" if inter_role is Role.ASK else "SEV-VLEK-"
+    if supplied is None and other is not None:
         raise CertificateError(
-            f"{role.value} needs the {inter_role.value} ({'SEV-' if role is Role.VCEK else 'SEV-VLEK-'}"
-            f"{product.value}); the chain carries {common_name(other_inter.subject)!r}",
+            f"{role.value} needs the {inter_role.value} ({prefix}{product.value}); the chain carries "
+            f"{common_name(other.subject)!r}",
             step="chain",
         )
-    if supplied_inter is not None:
-        want = ("SEV-" if inter_role is Role.ASK else "SEV-VLEK-") + product.value
-        if common_name(supplied_inter.subject) != want:
-            raise CertificateError(
-                f"{inter_role.value} {common_name(supplied_inter.subject)!r} does not match "
-                f"the {role.value} issuer {common_name(vek.issuer)!r}",
-                step="chain",
-            )
-    roots = _pick_root((trusted_roots or bundled_amd_roots()).for_product(product), have.ark, product)
+    if supplied is not None and common_name(supplied.subject) != prefix + product.value:
+        raise CertificateError(
+            f"{inter_role.value} {common_name(supplied.subject)!r} does not match "
+            f"the {role.value} issuer {common_name(vek.issuer)!r}",
+            step="chain",
+        )
+    return supplied
+
+
+def _chain_to_root(
+    vek: x509.Certificate,
+    supplied_inter: x509.Certificate | None,
+    roots: list[AmdRootSet],
+    role: Role,
+    inter_role: Role,
+) -> tuple[x509.Certificate, x509.Certificate]:
+    """(intermediate, ARK): the first trusted root set under which VEK <- intermediate <- ARK holds."""
     last_error: CertificateError | None = None
     chosen: tuple[x509.Certificate, x509.Certificate] | None = None
     for rs in roots:
@@ -316,18 +319,77 @@ def verify_snp_attestation(
         raise CertificateError(f"{inter_role.value} or ARK lacks BasicConstraints CA", step="chain")
     if common_name(vek.issuer) != common_name(inter.subject) or inter.issuer != ark.subject:
         raise CertificateError("issuer names do not match the chain", step="chain")
+    return inter, ark
+
+
+def _check_revocation(
+    crl: bytes | None,
+    revocation: RevocationSource | None,
+    require: bool,
+    chain: tuple[x509.Certificate, x509.Certificate, x509.Certificate],
+    product: Product,
+    role: Role,
+    inter_role: Role,
+    now: _dt.datetime,
+) -> bool:
+    """Check the CRL (given, or asked from `revocation`) against the intermediate and the VEK.
+    Returns whether a CRL was checked; with `require`, no CRL is a refusal."""
+    vek, inter, ark = chain
+    if crl is None and revocation is not None:
+        crl = revocation.snp_crl(product, vlek=role is Role.VLEK, ark=ark, now=now)
+    if crl is None:
+        if require:
+            raise RevocationUnavailableError(
+                f"no CRL for the {product.value} {role.value} chain: revocation of the "
+                f"{inter_role.value} and {role.value} cannot be checked"
+            )
+        return False
+    revocable = [(inter_role.value, inter)]
+    if serial_of(vek):  # KDS issues VCEKs with serial 0: only a non-zero serial can be listed
+        revocable.append((role.value, vek))
+    check_crl(crl, ark, revocable, now)
+    return True
+
+
+def verify_snp_attestation(
+    report: bytes | SnpReport,
+    certs: CertsInput = None,
+    *,
+    cert_table: bytes | None = None,
+    trusted_roots: AmdRoots | None = None,
+    crl: bytes | None = None,
+    revocation: RevocationSource | None = None,
+    require_revocation: bool = False,
+    now: _dt.datetime | None = None,
+) -> SnpVerification:
+    """Verify an SNP report and its certificates; return what was verified. Raises on any failure.
+
+    Revocation: `crl` (ARK-signed) or, when None, the CRL `revocation` returns for the product is
+    checked; `require_revocation=True` refuses when there is neither (every verifier that decides
+    admission passes it; without it, revocation is simply not part of the result's `checks`).
+    """
+    checks: list[str] = []
+    rep = report if isinstance(report, SnpReport) else parse_report(report)
+    checks.append("report_format")
+    when = _now(now)
+    role, inter_role = _roles(rep)
+    have = _collect(certs, cert_table)
+    vek = have.vcek if role is Role.VCEK else have.vlek
+    if vek is None:
+        raise CertificateError(f"{role.value} certificate is missing", step="chain")
+    product, ext = _check_vek(rep, vek, role)
+    checks.append("vek_profile")
+    supplied_inter = _supplied_intermediate(have, vek, role, inter_role, product)
+    roots = _pick_root((trusted_roots or bundled_amd_roots()).for_product(product), have.ark, product)
+    inter, ark = _chain_to_root(vek, supplied_inter, roots, role, inter_role)
     checks.append("chain")
     check_validity(vek, when, role.value)
     check_validity(inter, when, inter_role.value)
     check_validity(ark, when, "ARK")
     checks.append("validity")
-    if crl is not None:
-        check_crl(
-            crl,
-            ark,
-            [(inter_role.value, inter), (role.value, vek)] if serial_of(vek) else [(inter_role.value, inter)],
-            when,
-        )
+    if _check_revocation(
+        crl, revocation, require_revocation, (vek, inter, ark), product, role, inter_role, when
+    ):
         checks.append("crl")
     verify_report_signature(rep, vek)
     checks.append("report_signature")
@@ -338,7 +400,7 @@ def verify_snp_attestation(
     return SnpVerification(
         report=rep,
         product=product,
-        signing_key=key,
+        signing_key=rep.signing_key,
         extensions=ext,
         vek=vek,
         intermediate=inter,
@@ -381,11 +443,14 @@ def verify_snp(
     cert_table: bytes | None = None,
     trusted_roots: AmdRoots | None = None,
     crl: bytes | None = None,
+    revocation: RevocationSource | None = None,
+    require_revocation: bool = False,
     now: _dt.datetime | None = None,
 ) -> SnpReport:
     """Verify and return the parsed report (see `verify_snp_attestation`)."""
     return verify_snp_attestation(
-        report, certs, cert_table=cert_table, trusted_roots=trusted_roots, crl=crl, now=now
+        report, certs, cert_table=cert_table, trusted_roots=trusted_roots, crl=crl,
+        revocation=revocation, require_revocation=require_revocation, now=now,
     ).report
 
 

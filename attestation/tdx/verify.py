@@ -27,6 +27,7 @@ from ..errors import (
     SignatureError,
     TcbStatusError,
 )
+from ..revocation import RevocationSource, RevocationUnavailableError, pck_ca_type, require_crls
 from ..snp.certs import common_name, load_certificates, serial_of
 from ..snp.verify import check_validity, load_crl
 from ..trust import bundled_intel_root
@@ -304,8 +305,15 @@ def verify_tdx_quote(
     now: _dt.datetime | None = None,
     trusted_root: x509.Certificate | None = None,
     accepted_tcb_statuses: tuple[str, ...] = ("UpToDate",),
+    revocation: RevocationSource | None = None,
+    require_revocation: bool = False,
 ) -> TdxVerification:
-    """Verify a TDX quote fully; with `collateral`, also TCB info, QE identity, CRLs and TCB status."""
+    """Verify a TDX quote fully; with `collateral` (or, when None, what `revocation` returns for the
+    PCK's FMSPC and CA), also TCB info, QE identity, CRLs and TCB status.
+
+    `require_revocation=True` refuses a quote without collateral or with collateral lacking the PCK
+    or root CRL: every verifier that decides admission passes it.
+    """
     checks: list[str] = []
     q = quote if isinstance(quote, TdxQuote) else parse_quote(quote)
     checks.append("quote_format")
@@ -339,6 +347,16 @@ def verify_tdx_quote(
         )
     checks.append("qe_binding")
     evaluation = qe_status = tcb_info = qe_id = None
+    if collateral is None and revocation is not None:
+        ca = pck_ca_type(common_name(chain.intermediate.subject))
+        collateral = revocation.tdx_collateral(pck.fmspc, ca, now=when)
+    if require_revocation:
+        if collateral is None:
+            raise RevocationUnavailableError(
+                f"no TDX collateral for FMSPC {pck.fmspc.hex()}: TCB status and PCK revocation "
+                "cannot be checked"
+            )
+        require_crls(collateral)
     if collateral is not None:
         evaluation, qe_status, tcb_info, qe_id = verify_collateral(
             q, chain, pck, collateral, root, when, accepted_tcb_statuses, checks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from attestation.atls.platforms import (
     encode_snp,
     fms_to_eax,
 )
-from attestation.providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
+from attestation.providers.simulated import SimulatedAmdRoot, SimulatedCrlSource, SimulatedSnpProvider
 from attestation.reference_values import ReferenceValues
 from attestation.snp.product import Product
 
@@ -34,6 +35,11 @@ def reference_values(measurement: bytes = MEASUREMENT) -> ReferenceValues:
     }]}
     return ReferenceValues.from_json(json.dumps(doc))
 
+
+
+def trusting(root: SimulatedAmdRoot) -> dict[str, Any]:
+    """Trust a simulated root, with revocation data from its own ARK (validators require a CRL)."""
+    return {"trusted_roots": root.roots(), "revocation": SimulatedCrlSource(root)}
 
 @pytest.fixture(scope="module")
 def root() -> SimulatedAmdRoot:
@@ -59,7 +65,7 @@ def test_encode_decode_roundtrip(provider: SimulatedSnpProvider) -> None:
 
 def test_validator_accepts_and_copies_claims(provider: SimulatedSnpProvider, root: SimulatedAmdRoot) -> None:
     rd = wire.report_data(b"spki", b"\0" * 32)
-    v = SnpValidator(reference_values().snp, trusted_roots=root.roots())
+    v = SnpValidator(reference_values().snp, **trusting(root))
     verdict = v.validate(SnpIssuer(provider).issue(rd), rd)
     assert verdict.host_data == HOST_DATA
     claims = {c.oid.dotted_string: c.value for c in verdict.claims}
@@ -71,19 +77,19 @@ def test_validator_rejects(provider: SimulatedSnpProvider, root: SimulatedAmdRoo
     rd = wire.report_data(b"spki", b"\0" * 32)
     evidence = SnpIssuer(provider).issue(rd)
     with pytest.raises(AtlsError, match="measurement"):
-        SnpValidator(reference_values(b"\x01" * 48).snp, trusted_roots=root.roots()).validate(evidence, rd)
+        SnpValidator(reference_values(b"\x01" * 48).snp, **trusting(root)).validate(evidence, rd)
     with pytest.raises(AtlsError, match="report_data"):  # replayed: bound to another key/nonce
-        SnpValidator(reference_values().snp, trusted_roots=root.roots()).validate(evidence, b"\2" * 64)
+        SnpValidator(reference_values().snp, **trusting(root)).validate(evidence, b"\2" * 64)
     with pytest.raises(AtlsError, match="verifying report"):  # simulated root not trusted: foreign chain
         SnpValidator(reference_values().snp).validate(evidence, rd)
     other = SimulatedAmdRoot.generate(Product.MILAN)
     with pytest.raises(AtlsError, match="verifying report"):
-        SnpValidator(reference_values().snp, trusted_roots=other.roots()).validate(evidence, rd)
-    pinned = SnpValidator(reference_values().snp, trusted_roots=root.roots(), host_data=b"\0" * 32)
+        SnpValidator(reference_values().snp, **trusting(other)).validate(evidence, rd)
+    pinned = SnpValidator(reference_values().snp, **trusting(root), host_data=b"\0" * 32)
     with pytest.raises(AtlsError, match=r"(?i)host_data"):
         pinned.validate(evidence, rd)
     with pytest.raises(EvidenceFormatError):
-        SnpValidator(reference_values().snp, trusted_roots=root.roots()).validate(b"\xff\xff garbage", rd)
+        SnpValidator(reference_values().snp, **trusting(root)).validate(b"\xff\xff garbage", rd)
 
 
 def test_tampered_field_breaks_signature(provider: SimulatedSnpProvider, root: SimulatedAmdRoot) -> None:
@@ -93,13 +99,13 @@ def test_tampered_field_breaks_signature(provider: SimulatedSnpProvider, root: S
     att = sevsnp_pb2.Attestation.FromString(SnpIssuer(provider).issue(rd))
     att.report.host_data = b"\xcd" * 32
     with pytest.raises(AtlsError, match="verifying report"):
-        SnpValidator(reference_values().snp, trusted_roots=root.roots()).validate(att.SerializeToString(), rd)
+        SnpValidator(reference_values().snp, **trusting(root)).validate(att.SerializeToString(), rd)
 
 
 async def test_snp_mutual_handshake(provider: SimulatedSnpProvider, root: SimulatedAmdRoot) -> None:
     import asyncio
 
-    validators = [SnpValidator(reference_values().snp, trusted_roots=root.roots())]
+    validators = [SnpValidator(reference_values().snp, **trusting(root))]
     peers: list[object] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -147,12 +153,12 @@ def test_expired_chain_and_expired_atls_cert(provider: SimulatedSnpProvider, roo
     rd = wire.report_data(b"spki", b"\0" * 32)
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365 * 8)  # VCEK lives 7 years
     with pytest.raises(AtlsError, match="verifying report"):
-        SnpValidator(reference_values().snp, trusted_roots=root.roots(), now=later).validate(
+        SnpValidator(reference_values().snp, **trusting(root), now=later).validate(
             SnpIssuer(provider).issue(rd), rd)
     key = ec.generate_private_key(ec.SECP256R1())
     nonce = b"\5" * 32
     cert = build(key, [(SNP_OID, SnpIssuer(provider).issue(wire.report_data(key_spki_der(key), nonce)))])
-    validators = [SnpValidator(reference_values().snp, trusted_roots=root.roots())]
+    validators = [SnpValidator(reference_values().snp, **trusting(root))]
     assert check_peer(cert, nonce, validators).host_data == HOST_DATA  # type: ignore[arg-type]
     in_three_hours = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=3)
     with pytest.raises(PeerCertificateError, match=r"valid .* now is"):

@@ -13,10 +13,12 @@ from attestation.atls.platforms import EvidenceFormatError
 from attestation.atls.proto import tdx_pb2
 from attestation.atls.tdx import TdxValidator, decode_tdx, encode_tdx, proto_to_quote, quote_to_proto
 from attestation.reference_values import ReferenceValues
+from attestation.revocation import CollateralDirectory
 from attestation.tdx.quote import parse_quote
 
 TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "attestation"
 INDEX = json.loads((TESTDATA / "index.json").read_text())
+COLLATERAL = CollateralDirectory(TESTDATA / "tdx" / "collateral" / "gtg-2023")
 V4 = [v for v in INDEX["vectors"] if v["id"].startswith("tdx/") and v.get("quote_version") == 4]
 
 
@@ -52,10 +54,29 @@ def test_validator_on_real_quote() -> None:
     now = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
     q = parse_quote(raw)
     with pytest.raises(AtlsError, match="validating quote: td_attributes is 0100001000000000") as err:
-        TdxValidator(_rv(raw).tdx, now=now).validate(encode_tdx(raw), q.body.report_data)
+        validator = TdxValidator(_rv(raw).tdx, revocation=COLLATERAL, now=now)
+        validator.validate(encode_tdx(raw), q.body.report_data)
     assert "mr_td" not in str(err.value)
     with pytest.raises(AtlsError, match=r"validating quote: .*mr_td"):
-        TdxValidator(_rv(raw, b"\1" * 48).tdx, now=now).validate(encode_tdx(raw), q.body.report_data)
+        TdxValidator(_rv(raw, b"\1" * 48).tdx, revocation=COLLATERAL, now=now).validate(
+            encode_tdx(raw), q.body.report_data
+        )
+
+
+def test_validator_refuses_without_collateral() -> None:
+    """Attack: the Coordinator used to build its TDX validator without collateral, so a revoked PCK or an
+    OutOfDate TCB passed. Without a collateral source the quote is now refused, with the reason."""
+    vector = next(v for v in V4 if v["id"] == "tdx/trustee-spr-v4")
+    raw = quote_of(vector)
+    now = datetime.datetime(2023, 7, 1, 1, tzinfo=datetime.UTC)
+    with pytest.raises(AtlsError, match="verifying quote: no TDX collateral source is configured"):
+        TdxValidator(_rv(raw).tdx, now=now).validate(encode_tdx(raw), parse_quote(raw).body.report_data)
+    # The go-tdx-guest quote matches no TCB level of its platform's collateral: refused, not "not evaluated".
+    other = quote_of(next(v for v in V4 if v["id"] == "tdx/gtg-spr-e4-v4"))
+    with pytest.raises(AtlsError, match="no matching TCB level"):
+        TdxValidator(_rv(other).tdx, revocation=COLLATERAL, now=now).validate(
+            encode_tdx(other), parse_quote(other).body.report_data
+        )
 
 
 def test_rejections() -> None:
