@@ -105,11 +105,28 @@ class ValidationError(AttestationError):
 
 
 class ReferenceValuesError(AttestationError):
-    """The reference-value JSON is malformed (unknown field, wrong size, disallowed value)."""
+    """The reference-value JSON is malformed (unknown field, wrong size, disallowed value).
 
-    def __init__(self, message: str, *, path: str = "") -> None:
+    `expected_missing` marks a value the user still has to fill in (an empty MrSeam, an absent
+    MinimumTCB component): still an error, but the one `contrast generate` reports as a to-do.
+    """
+
+    def __init__(self, message: str, *, path: str = "", expected_missing: bool = False) -> None:
         self.path = path
+        self.reason = message
+        self.expected_missing = expected_missing
+        self.problems: tuple[ReferenceValuesError, ...] = (self,)
         super().__init__(f"{path}: {message}" if path else message)
+
+    @classmethod
+    def grouped(cls, errors: list[ReferenceValuesError]) -> ReferenceValuesError:
+        """One error standing for several (each in `.problems`), e.g. every value an entry lacks."""
+        flat = [p for e in errors for p in e.problems]
+        if len(flat) == 1:
+            return flat[0]
+        group = cls("; ".join(str(e) for e in flat), expected_missing=all(e.expected_missing for e in flat))
+        group.problems = tuple(flat)
+        return group
 
 
 class ProviderError(AttestationError):

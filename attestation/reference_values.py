@@ -12,21 +12,28 @@ older v1.x fields (`Rtrms` spelling, MinimumQeSvn, MinimumPceSvn, MinimumTeeTcbS
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ReferenceValuesError
 from .snp.abi import GuestPolicy
 from .snp.product import Product, TcbParts
 
+_T = TypeVar("_T")
+_MISSING = "expected missing: must be filled in"
+SNP_PRODUCTS = tuple(p.value for p in Product)
 
-def _hex(value: Any, size: int, path: str, *, allow_empty: bool = False) -> bytes:
+
+def _hex(value: Any, size: int, path: str, *, allow_empty: bool = False, to_fill: bool = False) -> bytes:
     if not isinstance(value, str):
         raise ReferenceValuesError(
             f"expected a hex string of {size} bytes, got {type(value).__name__}", path=path
         )
     if value == "" and allow_empty:
         return b""
+    if value == "":
+        raise ReferenceValuesError(_MISSING, path=path, expected_missing=to_fill)
     try:
         raw = bytes.fromhex(value)
     except ValueError:
@@ -53,7 +60,11 @@ def _bool(value: Any, path: str) -> bool:
 
 
 def _obj(
-    value: Any, path: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
+    value: Any,
+    path: str,
+    allowed: set[str],
+    required: set[str] | frozenset[str] = frozenset(),
+    to_fill: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ReferenceValuesError(f"expected an object, got {type(value).__name__}", path=path)
@@ -62,7 +73,11 @@ def _obj(
         raise ReferenceValuesError(f"unknown field(s) {', '.join(unknown)}", path=path)
     missing = sorted(required - set(value))
     if missing:
-        raise ReferenceValuesError(f"missing required field(s) {', '.join(missing)}", path=path)
+        raise ReferenceValuesError(
+            f"missing required field(s) {', '.join(missing)}: {_MISSING}",
+            path=path,
+            expected_missing=set(missing) <= to_fill,
+        )
     return value
 
 
@@ -133,6 +148,7 @@ class SnpReferenceValues:
 
     @classmethod
     def from_obj(cls, obj: Any, path: str = "snp") -> SnpReferenceValues:
+        """Parse one entry; every problem of the entry is reported (grouped), not only the first."""
         allowed = {
             "Platform",
             "ProductName",
@@ -144,48 +160,47 @@ class SnpReferenceValues:
             "AllowedChipIDs",
             "APEIP",
         }
-        o = _obj(obj, path, allowed, {"ProductName", "TrustedMeasurement", "MinimumTCB", "GuestPolicy"})
+        o = _obj(obj, path, allowed)
+        problems = _Problems()
+        for key in ("ProductName", "TrustedMeasurement", "MinimumTCB", "GuestPolicy"):
+            if key not in o:
+                problems.add(
+                    ReferenceValuesError(_MISSING, path=f"{path}.{key}", expected_missing=key == "MinimumTCB")
+                )
         if "APEIP" in o and o["APEIP"] not in (None, ""):
-            raise ReferenceValuesError(
-                "vCPU-independent measurements (APEIP) are not supported", path=f"{path}.APEIP"
+            problems.add(
+                ReferenceValuesError(
+                    "vCPU-independent measurements (APEIP) are not supported", path=f"{path}.APEIP"
+                )
             )
-        name = o["ProductName"]
-        if name not in ("Milan", "Genoa", "Turin"):
-            raise ReferenceValuesError(
-                f"unknown product {name!r} (Milan, Genoa or Turin)", path=f"{path}.ProductName"
+        product = problems.check(
+            lambda: _product(o["ProductName"], f"{path}.ProductName"), "ProductName" in o
+        )
+        measurement = problems.check(
+            lambda: _hex(o["TrustedMeasurement"], 48, f"{path}.TrustedMeasurement"), "TrustedMeasurement" in o
+        )
+        minimum_tcb = problems.check(
+            lambda: _minimum_tcb(o["MinimumTCB"], f"{path}.MinimumTCB"), "MinimumTCB" in o
+        )
+        policy = problems.check(
+            lambda: _guest_policy(o["GuestPolicy"], f"{path}.GuestPolicy"), "GuestPolicy" in o
+        )
+        platform_info = problems.check(lambda: _platform_info(o.get("PlatformInfo"), f"{path}.PlatformInfo"))
+        mit = problems.check(
+            lambda: _int(o.get("MinimumMitigationVector", 0), f"{path}.MinimumMitigationVector", 0, 2**64 - 1)
+        )
+        chips = problems.check(
+            lambda: tuple(
+                _hex(c, 64, f"{path}.AllowedChipIDs[{i}]")
+                for i, c in enumerate(_list(o.get("AllowedChipIDs"), f"{path}.AllowedChipIDs"))
             )
-        product = Product(name)
-        measurement = _hex(o["TrustedMeasurement"], 48, f"{path}.TrustedMeasurement")
-        tcb_obj = _obj(o["MinimumTCB"], f"{path}.MinimumTCB", set(_TCB_FIELDS), set(_TCB_FIELDS))
-        tcb = {attr: _int(tcb_obj[k], f"{path}.MinimumTCB.{k}", 0, 255) for k, attr in _TCB_FIELDS.items()}
-        minimum_tcb = TcbParts(bl=tcb["bl"], tee=tcb["tee"], snp=tcb["snp"], ucode=tcb["ucode"])
-        gp = _obj(o["GuestPolicy"], f"{path}.GuestPolicy", set(_POLICY_FIELDS))
-        policy_kwargs: dict[str, Any] = {}
-        for key, attr in _POLICY_FIELDS.items():
-            p = f"{path}.GuestPolicy.{key}"
-            if key in ("ABIMinor", "ABIMajor"):
-                policy_kwargs[attr] = _int(gp.get(key, 0), p, 0, 255)
-            else:
-                policy_kwargs[attr] = _bool(gp.get(key, False), p)
-        policy = GuestPolicy(**policy_kwargs)
-        _check_policy_allowed(policy, f"{path}.GuestPolicy")
-        platform_info = None
-        if o.get("PlatformInfo") is not None:
-            pi = _obj(o["PlatformInfo"], f"{path}.PlatformInfo", set(_PLATFORM_FIELDS))
-            platform_info = PlatformInfoRequirement(
-                **{
-                    attr: _bool(pi.get(k, False), f"{path}.PlatformInfo.{k}")
-                    for k, attr in _PLATFORM_FIELDS.items()
-                }
-            )
-        mit = _int(o.get("MinimumMitigationVector", 0), f"{path}.MinimumMitigationVector", 0, 2**64 - 1)
-        chips = tuple(
-            _hex(c, 64, f"{path}.AllowedChipIDs[{i}]")
-            for i, c in enumerate(_list(o.get("AllowedChipIDs"), f"{path}.AllowedChipIDs"))
         )
         platform = o.get("Platform", "")
         if not isinstance(platform, str):
-            raise ReferenceValuesError("expected a string", path=f"{path}.Platform")
+            problems.add(ReferenceValuesError("expected a string", path=f"{path}.Platform"))
+        problems.raise_any()
+        assert product is not None and measurement is not None and minimum_tcb is not None
+        assert policy is not None and mit is not None and chips is not None
         return cls(
             product=product,
             trusted_measurement=measurement,
@@ -196,6 +211,78 @@ class SnpReferenceValues:
             allowed_chip_ids=chips,
             platform=platform,
         )
+
+
+class _Problems:
+    """Collects the errors of independent fields so one entry reports all of them."""
+
+    def __init__(self) -> None:
+        self.errors: list[ReferenceValuesError] = []
+
+    def add(self, error: ReferenceValuesError) -> None:
+        self.errors.append(error)
+
+    def check(self, parse: Callable[[], _T], present: bool = True) -> _T | None:
+        if not present:
+            return None
+        try:
+            return parse()
+        except ReferenceValuesError as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ReferenceValuesError.grouped(self.errors)
+
+
+def _product(name: Any, path: str) -> Product:
+    if name not in SNP_PRODUCTS:
+        raise ReferenceValuesError(f"unknown product {name!r}, expected {'|'.join(SNP_PRODUCTS)}", path=path)
+    return Product(name)
+
+
+def _minimum_tcb(value: Any, path: str) -> TcbParts:
+    """All four components are required; absent ones are "expected missing" (to be filled in)."""
+    tcb_obj = _obj(value, path, set(_TCB_FIELDS))
+    problems = _Problems()
+    tcb: dict[str, int | None] = {}
+    for key, attr in _TCB_FIELDS.items():
+        tcb[attr] = None
+        if key not in tcb_obj:
+            problems.add(ReferenceValuesError(_MISSING, path=f"{path}.{key}", expected_missing=True))
+            continue
+        try:
+            tcb[attr] = _int(tcb_obj[key], f"{path}.{key}", 0, 255)
+        except ReferenceValuesError as exc:
+            problems.add(exc)
+    problems.raise_any()
+    bl, tee, snp, ucode = tcb["bl"], tcb["tee"], tcb["snp"], tcb["ucode"]
+    assert bl is not None and tee is not None and snp is not None and ucode is not None
+    return TcbParts(bl=bl, tee=tee, snp=snp, ucode=ucode)
+
+
+def _guest_policy(value: Any, path: str) -> GuestPolicy:
+    gp = _obj(value, path, set(_POLICY_FIELDS))
+    policy_kwargs: dict[str, Any] = {}
+    for key, attr in _POLICY_FIELDS.items():
+        p = f"{path}.{key}"
+        if key in ("ABIMinor", "ABIMajor"):
+            policy_kwargs[attr] = _int(gp.get(key, 0), p, 0, 255)
+        else:
+            policy_kwargs[attr] = _bool(gp.get(key, False), p)
+    policy = GuestPolicy(**policy_kwargs)
+    _check_policy_allowed(policy, path)
+    return policy
+
+
+def _platform_info(value: Any, path: str) -> PlatformInfoRequirement | None:
+    if value is None:
+        return None
+    pi = _obj(value, path, set(_PLATFORM_FIELDS))
+    return PlatformInfoRequirement(
+        **{attr: _bool(pi.get(k, False), f"{path}.{k}") for k, attr in _PLATFORM_FIELDS.items()}
+    )
 
 
 def _check_policy_allowed(policy: GuestPolicy, path: str) -> None:
@@ -269,7 +356,7 @@ class TdxReferenceValues:
             raise ReferenceValuesError("expected a string", path=f"{path}.Platform")
         return cls(
             mr_td=_hex(o["MrTd"], 48, f"{path}.MrTd"),
-            mr_seam=_hex(o["MrSeam"], 48, f"{path}.MrSeam"),
+            mr_seam=_hex(o["MrSeam"], 48, f"{path}.MrSeam", to_fill=True),
             rtmrs=(rtmrs[0], rtmrs[1], rtmrs[2], rtmrs[3]),
             xfam=_hex(o["Xfam"], 8, f"{path}.Xfam"),
             td_attributes=_hex(o["TdAttributes"], 8, f"{path}.TdAttributes") if "TdAttributes" in o else None,

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import logging
 import signal
 from pathlib import Path
 
+from attestation import fetch
 from attestation.atls import Issuer
 from attestation.atls.platforms import SnpIssuer, issuer_for
 from attestation.providers.detect import detect_provider
+from attestation.providers.simulated import SimulatedCrlSource
+from attestation.revocation import CollateralDirectory, RevocationSource
 from common.cli import ArgumentParser
 from common.logs import setup_logging
 from coordinator import simulation
@@ -49,6 +53,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="this Coordinator's own initdata document (it must hash to the launch HOST_DATA); "
                         "its owners.json entry names who may set the first manifest and recover "
                         "(default with --simulate-tee: the --simulate-initdata document)")
+    p.add_argument("--collateral-dir", type=Path,
+                   help="offline revocation data (AMD CRLs, Intel TDX collateral) in the layout of "
+                        "docs/coordinator.md; nothing is fetched")
+    p.add_argument("--collateral-cache", type=Path, default=Path("/run/coordinator/collateral"),
+                   help="cache of fetched CRLs and TDX collateral (keep it inside the TEE)")
+    p.add_argument("--kds-url", default=fetch.KDS_URL, help="AMD KDS base URL (or a mirror)")
+    p.add_argument("--pcs-url", default=fetch.PCS_URL, help="Intel PCS base URL (or a mirror)")
+    p.add_argument("--collateral-max-age", type=float, default=24.0, metavar="HOURS",
+                   help="refetch revocation data older than this; refuse evidence if that fails")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.simulate_tee and args.simulate_initdata is None:
@@ -58,12 +71,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def revocation_source(args: argparse.Namespace) -> RevocationSource:
+    """Offline directory if given, else the caching KDS/PCS fetcher."""
+    if args.collateral_dir is not None:
+        return CollateralDirectory(args.collateral_dir)
+    return fetch.CollateralFetcher(
+        args.collateral_cache, kds_url=args.kds_url, pcs_url=args.pcs_url,
+        max_age=datetime.timedelta(hours=args.collateral_max_age),
+    )
+
+
 def build_config(args: argparse.Namespace) -> Config:
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     issuer: Issuer
     simulated_roots = None
     initdata: bytes | None = args.initdata.read_bytes() if args.initdata else None
+    revocation = revocation_source(args)
     if args.simulate_tee:
         simulated = args.simulate_initdata.read_bytes()
         initdata = initdata if initdata is not None else simulated
@@ -71,6 +95,7 @@ def build_config(args: argparse.Namespace) -> Config:
         root_dir = simulation.root_dir(state_dir / "simulated-amd")
         prov = simulation.provider(root_dir, simulated, measurement)
         simulated_roots = prov.trusted_roots()
+        revocation = SimulatedCrlSource(prov.root, fallback=revocation)
         issuer = SnpIssuer(prov)
         log.warning("event=simulated_tee simulated_root=%s hint=%r", root_dir,
                     "pass --simulated-root to contrast set/verify/recover")
@@ -78,7 +103,8 @@ def build_config(args: argparse.Namespace) -> Config:
         issuer = issuer_for(detect_provider(allow_simulated=False))
     ports = Ports(args.user_port, args.mesh_port, args.http_port, args.probe_port, args.transit_port)
     return Config(state_dir=state_dir, issuer=issuer, listen_host=args.listen_host, ports=ports,
-                  simulated_roots=simulated_roots, peers=tuple(args.peer), initdata=initdata)
+                  simulated_roots=simulated_roots, revocation=revocation, peers=tuple(args.peer),
+                  initdata=initdata)
 
 
 async def serve(config: Config) -> None:

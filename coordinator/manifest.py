@@ -18,11 +18,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from attestation.errors import ReferenceValuesError
+from attestation.reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
 from coordinator.errors import ManifestError
 
 ROLE_COORDINATOR = "coordinator"
 ROLES = ("", ROLE_COORDINATOR)
-SNP_PRODUCTS = ("Milan", "Genoa")
 MAX_MANIFEST = 16 * 1024 * 1024
 _MISSING = "expected missing: must be filled in"
 
@@ -54,8 +55,7 @@ class PolicyEntry:
 class Manifest:
     raw: bytes
     policies: Mapping[str, PolicyEntry]
-    snp: tuple[Mapping[str, Any], ...]
-    tdx: tuple[Mapping[str, Any], ...]
+    reference_values: ReferenceValues
     workload_owner_key_digests: tuple[str, ...]
     seedshare_owner_pub_keys: tuple[str, ...]
     doc: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
@@ -87,74 +87,31 @@ def _hex(problems: list[Problem], path: str, value: Any, size: int, missing_ok: 
         problems.append(Problem(path, f"invalid length: {len(value)} (expected {2 * size})"))
 
 
-def _snp(problems: list[Problem], i: int, rv: Any) -> None:
-    p = f"ReferenceValues.snp[{i}]"
-    if not isinstance(rv, dict):
-        problems.append(Problem(p, "expected an object"))
-        return
-    if rv.get("ProductName") not in SNP_PRODUCTS:
-        got = rv.get("ProductName")
-        problems.append(Problem(f"{p}.ProductName", f"unknown product {got!r}, expected Milan|Genoa"))
-    _hex(problems, f"{p}.TrustedMeasurement", rv.get("TrustedMeasurement"), 48)
-    tcb = rv.get("MinimumTCB")
-    if not isinstance(tcb, dict):
-        problems.append(Problem(f"{p}.MinimumTCB", _MISSING, expected_missing=True))
-    else:
-        for name in ("BootloaderVersion", "TEEVersion", "SNPVersion", "MicrocodeVersion"):
-            value = tcb.get(name)
-            if value is None:
-                problems.append(Problem(f"{p}.MinimumTCB.{name}", _MISSING, True))
-            elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
-                problems.append(Problem(f"{p}.MinimumTCB.{name}", f"expected 0..255, got {value!r}"))
-    policy = rv.get("GuestPolicy")
-    if not isinstance(policy, dict):
-        problems.append(Problem(f"{p}.GuestPolicy", "expected an object"))
-    else:
-        if policy.get("ABIMajor", 0) != 0:
-            problems.append(Problem(f"{p}.GuestPolicy.ABIMajor", f"is {policy.get('ABIMajor')}, expected 0"))
-        if policy.get("ABIMinor", 0) not in (0, 31):
-            got = policy.get("ABIMinor")
-            problems.append(Problem(f"{p}.GuestPolicy.ABIMinor", f"is {got}, expected 0 or 31"))
-        if policy.get("SMT") is not True:
-            problems.append(Problem(f"{p}.GuestPolicy.SMT", "must be true"))
-        for flag in ("MigrateMA", "Debug", "SingleSocket", "CXLAllowed", "MemAES256XTS", "RAPLDis",
-                     "CipherTextHidingDRAM"):
-            if policy.get(flag, False) is not False:
-                problems.append(Problem(f"{p}.GuestPolicy.{flag}", "must be false"))
-    for j, chip in enumerate(rv.get("AllowedChipIDs") or []):
-        _hex(problems, f"{p}.AllowedChipIDs[{j}]", chip, 64)
-
-
-def _tdx(problems: list[Problem], i: int, rv: Any) -> None:
-    p = f"ReferenceValues.tdx[{i}]"
-    if not isinstance(rv, dict):
-        problems.append(Problem(p, "expected an object"))
-        return
-    _hex(problems, f"{p}.MrTd", rv.get("MrTd"), 48)
-    _hex(problems, f"{p}.MrSeam", rv.get("MrSeam"), 48, missing_ok=True)
-    _hex(problems, f"{p}.Xfam", rv.get("Xfam"), 8)
-    rtmrs_key = "Rtrms" if "Rtrms" in rv else "Rtmrs"  # the older layout misspelled it
-    rtmrs = rv.get(rtmrs_key)
-    if not isinstance(rtmrs, list) or len(rtmrs) != 4:
-        problems.append(Problem(f"{p}.{rtmrs_key}", "expected 4 hex strings of 48 bytes"))
-    else:
-        for j, value in enumerate(rtmrs):
-            _hex(problems, f"{p}.{rtmrs_key}[{j}]", value, 48)
-    if "Rtrms" in rv:  # older layout: SVN minimums and TD attributes
-        for name in ("MinimumQeSvn", "MinimumPceSvn"):
-            if not isinstance(rv.get(name), int):
-                problems.append(Problem(f"{p}.{name}", "expected a number"))
-        _hex(problems, f"{p}.MinimumTeeTcbSvn", rv.get("MinimumTeeTcbSvn"), 16)
-        _hex(problems, f"{p}.TdAttributes", rv.get("TdAttributes"), 8)
-    for j, piid in enumerate(rv.get("AllowedPIIDs") or []):
-        _hex(problems, f"{p}.AllowedPIIDs[{j}]", piid, 16)
+def _reference_values(problems: list[Problem], snp: list[Any], tdx: list[Any]) -> ReferenceValues:
+    """Every entry through attestation's parser (the one set of reference-value rules); one problem
+    per entry that does not parse, carrying the parser's JSON path."""
+    entries: dict[str, list[Any]] = {"snp": [], "tdx": []}
+    for kind, items, parse_entry in (
+        ("snp", snp, SnpReferenceValues.from_obj),
+        ("tdx", tdx, TdxReferenceValues.from_obj),
+    ):
+        for i, rv in enumerate(items):
+            try:
+                entries[kind].append(parse_entry(rv, f"ReferenceValues.{kind}[{i}]"))
+            except ReferenceValuesError as exc:
+                problems.extend(Problem(e.path, e.reason, e.expected_missing) for e in exc.problems)
+    return ReferenceValues(snp=tuple(entries["snp"]), tdx=tuple(entries["tdx"]))
 
 
 def check(doc: Any) -> list[Problem]:
     """Every problem with a decoded manifest document (empty list: valid)."""
+    return _check(doc)[0]
+
+
+def _check(doc: Any) -> tuple[list[Problem], ReferenceValues]:
     problems: list[Problem] = []
     if not isinstance(doc, dict):
-        return [Problem("", "manifest must be a JSON object")]
+        return [Problem("", "manifest must be a JSON object")], ReferenceValues()
     policies = doc.get("Policies") or {}
     if not isinstance(policies, dict):
         problems.append(Problem("Policies", "expected an object"))
@@ -195,10 +152,7 @@ def check(doc: Any) -> list[Problem]:
         snp, tdx = [], []
     if not snp and not tdx:
         problems.append(Problem("ReferenceValues", "no SNP or TDX reference values, expected at least one"))
-    for i, rv in enumerate(snp):
-        _snp(problems, i, rv)
-    for i, rv in enumerate(tdx):
-        _tdx(problems, i, rv)
+    reference_values = _reference_values(problems, snp, tdx)
     for i, digest in enumerate(doc.get("WorkloadOwnerKeyDigests") or []):
         _hex(problems, f"WorkloadOwnerKeyDigests[{i}]", digest, 32)
     for i, key in enumerate(doc.get("SeedshareOwnerPubKeys") or []):
@@ -208,7 +162,7 @@ def check(doc: Any) -> list[Problem]:
                 raise ValueError("not RSA")
         except (ValueError, TypeError) as exc:
             problems.append(Problem(f"SeedshareOwnerPubKeys[{i}]", f"not a hex PKCS#1 RSA public key: {exc}"))
-    return problems
+    return problems, reference_values
 
 
 def _pkcs1_to_spki(pkcs1: bytes) -> bytes:
@@ -245,7 +199,7 @@ def parse(raw: bytes) -> Manifest:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalidError([Problem("", f"manifest is not valid JSON: {exc}")]) from exc
-    problems = check(doc)
+    problems, reference_values = _check(doc)
     if problems:
         raise ManifestInvalidError(problems)
     policies = {
@@ -256,12 +210,10 @@ def parse(raw: bytes) -> Manifest:
         )
         for key, entry in doc.get("Policies", {}).items()
     }
-    rvs = doc.get("ReferenceValues") or {}
     return Manifest(
         raw=raw,
         policies=policies,
-        snp=tuple(rvs.get("snp") or ()),
-        tdx=tuple(rvs.get("tdx") or ()),
+        reference_values=reference_values,
         workload_owner_key_digests=tuple(doc.get("WorkloadOwnerKeyDigests") or ()),
         seedshare_owner_pub_keys=tuple(doc.get("SeedshareOwnerPubKeys") or ()),
         doc=doc,

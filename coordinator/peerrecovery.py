@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation.atls import ClientConfig, Issuer, Validator
 from attestation.errors import AttestationError
+from attestation.revocation import RevocationSource
 from attestation.trust import AmdRoots
 from coordinator import rpc, verifiers
 from coordinator.client import CallError, call, split_host_port
@@ -36,7 +37,8 @@ MESH_PORT = 7777
 
 
 def recover_once(
-    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity,
+    revocation: RevocationSource | None = None,
 ) -> bool:
     """One attempt over all peers; True once this Coordinator is active."""
     if guard.status() is not Status.STALE:
@@ -49,7 +51,8 @@ def recover_once(
                 found=manifest.coordinator_policy_hash(), expected=own.policy_hash.hex())
         # The reference values are the host's; the peer must be a replica of us whatever they allow.
         validators: list[Validator] = [
-            SameLaunchValidator(v, own) for v in verifiers.coordinator_validators(manifest, simulated_roots)
+            SameLaunchValidator(v, own)
+            for v in verifiers.coordinator_validators(manifest, simulated_roots, revocation)
         ]
     except (CoordinatorError, AttestationError) as exc:
         log.warning("event=peer_recovery_impossible error=%r", str(exc))
@@ -72,9 +75,10 @@ def recover_once(
 
 
 async def run(
-    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity
+    guard: Guard, issuer: Issuer, peers: Sequence[str], simulated_roots: AmdRoots | None, own: LaunchIdentity,
+    revocation: RevocationSource | None = None,
 ) -> None:
     while True:
         if guard.status() is Status.STALE:
-            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots, own)
+            await asyncio.to_thread(recover_once, guard, issuer, peers, simulated_roots, own, revocation)
         await asyncio.sleep(INTERVAL)

@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,11 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 from attestation.atls import Issuer, ServerConfig, Validator
-from attestation.atls.platforms import SnpValidator
-from attestation.atls.tdx import TdxValidator
 from attestation.atls.tunnel import PeerRegistry, Terminator
-from attestation.errors import AttestationError
-from attestation.reference_values import ReferenceValues
+from attestation.revocation import RevocationSource
 from attestation.trust import AmdRoots
 from common.http import HttpError, HttpServer, Request, Response, Route
-from coordinator import identity, peerrecovery
+from coordinator import identity, peerrecovery, verifiers
 from coordinator.api import MeshApi, UserApi
 from coordinator.errors import StateError
 from coordinator.history import History
@@ -39,7 +35,6 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.state import Guard, State, Status
 from coordinator.store import FileStore
 from coordinator.transitapi import TransitApi
-from coordinator.verifiers import SIMULATED_PLATFORM
 
 log = logging.getLogger("coordinator")
 
@@ -66,6 +61,8 @@ class Config:
     listen_host: str = "0.0.0.0"  # noqa: S104 - the Coordinator serves the cluster
     ports: Ports = field(default_factory=Ports)
     simulated_roots: AmdRoots | None = None
+    # CRLs and TDX collateral for every validator; None refuses all evidence (fail closed).
+    revocation: RevocationSource | None = None
     handshake_timeout: float = 25.0
     peers: tuple[str, ...] = ()
     # This Coordinator's own initdata document; its owner entry anchors who may set and recover.
@@ -87,27 +84,13 @@ def attest_report_data(
     return digest + bytes(32)
 
 
-def mesh_validators(state: State, simulated_roots: AmdRoots | None) -> list[Validator]:
-    """Validators for pods, from the current manifest; a group that does not parse is skipped (and
-    logged), so one bad entry cannot admit anything, only fail to admit."""
-    real = [e for e in state.manifest.snp if e.get("Platform") != SIMULATED_PLATFORM]
-    simulated = [e for e in state.manifest.snp if e.get("Platform") == SIMULATED_PLATFORM]
-    groups: list[tuple[str, Callable[[], Validator]]] = []
-    if real:
-        groups.append(("snp", lambda: SnpValidator(ReferenceValues.from_obj({"snp": real}).snp)))
-    if simulated and simulated_roots is not None:
-        groups.append(("simulated snp", lambda: SnpValidator(
-            ReferenceValues.from_obj({"snp": simulated}).snp, trusted_roots=simulated_roots)))
-    if state.manifest.tdx:
-        tdx = list(state.manifest.tdx)
-        groups.append(("tdx", lambda: TdxValidator(ReferenceValues.from_obj({"tdx": tdx}).tdx)))
-    out: list[Validator] = []
-    for name, build in groups:
-        try:
-            out.append(build())
-        except AttestationError as exc:
-            log.warning("event=reference_values_unusable platform=%r error=%r", name, str(exc))
-    return out
+def mesh_validators(
+    state: State, simulated_roots: AmdRoots | None, revocation: RevocationSource | None = None
+) -> list[Validator]:
+    """Validators for pods, from the current manifest's reference values (parsed with the manifest)."""
+    return verifiers.validators(
+        state.manifest.reference_values, simulated_roots=simulated_roots, revocation=revocation
+    )
 
 
 class Coordinator:
@@ -145,7 +128,7 @@ class Coordinator:
             return ServerConfig(issuer=self.config.issuer, validators=[])
         cached = self._validators
         if cached is None or cached[0] is not state:  # rebuilt whenever the state object changes
-            cached = (state, mesh_validators(state, self.config.simulated_roots))
+            cached = (state, mesh_validators(state, self.config.simulated_roots, self.config.revocation))
             self._validators = cached
         return ServerConfig(issuer=self.config.issuer, validators=cached[1])
 
@@ -203,11 +186,11 @@ class Coordinator:
             # Startup waits for one attempt, as Contrast's startup probe waits for the first recovery.
             await asyncio.to_thread(
                 peerrecovery.recover_once, self.guard, self.config.issuer, self.config.peers,
-                self.config.simulated_roots, self.own,
+                self.config.simulated_roots, self.own, self.config.revocation,
             )
             self._tasks.append(asyncio.create_task(peerrecovery.run(
                 self.guard, self.config.issuer, self.config.peers, self.config.simulated_roots,
-                self.own)))
+                self.own, self.config.revocation)))
         self.started = True
         log.info(
             "event=started status=%s userapi=%d meshapi=%d http=%d probes=%d state_dir=%s",

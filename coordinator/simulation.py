@@ -42,7 +42,7 @@ def load_trusted_roots(directory: Path) -> AmdRoots:
     )
 
 
-def _load_root(directory: Path) -> SimulatedAmdRoot:
+def load_root(directory: Path) -> SimulatedAmdRoot:
     """Like SimulatedAmdRoot.load, minus RSA private-key validation (~50 ms per key): the keys are our
     own files from `save`, and a broken key only breaks the simulator's own signatures."""
     ark = certs.load_certificate((directory / "ark.pem").read_bytes())
@@ -64,7 +64,7 @@ def _load_root(directory: Path) -> SimulatedAmdRoot:
 
 def load_or_create_root(directory: Path) -> SimulatedAmdRoot:
     if (directory / "ark.pem").exists():
-        return _load_root(directory)
+        return load_root(directory)
     root = SimulatedAmdRoot.generate(Product.MILAN)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     root.save(directory)

@@ -118,6 +118,9 @@ def build_parser() -> ArgumentParser:
                        help="trust Simulated-SNP reference values against the simulated AMD root in DIR "
                             "(the Coordinator's STATE_DIR/simulated-amd); "
                             "default $ATTESTATION_SIMULATED_ROOT")
+        s.add_argument("--collateral-dir", type=Path, metavar="DIR",
+                       help="offline AMD CRLs / Intel TDX collateral (layout in docs/coordinator.md); "
+                            "default: fetch from AMD KDS / Intel PCS, cached in WORKSPACE/collateral-cache")
         if name == "recover":
             s.add_argument("--force", action="store_true",
                            help="set Force in the request: skip the Coordinator's check for ready peers")
@@ -157,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_bytes(commands.bind_owners(ws, args.coordinator_initdata.read_bytes()))
             print(f"wrote {args.out}: launch the Coordinator with it and pass it to generate")
         elif args.command == "set":
-            commands.set_manifest(ws, args.coordinator, args.retry_for, args.simulated_root)
+            commands.set_manifest(ws, args.coordinator, args.retry_for, args.simulated_root,
+                                  args.collateral_dir)
             print("manifest set; wrote coordinator-root-ca.pem, mesh-ca.pem")
         elif args.command == "verify":
-            commands.verify(ws, args.coordinator, args.simulated_root)
+            commands.verify(ws, args.coordinator, args.simulated_root, args.collateral_dir)
             print("the Coordinator is attested and runs the expected manifest; wrote verify/")
         else:
-            commands.recover(ws, args.coordinator, args.force, args.simulated_root, args.allow_rollback)
+            commands.recover(ws, args.coordinator, args.force, args.simulated_root, args.allow_rollback,
+                             collateral_dir=args.collateral_dir)
             print("Coordinator recovered")
     except (commands.CliError, GenerateError, OciError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

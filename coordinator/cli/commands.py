@@ -16,13 +16,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from attestation.atls import ClientConfig, Validator
 from attestation.errors import AttestationError
+from attestation.fetch import CollateralFetcher
 from attestation.initdata import Initdata, InitdataError
 from attestation.initdata import encode as encode_initdata
 from attestation.initdata import parse as parse_initdata
+from attestation.providers.simulated import SimulatedCrlSource
+from attestation.revocation import CollateralDirectory, NoRevocationSource, RevocationSource
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
 from coordinator.cli.inject import Images
 from coordinator.cli.workspace import (
+    COLLATERAL_CACHE,
     INITDATA_DIR,
     LATEST_TRANSITION,
     MANIFEST,
@@ -38,7 +42,12 @@ from coordinator.history import ZERO, LatestTransition, sha256
 from coordinator.owners import OWNERS_ENTRY, OwnerAnchor
 from coordinator.proto import userapi_pb2
 from coordinator.seedengine import SeedEngine
-from coordinator.simulation import SIMULATED_ROOT_ENV, SIMULATED_SNP_REFERENCE_VALUES, load_trusted_roots
+from coordinator.simulation import (
+    SIMULATED_ROOT_ENV,
+    SIMULATED_SNP_REFERENCE_VALUES,
+    load_root,
+    load_trusted_roots,
+)
 from coordinator.state import decrypt_seed, key_digest
 from genpolicy import GenerateError, ImageSource, Settings
 
@@ -223,27 +232,44 @@ def bind_owners(ws: Workspace, coordinator_initdata: bytes, seedshare_key_bits: 
 
 
 # -- validators ------------------------------------------------------------------------------------------
+def revocation_source(ws: Workspace, collateral_dir: Path | None) -> RevocationSource:
+    """Where the CLI gets CRLs and TDX collateral: `--collateral-dir` (offline), else AMD KDS / Intel
+    PCS through a cache in the workspace (never the Coordinator's evidence)."""
+    if collateral_dir is not None:
+        return CollateralDirectory(collateral_dir)
+    return CollateralFetcher(ws.path(COLLATERAL_CACHE))
+
+
 def coordinator_validators(
-    manifest: manifest_mod.Manifest, simulated_root: Path | None = None
+    manifest: manifest_mod.Manifest,
+    simulated_root: Path | None = None,
+    revocation: RevocationSource | None = None,
 ) -> list[Validator]:
     """Validators for the Coordinator (HOST_DATA pinned to its policy hash).
 
     Entries with Platform Simulated-SNP are trusted only against the simulated AMD root in
-    `simulated_root` (``--simulated-root``), or else in $ATTESTATION_SIMULATED_ROOT; never otherwise."""
+    `simulated_root` (``--simulated-root``), or else in $ATTESTATION_SIMULATED_ROOT; never otherwise.
+    The simulated chain's CRL is made with that root's ARK key (its directory holds it); everything
+    else is checked against `revocation` (none: refused)."""
     if simulated_root is None and os.environ.get(SIMULATED_ROOT_ENV):
         simulated_root = Path(os.environ[SIMULATED_ROOT_ENV])
     roots = None
     if simulated_root is not None:
         try:
             roots = load_trusted_roots(simulated_root)
+            if (simulated_root / "ark.key").exists():
+                fallback = revocation or NoRevocationSource()
+                revocation = SimulatedCrlSource(load_root(simulated_root), fallback=fallback)
         except (OSError, ValueError, AttestationError) as exc:
             raise CliError(f"simulated root {simulated_root}: {exc}") from exc
     try:
-        out = verifiers.coordinator_validators(manifest, roots)
+        out = verifiers.coordinator_validators(manifest, roots, revocation)
     except AttestationError as exc:
         raise CliError(f"reference values: {exc}") from exc
     if not out:
-        if roots is None and any(e.get("Platform") == verifiers.SIMULATED_PLATFORM for e in manifest.snp):
+        if roots is None and any(
+            e.platform == verifiers.SIMULATED_PLATFORM for e in manifest.reference_values.snp
+        ):
             raise CliError(
                 "the manifest's only reference values are Simulated-SNP ones, and no simulated AMD root is "
                 "trusted: pass --simulated-root DIR, the root of the `python -m coordinator --simulate-tee` "
@@ -335,7 +361,8 @@ def _get_manifests(host: str, port: int, config: ClientConfig) -> userapi_pb2.Ge
 
 # -- set ---------------------------------------------------------------------------------------------------
 def set_manifest(
-    ws: Workspace, coordinator: str, retry_for: float = 180.0, simulated_root: Path | None = None
+    ws: Workspace, coordinator: str, retry_for: float = 180.0, simulated_root: Path | None = None,
+    collateral_dir: Path | None = None,
 ) -> Any:
     """SetManifest, retried every second for up to `retry_for` seconds while the Coordinator is
     unreachable (not yet started, restarting). A Coordinator that fails attestation is never retried."""
@@ -344,7 +371,8 @@ def set_manifest(
     owner = ws.workload_owner_key(create=False)
     if owner is None or key_digest(owner.public_key()).hex() not in m.workload_owner_key_digests:
         log.warning("event=owner_key_not_in_manifest hint='later updates will be refused'")
-    config = ClientConfig(validators=coordinator_validators(m, simulated_root), key=owner)
+    revocation = revocation_source(ws, collateral_dir)
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root, revocation), key=owner)
     host, port = split_host_port(coordinator, USER_PORT)
     request = userapi_pb2.SetManifestRequest(Manifest=m.raw, Policies=policies)
 
@@ -397,9 +425,12 @@ def set_manifest(
 
 
 # -- verify ------------------------------------------------------------------------------------------------
-def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) -> Any:
+def verify(
+    ws: Workspace, coordinator: str, simulated_root: Path | None = None, collateral_dir: Path | None = None
+) -> Any:
     m = _load_manifest(ws)
-    config = ClientConfig(validators=coordinator_validators(m, simulated_root))
+    revocation = revocation_source(ws, collateral_dir)
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root, revocation))
     host, port = split_host_port(coordinator, USER_PORT)
     try:
         response: userapi_pb2.GetManifestsResponse = call(
@@ -427,6 +458,7 @@ def verify(ws: Workspace, coordinator: str, simulated_root: Path | None = None) 
 def recover(
     ws: Workspace, coordinator: str, force: bool = False, simulated_root: Path | None = None,
     allow_rollback: bool = False,
+    collateral_dir: Path | None = None,
 ) -> None:
     """Recover with our seed share. The Coordinator is told the transition this workspace last saw and
     refuses a history without it (a rollback) unless `allow_rollback`; afterwards the recovered history
@@ -451,7 +483,8 @@ def recover(
         log.warning("event=rollback_check_disabled last_seen=%s warning=%r", last_seen.hex(),
                     "--allow-rollback: the Coordinator may revive an OLDER manifest than the one last seen")
     expected = None if allow_rollback else last_seen
-    config = ClientConfig(validators=coordinator_validators(m, simulated_root), key=key)
+    revocation = revocation_source(ws, collateral_dir)
+    config = ClientConfig(validators=coordinator_validators(m, simulated_root, revocation), key=key)
     host, port = split_host_port(coordinator, USER_PORT)
     request = userapi_pb2.RecoverRequest(Seed=engine.seed, Salt=engine.salt, Force=force,
                                          ExpectedLatestTransition=expected or b"")

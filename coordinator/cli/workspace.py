@@ -24,6 +24,7 @@ INITDATA_DIR = "initdata"
 # Not a Contrast file: hex of the latest transition hash this workspace set or verified, so that a
 # Coordinator whose history was rolled back behind it is noticed (recover, verify, set).
 LATEST_TRANSITION = "latest-transition"
+COLLATERAL_CACHE = "collateral-cache"  # fetched CRLs / TDX collateral (signed documents, re-verified on use)
 
 
 class Workspace:

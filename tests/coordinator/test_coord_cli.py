@@ -12,6 +12,7 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 
 from attestation.atls.platforms import SnpIssuer
+from attestation.providers.simulated import SimulatedCrlSource
 from coordinator import rpc, simulation
 from coordinator.cli.__main__ import main as cli_main
 from coordinator.proto import meshapi_pb2, userapi_pb2
@@ -62,7 +63,8 @@ def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
     thread.start()
     prov = simulation.provider(tmp_path / "sim")
     config = Config(state_dir=tmp_path / "state", issuer=SnpIssuer(prov), listen_host="127.0.0.1",
-                    ports=Ports(0, 0, 0, 0, 0), simulated_roots=prov.trusted_roots())
+                    ports=Ports(0, 0, 0, 0, 0), simulated_roots=prov.trusted_roots(),
+                    revocation=SimulatedCrlSource(prov.root))
     coord = Coordinator(config)
     asyncio.run_coroutine_threadsafe(coord.start(), loop).result(30)
     try:

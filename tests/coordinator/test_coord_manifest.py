@@ -68,3 +68,42 @@ def test_not_json_and_oversize() -> None:
 def test_seedshare_key_roundtrip() -> None:
     hexkey = MV["base_documents"]["snp"]["SeedshareOwnerPubKeys"][0]
     assert manifest.pkcs1_der(manifest.load_seedshare_key(hexkey)).hex() == hexkey
+
+
+def test_one_reference_value_parser_turin_and_unknown_fields() -> None:
+    """The manifest's reference values go through attestation's parser only: Turin is a product there
+    (the manifest's own rules used to reject it while the verifier accepted it), and what that parser
+    refuses (an unknown field) makes the manifest invalid instead of failing later at handshake time."""
+    from attestation.reference_values import SnpReferenceValues
+    from attestation.snp.product import Product
+    from coordinator import verifiers
+
+    doc = copy.deepcopy(MV["base_documents"]["snp"])
+    doc["ReferenceValues"]["snp"][0]["ProductName"] = "Turin"
+    m = manifest.parse(json.dumps(doc).encode())
+    (entry,) = m.reference_values.snp
+    assert isinstance(entry, SnpReferenceValues) and entry.product is Product.TURIN
+    # Pods and the Coordinator get their validators from the same parsed values.
+    assert len(verifiers.coordinator_validators(m, None)) == 1
+    assert len(verifiers.validators(m.reference_values, simulated_roots=None, revocation=None)) == 1
+    doc["ReferenceValues"]["snp"][0]["ProductName"] = "Bergamo"
+    with pytest.raises(manifest.ManifestInvalidError, match="ProductName: unknown product 'Bergamo'"):
+        manifest.parse(json.dumps(doc).encode())
+    doc["ReferenceValues"]["snp"][0]["ProductName"] = "Milan"
+    doc["ReferenceValues"]["snp"][0]["TrustedMeasurment"] = "00"
+    unknown = r"snp\[0\]: unknown field\(s\) TrustedMeasurment"
+    with pytest.raises(manifest.ManifestInvalidError, match=unknown):
+        manifest.parse(json.dumps(doc).encode())
+
+
+def test_every_problem_of_an_entry_is_reported() -> None:
+    doc = copy.deepcopy(MV["base_documents"]["snp"])
+    entry = doc["ReferenceValues"]["snp"][0]
+    del entry["MinimumTCB"]["TEEVersion"], entry["MinimumTCB"]["SNPVersion"]
+    entry["TrustedMeasurement"] = ""
+    problems = {p.path: p.expected_missing for p in manifest.check(doc)}
+    assert problems == {
+        "ReferenceValues.snp[0].TrustedMeasurement": False,
+        "ReferenceValues.snp[0].MinimumTCB.TEEVersion": True,
+        "ReferenceValues.snp[0].MinimumTCB.SNPVersion": True,
+    }
