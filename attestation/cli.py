@@ -1,13 +1,17 @@
 """`python -m attestation`: verify SNP reports / TDX quotes, or fetch local evidence.
 
-    verify snp REPORT [--cert FILE]... [--cert-table FILE] [--crl FILE] [--reference-values FILE]
+    verify snp REPORT [--cert FILE]... [--cert-table FILE] [REVOCATION] [--reference-values FILE]
                       [--report-data HEX] [--at RFC3339]
-    verify tdx QUOTE [--collateral DIR] [--reference-values FILE] [--report-data HEX] [--at RFC3339]
+    verify tdx QUOTE [REVOCATION] [--reference-values FILE] [--report-data HEX] [--at RFC3339]
     report [--report-data HEX] [--simulated] [--cert-table-out FILE]
+
+    REVOCATION: --crl FILE (SNP) | --collateral DIR | --fetch-cache DIR [--kds-url U] [--pcs-url U]
+                | --no-revocation-check
 
 `verify` prints one JSON object (claims + checks) on stdout and exits 0 if every check that ran
 passed, 1 with the reason on stderr otherwise, 2 on bad usage. It always anchors in the bundled
-AMD / Intel roots.
+AMD / Intel roots, and refuses unless it has revocation data (a CRL, TDX collateral) or is told
+explicitly not to check revocation.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from common.files import atomic_write
 
 from .api import check_snp, check_tdx
 from .claims import snp_claims, tdx_claims
-from .errors import AttestationError, NoProviderError
+from .errors import AttestationError, CertificateExpiredError, NoProviderError
+from .fetch import KDS_URL, PCS_URL, CollateralFetcher
 from .providers.detect import detect_provider
 from .reference_values import ReferenceValues
+from .revocation import CollateralDirectory, NoRevocationSource, RevocationSource, pck_ca_type
+from .snp.certs import common_name
 from .snp.verify import verify_snp_attestation
-from .tdx.collateral import TdxCollateral
+from .tdx.pck import parse_pck_chain, parse_pck_extensions
+from .tdx.quote import parse_quote
+from .tdx.validity import common_window, dated_pieces
 from .tdx.verify import verify_tdx_quote
 
 
@@ -76,8 +85,16 @@ def _parser() -> _Parser:
     snp.add_argument("--crl", type=Path, help="AMD CRL (DER or PEM) signed by the ARK")
     tdx = vsub.add_parser("tdx", help="verify a TDX quote")
     tdx.add_argument("quote", type=Path)
-    tdx.add_argument("--collateral", type=Path, help="directory with tcb_info/qe_identity/CRLs")
     for sp in (snp, tdx):
+        sp.add_argument("--collateral", type=Path, metavar="DIR",
+                        help="offline CRLs / TDX collateral (snp/<product>/vcek.crl, tdx/... or the TDX "
+                             "files directly in DIR; see docs/attestation.md)")
+        sp.add_argument("--fetch-cache", type=Path, metavar="DIR",
+                        help="fetch CRLs / collateral from AMD KDS / Intel PCS, cached in DIR")
+        sp.add_argument("--kds-url", default=KDS_URL, help="AMD KDS base URL for --fetch-cache")
+        sp.add_argument("--pcs-url", default=PCS_URL, help="Intel PCS base URL for --fetch-cache")
+        sp.add_argument("--no-revocation-check", action="store_true",
+                        help="verify without CRLs / collateral (the result says revocation: not checked)")
         sp.add_argument("--reference-values", type=Path, help="ReferenceValues JSON (or a manifest)")
         sp.add_argument("--report-data", type=_hex64, help="expected report data (hex, zero-padded to 64)")
         sp.add_argument("--at", type=_time, help="reference time (RFC 3339), default now")
@@ -95,18 +112,50 @@ def _read(path: Path) -> bytes:
         raise _UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _revocation(args: argparse.Namespace) -> RevocationSource | None:
+    """The source the flags name; None only with --no-revocation-check (then nothing is required)."""
+    given = [f for f in ("collateral", "fetch_cache") if getattr(args, f) is not None]
+    if getattr(args, "crl", None) is not None:
+        given.append("crl")
+    if len(given) > 1 or (given and args.no_revocation_check):
+        raise _UsageError("give one of --crl, --collateral, --fetch-cache, --no-revocation-check")
+    if args.collateral is not None:
+        if not args.collateral.is_dir():
+            raise _UsageError(f"{args.collateral} is not a directory")
+        return CollateralDirectory(args.collateral)
+    if args.fetch_cache is not None:
+        try:
+            return CollateralFetcher(args.fetch_cache, kds_url=args.kds_url, pcs_url=args.pcs_url)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+    return None if args.no_revocation_check else NoRevocationSource()
+
+
+def _revocation_note(out: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.no_revocation_check:
+        out["revocation"] = "not checked"
+        print("warning: revocation was not checked (--no-revocation-check)", file=sys.stderr)
+    else:
+        out["revocation"] = "checked"
+
+
 def _verify_snp(args: argparse.Namespace) -> dict[str, Any]:
     certs = [_read(p) for p in args.cert]
     table = _read(args.cert_table) if args.cert_table else None
+    revocation = _revocation(args)
     crl = _read(args.crl) if args.crl else None
     rv = ReferenceValues.from_json(_read(args.reference_values)) if args.reference_values else None
-    res = verify_snp_attestation(_read(args.report), certs, cert_table=table, crl=crl, now=args.at)
+    res = verify_snp_attestation(
+        _read(args.report), certs, cert_table=table, crl=crl, revocation=revocation,
+        require_revocation=not args.no_revocation_check, now=args.at,
+    )
     checks = list(res.checks)
     out: dict[str, Any] = {
         "platform": "snp",
         "product": res.product.value,
         "claims": snp_claims(res.report, res.product),
     }
+    _revocation_note(out, args)
     if args.report_data is not None and rv is None and res.report.report_data != args.report_data:
         raise _FailedCheckError(
             out, checks, f"report_data is {res.report.report_data.hex()}, expected {args.report_data.hex()}"
@@ -126,22 +175,20 @@ def _verify_snp(args: argparse.Namespace) -> dict[str, Any]:
 def _verify_tdx(args: argparse.Namespace) -> dict[str, Any]:
     rv = ReferenceValues.from_json(_read(args.reference_values)) if args.reference_values else None
     quote = _read(args.quote)
-    col = None
-    if args.collateral:
-        if not args.collateral.is_dir():
-            raise _UsageError(f"{args.collateral} is not a directory")
-        from .tdx.pck import parse_pck_chain, parse_pck_extensions
-        from .tdx.quote import parse_quote
-
-        fmspc = parse_pck_extensions(parse_pck_chain(parse_quote(quote).pck_chain_pem).leaf).fmspc
-        col = TdxCollateral.from_directory(args.collateral, fmspc=fmspc)
-    res = verify_tdx_quote(quote, collateral=col, now=args.at)
+    revocation = _revocation(args)
+    try:
+        res = verify_tdx_quote(
+            quote, revocation=revocation, require_revocation=not args.no_revocation_check, now=args.at
+        )
+    except CertificateExpiredError as exc:
+        raise _DatesError(f"{type(exc).__name__}: {exc}; {_tdx_window(quote, revocation, args.at)}") from None
     checks = list(res.checks)
     out: dict[str, Any] = {
         "platform": "tdx",
         "claims": tdx_claims(res.quote, res.pck, res.chain),
         "tcb_status": res.tcb_status,
     }
+    _revocation_note(out, args)
     if res.tcb is not None:
         out["tcb_date"] = res.tcb.tcb_date.isoformat()
         out["qe_tcb_status"] = res.qe_tcb_status
@@ -161,6 +208,24 @@ def _verify_tdx(args: argparse.Namespace) -> dict[str, Any]:
         checks.append("reference_values")
     out["checks"] = checks
     return out
+
+
+def _tdx_window(quote: bytes, revocation: RevocationSource | None, at: _dt.datetime | None) -> str:
+    """When the quote and the collateral the flags name are valid together (for the error message)."""
+    chain = parse_pck_chain(parse_quote(quote).pck_chain_pem)
+    collateral = None
+    if revocation is not None:
+        try:
+            pck = parse_pck_extensions(chain.leaf)
+            ca = pck_ca_type(common_name(chain.intermediate.subject))
+            collateral = revocation.tdx_collateral(pck.fmspc, ca, now=at or _dt.datetime.now(_dt.UTC))
+        except AttestationError as exc:
+            return f"and no collateral applies to this quote ({exc})"
+    return common_window(dated_pieces(chain, collateral)).describe()
+
+
+class _DatesError(Exception):
+    """Verification failed on a date; the message says when verification could succeed."""
 
 
 class _FailedCheckError(Exception):
@@ -206,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except _DatesError as exc:
+        print(f"verification failed: {exc}", file=sys.stderr)
+        return 1
     except _FailedCheckError as exc:
         print(json.dumps(exc.out, indent=1, sort_keys=False))
         print(f"verification failed: {exc.reason}", file=sys.stderr)

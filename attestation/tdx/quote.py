@@ -165,14 +165,8 @@ def parse_qe_report(r: bytes) -> QeReport:
     )
 
 
-def parse_quote(data: bytes) -> TdxQuote:
-    """Parse a TDX quote v4 or v5 strictly. Raises `ParseError`."""
-    data = bytes(data)
-    if len(data) > MAX_QUOTE_SIZE:
-        raise _err(f"quote is {len(data)} bytes, larger than {MAX_QUOTE_SIZE}", "quote", found=len(data))
-    if len(data) < HEADER_SIZE:
-        raise _err(f"quote is {len(data)} bytes, shorter than its 48-byte header", "quote", found=len(data))
-    header = parse_header(data)
+def _body_layout(data: bytes, header: QuoteHeader) -> tuple[int, int, int]:
+    """(body type, body offset, body size) by version: v4 has a fixed TDX 1.0 body, v5 a typed one."""
     if header.version == 4:
         if len(data) < MIN_QUOTE_V4_SIZE:
             raise _err(
@@ -180,9 +174,8 @@ def parse_quote(data: bytes) -> TdxQuote:
                 "quote",
                 found=len(data),
             )
-        body_type = BODY_TYPE_TDX10
-        body_start, body_size = HEADER_SIZE, BODY_V4_SIZE
-    elif header.version == 5:
+        return BODY_TYPE_TDX10, HEADER_SIZE, BODY_V4_SIZE
+    if header.version == 5:
         if len(data) < MIN_QUOTE_V5_SIZE:
             raise _err(
                 f"quote is {len(data)} bytes, shorter than the minimum v5 quote size 1026",
@@ -205,11 +198,11 @@ def parse_quote(data: bytes) -> TdxQuote:
                 HEADER_SIZE + 2,
                 body_size,
             )
-        body_start = HEADER_SIZE + 6
-    else:
-        raise _err(
-            f"quote format not supported: version {header.version} (4 or 5)", "version", 0, header.version
-        )
+        return body_type, HEADER_SIZE + 6, body_size
+    raise _err(f"quote format not supported: version {header.version} (4 or 5)", "version", 0, header.version)
+
+
+def _check_key_and_tee(header: QuoteHeader) -> None:
     if header.attestation_key_type != ATT_KEY_TYPE_ECDSA_P256:
         raise _err(
             f"attestation key type {header.attestation_key_type} is not supported (2 = ECDSA P-256)",
@@ -219,8 +212,10 @@ def parse_quote(data: bytes) -> TdxQuote:
         )
     if header.tee_type != TEE_TYPE_TDX:
         raise _err(f"TEE type 0x{header.tee_type:x} is not TDX (0x81)", "tee_type", 4, header.tee_type)
-    body_end = body_start + body_size
-    body = parse_body(data[body_start:body_end])
+
+
+def _signature_data(data: bytes, body_end: int) -> tuple[int, int, bytes]:
+    """(signed data size, its end offset, the signature data) following the body."""
     pos = body_end
     if pos + 4 > len(data):
         raise _err("quote truncated before signature data size", "signed_data_size", pos)
@@ -234,12 +229,14 @@ def parse_quote(data: bytes) -> TdxQuote:
             body_end,
             sig_size,
         )
-    sig = data[pos:sig_end]
+    return sig_size, sig_end, data[pos:sig_end]
+
+
+def _qe_certification_data(sig: bytes, pos: int) -> bytes:
+    """The QE report certification data inside the signature data (`pos` = its quote offset)."""
     fixed = SIGNATURE_SIZE + ATTESTATION_KEY_SIZE + 6
     if len(sig) < fixed:
         raise _err("signature data too short", "signature_data", pos, len(sig))
-    signature = sig[0:64]
-    att_key = sig[64:128]
     cert_type, cert_size = struct.unpack_from("<HI", sig, 128)
     if cert_type != CERT_TYPE_QE_REPORT:
         raise _err(
@@ -255,9 +252,13 @@ def parse_quote(data: bytes) -> TdxQuote:
             pos + 130,
             cert_size,
         )
-    qe = sig[fixed:]
+    return sig[fixed:]
+
+
+def _qe_parts(qe: bytes, base: int) -> tuple[QeReport, bytes, bytes, bytes]:
+    """(QE report, its signature, QE auth data, PCK chain PEM); `base` = quote offset of `qe`."""
     if len(qe) < QE_REPORT_SIZE + SIGNATURE_SIZE + 2:
-        raise _err("QE report certification data too short", "qe_report", pos + fixed, len(qe))
+        raise _err("QE report certification data too short", "qe_report", base, len(qe))
     qe_report = parse_qe_report(qe[:QE_REPORT_SIZE])
     qe_sig = qe[QE_REPORT_SIZE : QE_REPORT_SIZE + 64]
     q = QE_REPORT_SIZE + 64
@@ -267,7 +268,7 @@ def parse_quote(data: bytes) -> TdxQuote:
         raise _err(
             f"QE auth data size {auth_size} runs past the certification data",
             "qe_auth_data_size",
-            pos + fixed + q - 2,
+            base + q - 2,
             auth_size,
         )
     auth = qe[q : q + auth_size]
@@ -278,24 +279,45 @@ def parse_quote(data: bytes) -> TdxQuote:
         raise _err(
             f"inner certification data type {inner_type}, expected 5 (PCK chain)",
             "pck_cert_type",
-            pos + fixed + q - 6,
+            base + q - 6,
             inner_type,
         )
     if q + inner_size != len(qe):
         raise _err(
             f"PCK chain size {inner_size} does not fill the certification data ({len(qe) - q} left)",
             "pck_chain_size",
-            pos + fixed + q - 4,
+            base + q - 4,
             inner_size,
         )
-    chain = qe[q : q + inner_size]
-    signed_size = body_end
+    return qe_report, qe_sig, auth, qe[q : q + inner_size]
+
+
+def parse_quote(data: bytes) -> TdxQuote:
+    """Parse a TDX quote v4 or v5 strictly. Raises `ParseError`.
+
+    Steps: size bounds, header, body layout by version, key and TEE type, body, signature data,
+    QE certification data, QE report / auth data / PCK chain.
+    """
+    data = bytes(data)
+    if len(data) > MAX_QUOTE_SIZE:
+        raise _err(f"quote is {len(data)} bytes, larger than {MAX_QUOTE_SIZE}", "quote", found=len(data))
+    if len(data) < HEADER_SIZE:
+        raise _err(f"quote is {len(data)} bytes, shorter than its 48-byte header", "quote", found=len(data))
+    header = parse_header(data)
+    body_type, body_start, body_size = _body_layout(data, header)
+    _check_key_and_tee(header)
+    body_end = body_start + body_size
+    body = parse_body(data[body_start:body_end])
+    sig_size, sig_end, sig = _signature_data(data, body_end)
+    sig_pos = body_end + 4
+    qe = _qe_certification_data(sig, sig_pos)
+    qe_report, qe_sig, auth, chain = _qe_parts(qe, sig_pos + SIGNATURE_SIZE + ATTESTATION_KEY_SIZE + 6)
     return TdxQuote(
         header=header,
         body_type=body_type,
         body=body,
-        signature=signature,
-        attestation_key=att_key,
+        signature=sig[0:64],
+        attestation_key=sig[64:128],
         qe_report=qe_report,
         qe_report_signature=qe_sig,
         qe_auth_data=auth,
@@ -303,7 +325,7 @@ def parse_quote(data: bytes) -> TdxQuote:
         signed_data_size=sig_size,
         extra=data[sig_end:],
         raw=data,
-        signed_size=signed_size,
+        signed_size=body_end,
     )
 
 

@@ -28,6 +28,7 @@ def test_verify_snp_prints_claims_and_checks(capsys: pytest.CaptureFixture[str])
         [
             "verify",
             "snp",
+            "--no-revocation-check",
             str(VECTORS / v["files"]["report"]["file"]),
             "--cert",
             str(VECTORS / v["files"]["vcek"]["file"]),
@@ -54,6 +55,7 @@ def test_verify_snp_with_cert_table(capsys: pytest.CaptureFixture[str]) -> None:
         [
             "verify",
             "snp",
+            "--no-revocation-check",
             str(VECTORS / v["files"]["report"]["file"]),
             "--cert-table",
             str(VECTORS / v["files"]["cert_table"]["file"]),
@@ -72,6 +74,7 @@ def test_verify_snp_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         [
             "verify",
             "snp",
+            "--no-revocation-check",
             str(VECTORS / "negative/snp-sig-r-bitflip/report.bin"),
             "--cert",
             vcek,
@@ -85,6 +88,7 @@ def test_verify_snp_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         [
             "verify",
             "snp",
+            "--no-revocation-check",
             str(VECTORS / v["files"]["report"]["file"]),
             "--cert",
             vcek,
@@ -120,6 +124,7 @@ def test_verify_snp_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         [
             "verify",
             "snp",
+            "--no-revocation-check",
             str(VECTORS / v["files"]["report"]["file"]),
             "--cert",
             vcek,
@@ -155,8 +160,9 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
 def test_verify_tdx(capsys: pytest.CaptureFixture[str]) -> None:
     v = vector("tdx/trustee-spr-v4")
     q = str(VECTORS / v["files"]["quote"]["file"])
-    rc, out, _ = run(["verify", "tdx", q, "--at", "2023-07-01T01:00:00Z"], capsys)
+    rc, out, _ = run(["verify", "tdx", q, "--no-revocation-check", "--at", "2023-07-01T01:00:00Z"], capsys)
     assert rc == 0 and out is not None and out["tcb_status"] == "not evaluated"
+    assert out["revocation"] == "not checked"
     assert out["claims"]["td_quote_body"] == v["facts"]["td_quote_body"]
     rc, out, _ = run(
         [
@@ -236,3 +242,53 @@ def test_cli_never_trusts_a_simulated_root(tmp_path: Path, capsys: pytest.Captur
         ["verify", "snp", str(tmp_path / "r.bin"), "--cert-table", str(tmp_path / "t.bin")], capsys
     )
     assert rc == 1 and out is None and "not a trusted Milan ARK" in err
+
+
+def test_verify_snp_refuses_without_revocation_data(capsys: pytest.CaptureFixture[str]) -> None:
+    """The real vectors bring no CRL. Before, `verify snp` accepted them with revocation unchecked and
+    said nothing; now it refuses unless given a CRL source or told explicitly not to check."""
+    v = vector("snp/gsg-milan-v2-vcek")
+    argv = ["verify", "snp", str(VECTORS / v["files"]["report"]["file"]),
+            "--cert", str(VECTORS / v["files"]["vcek"]["file"]), "--at", "2024-01-01T00:00:00Z"]
+    rc, out, err = run(argv, capsys)
+    assert rc == 1 and out is None and "no CRL source is configured for the Milan VCEK chain" in err
+    rc, out, err = run([*argv, "--no-revocation-check"], capsys)
+    assert rc == 0 and out is not None and out["revocation"] == "not checked" and "crl" not in out["checks"]
+    assert "revocation was not checked" in err
+    rc, _, err = run([*argv, "--no-revocation-check", "--collateral", str(VECTORS)], capsys)
+    assert rc == 2 and "one of" in err
+
+
+def test_verify_tdx_names_the_instant_that_works(capsys: pytest.CaptureFixture[str]) -> None:
+    """New user: `verify tdx` with the shared collateral failed at every `--at` they tried (the TCB
+    signing certificate has expired by now; the v5 quote's PCK is newer than the 2023 collateral),
+    with no hint which instant or which pair works. The error now names the window, or why none."""
+    col = str(VECTORS / "tdx/collateral/gtg-2023")
+    trustee = str(VECTORS / "tdx/trustee-spr-v4/quote.dat")
+    rc, _, err = run(["verify", "tdx", trustee, "--collateral", col, "--at", "2026-02-03T01:00:00Z"], capsys)
+    assert rc == 1 and "tcbInfo signing certificate has expired" in err
+    assert (
+        "valid together from 2023-06-18T08:42:58Z (tcbInfo) to 2023-07-08T07:24:59Z (QE identity): "
+        "pass --at within it"
+    ) in err
+    rc, out, _ = run(["verify", "tdx", trustee, "--collateral", col, "--at", "2023-07-08T07:00:00Z"], capsys)
+    assert rc == 0 and out is not None and out["tcb_status"] == "UpToDate" and out["revocation"] == "checked"
+    v5 = str(VECTORS / "tdx/gtg-v5-tdx15/quote.dat")
+    rc, _, err = run(["verify", "tdx", v5, "--collateral", col, "--at", "2023-07-01T01:00:00Z"], capsys)
+    assert rc == 1 and "PCK leaf certificate is not yet valid" in err
+    assert "no collateral applies to this quote" in err and "90c06f000000" in err
+
+
+def test_verify_tdx_fetches_from_a_configured_pcs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_att_revocation import _Server, serve_pcs
+
+    server = _Server()
+    try:
+        serve_pcs(server)
+        rc, out, _ = run(["verify", "tdx", str(VECTORS / "tdx/trustee-spr-v4/quote.dat"),
+                          "--fetch-cache", str(tmp_path), "--pcs-url", server.url,
+                          "--at", "2023-07-01T01:00:00Z"], capsys)
+    finally:
+        server.stop()
+    assert rc == 0 and out is not None and out["tcb_status"] == "UpToDate"
+    assert {"pck_crl", "root_crl"} <= set(out["checks"]) and len(server.requests) == 4
