@@ -231,6 +231,11 @@ def container_policy(
     oci["Annotations"] = _annotations(workload, container, settings_spec)
     oci["Linux"] = linux
     return {
+        "yaml": {
+            "resource": workload.label,
+            "path": container.where,
+            "pod": workload.field_path("").rstrip("."),
+        },
         "OCI": oci,
         "storages": storages,
         "devices": devices,

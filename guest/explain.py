@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Explainer", "failed_bodies"]
+__all__ = ["Explainer", "failed_bodies", "yaml_hints"]
 
 _PREFIX = re.compile(r"^.*?:\d+: ")
 _LABEL = re.compile(r"^([A-Za-z_]\w*)(?: (\d+))?: ?(.*)$", re.DOTALL)
@@ -92,9 +92,10 @@ class Explainer:
         if not isinstance(data, dict) or not isinstance(request, dict):
             return reasons
         if endpoint == "CreateContainerRequest":
-            reasons += self._create_container(data, request)
+            reasons += yaml_hints(self._create_container(data, request), data)
         elif endpoint == "ExecProcessRequest":
             reasons += self._exec_process(data, request)
+            reasons += self._exec_hint(data, request)
         elif endpoint == "CopyFileRequest":
             reasons.append(f"path: got {_short(request.get('path'))!r} ({request.get('file_type')}), "
                            "no CopyFileRequest pattern in the policy allows it")
@@ -122,6 +123,17 @@ class Explainer:
         return (best or [])[:3]
 
     # -- ExecProcess --------------------------------------------------------------------------------
+
+    def _exec_hint(self, data: dict[str, Any], req: dict[str, Any]) -> list[str]:
+        """The exec commands come from the container's probes and hooks: name them in the YAML."""
+        if self._state is None:
+            return []
+        index = ((self._state() or {}).get("pstate") or {}).get(req.get("container_id"))
+        source = _source(data, index) if isinstance(index, int) else None
+        if source is None:
+            return []
+        return [f"YAML: {source.get('resource')} {source.get('path')}: add the command as an exec "
+                "livenessProbe, readinessProbe, startupProbe or lifecycle hook, then regenerate"]
 
     def _exec_process(self, data: dict[str, Any], req: dict[str, Any]) -> list[str]:
         process = req.get("process") or {}
@@ -340,4 +352,53 @@ def _version_and_sysctl_mismatches(where: str, p_oci: dict[str, Any], i_oci: dic
         if p_sysctl.get(key) != value:
             out.append(f"{where}.OCI.Linux.Sysctl[{_short(key)!r}]: not allowed by the policy")
             break
+    return out
+
+
+# Policy field (as the explanations name it) -> the YAML field that produced it; {c} is the container's
+# YAML path, {pod} the pod spec's. Most specific prefix first.
+_YAML_FIELDS: tuple[tuple[str, str], ...] = (
+    ("OCI.Process.Args", "{c}.command / args (or the image's Entrypoint / Cmd)"),
+    ("OCI.Process.Env", "{c}.env / envFrom (or the ConfigMap / Secret they reference)"),
+    ("OCI.Process.User.AdditionalGids", "{pod}.securityContext.fsGroup / supplementalGroups"),
+    ("OCI.Process.User", "{c}.securityContext.runAsUser / runAsGroup"),
+    ("OCI.Process.Terminal", "{c}.tty"),
+    ("OCI.Process.Cwd", "{c}.workingDir (or the image's WorkingDir)"),
+    ("OCI.Process.NoNewPrivileges", "{c}.securityContext.allowPrivilegeEscalation"),
+    ("OCI.Process.Capabilities", "{c}.securityContext.capabilities / privileged"),
+    ("OCI.Mounts", "{c}.volumeMounts (and {pod}.volumes)"),
+    ("OCI.Annotations[io.kubernetes.cri.sandbox-name]", "metadata.name"),
+    ("OCI.Annotations[io.kubernetes.cri.image-name]", "{c}.image"),
+    ("OCI.Linux.Sysctl", "{pod}.securityContext.sysctls"),
+    ("OCI.Root.Readonly", "{c}.securityContext.readOnlyRootFilesystem"),
+    ("OCI.Version", "(the runtime's OCI version: regenerate with this cluster's settings)"),
+    ("storages", "{c}.image / {pod}.volumes"),
+    ("sandbox_pidns", "{pod}.shareProcessNamespace"),
+)
+_REASON = re.compile(r"^containers\[(\d+)\]\.([A-Za-z_.]+(?:\[[^\]]*\])?)")
+
+
+def _source(data: dict[str, Any], index: int) -> dict[str, Any] | None:
+    containers = data.get("containers") or []
+    if not 0 <= index < len(containers) or not isinstance(containers[index], dict):
+        return None
+    source = containers[index].get("yaml")
+    return source if isinstance(source, dict) else None
+
+
+def yaml_hints(reasons: list[str], data: dict[str, Any]) -> list[str]:
+    """``reasons`` plus, for each one about a policy container the generator annotated with its YAML
+    source (``containers[i].yaml``), the YAML field that would have to change."""
+    out = list(reasons)
+    for reason in reasons:
+        m = _REASON.match(reason)
+        source = _source(data, int(m.group(1))) if m else None
+        if m is None or source is None:
+            continue
+        field = re.sub(r"\[\d+\]", "", m.group(2))
+        for prefix, template in _YAML_FIELDS:
+            if field.startswith(prefix):
+                where = template.format(c=source.get("path", ""), pod=source.get("pod", ""))
+                out.append(f"YAML: {source.get('resource')} {where} would have to change (or regenerate)")
+                break
     return out

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from common.cli import ArgumentParser
 from common.logs import setup_logging
 from coordinator.cli import commands
-from coordinator.cli.inject import Images
 from coordinator.cli.workspace import Workspace, workspace_from
-from genpolicy import GenerateError, ImageSource, Settings, StaticImageSource
-from genpolicy.oci_source import OciImageSource
-from oci import OciError, RegistryConfig
 
 DESCRIPTION = """\
 The data owner's CLI for the Coordinator: generate a manifest, set it, verify the Coordinator,
@@ -36,32 +33,15 @@ Initdata mode (paths are initdata documents): one policy per document; --coordin
 """
 
 
+def yaml_options(ws: Workspace, args: argparse.Namespace) -> Any:
+    # The generator (and PyYAML, the "host" extra) is needed only here: initdata mode runs without it.
+    from coordinator.cli import kube
+
+    return kube.options_from_args(ws, args)
+
+
 def is_yaml_mode(paths: list[str]) -> bool:
     return any(Path(p).is_dir() or Path(p).suffix in (".yml", ".yaml") for p in paths)
-
-
-def yaml_options(ws: Workspace, args: argparse.Namespace) -> commands.YamlOptions:
-    rules_path = args.policy or ws.path("rules.rego")
-    settings_path = args.settings or ws.path("settings.json")
-    if not rules_path.exists():
-        raise commands.CliError(f"{rules_path}: no rules.rego; give -p with the rules.rego of the "
-                                "Kata release the nodes run")
-    if not settings_path.exists():
-        raise commands.CliError(f"{settings_path}: no genpolicy settings; give -s")
-    if args.images:
-        images: ImageSource = StaticImageSource.load(args.images)
-    else:
-        cache = args.genpolicy_cache_path or ws.path("layers-cache")
-        images = OciImageSource(cache, registry=RegistryConfig(insecure=frozenset(args.insecure_registry)),
-                                layout=args.oci_layout)
-    own = None
-    if args.initializer_image and args.service_mesh_image:
-        own = Images(args.initializer_image, args.service_mesh_image)
-    elif args.initializer_image or args.service_mesh_image:
-        raise commands.CliError("give both --initializer-image and --service-mesh-image")
-    rules = rules_path.read_text(encoding="utf-8")
-    return commands.YamlOptions(Settings.load(settings_path), rules, images, own, args.skip_initializer,
-                                args.skip_service_mesh)
 
 
 def build_parser() -> ArgumentParser:
@@ -170,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             commands.recover(ws, args.coordinator, args.force, args.simulated_root, args.allow_rollback,
                              collateral_dir=args.collateral_dir)
             print("Coordinator recovered")
-    except (commands.CliError, GenerateError, OciError, ValueError, OSError) as exc:
+    except (commands.CliError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,9 +8,8 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
@@ -24,7 +23,6 @@ from attestation.providers.simulated import SimulatedCrlSource
 from attestation.revocation import CollateralDirectory, NoRevocationSource, RevocationSource
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
-from coordinator.cli.inject import Images
 from coordinator.cli.workspace import (
     COLLATERAL_CACHE,
     INITDATA_DIR,
@@ -49,23 +47,13 @@ from coordinator.simulation import (
     load_trusted_roots,
 )
 from coordinator.state import decrypt_seed, key_digest
-from genpolicy import GenerateError, ImageSource, Settings
+
+if TYPE_CHECKING:
+    from coordinator.cli.kube import YamlOptions
 
 log = logging.getLogger("contrast")
 USER_PORT = 1313
 RETRY_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class YamlOptions:
-    """Inputs of the YAML mode of generate besides the files."""
-
-    settings: Settings
-    rules: str
-    images: ImageSource
-    own_images: Images | None
-    skip_initializer: bool = False
-    skip_service_mesh: bool = False
 
 
 class CliError(Exception):
@@ -190,6 +178,7 @@ def generate_yaml(
     Returns (reference values still to fill in, report lines). Nothing is written when any workload
     fails: every file is generated first, then all are replaced."""
     from coordinator.cli import kube
+    from genpolicy import GenerateError
 
     rvs = _reference_values(ws, reference_values, simulated)
     extra = {} if disable_updates else {OWNERS_ENTRY: owner_anchor(ws, seedshare_key_bits).to_json()}

@@ -8,15 +8,71 @@ Coordinator accepts manifests and recoveries only from this workspace's keys.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.files import atomic_write
-from genpolicy import Generator, ImageSource, Settings, Workload, WorkloadPolicy, parse_documents
+from genpolicy import (
+    GenerateError,
+    Generator,
+    ImageSource,
+    Settings,
+    StaticImageSource,
+    Workload,
+    WorkloadPolicy,
+    parse_documents,
+)
 from genpolicy.cli import explain
+from genpolicy.oci_source import OciImageSource
+from oci import OciError, RegistryConfig
 
+from .commands import CliError
 from .inject import Images, inject, is_confidential, role, workload_secret_id
+from .workspace import Workspace
+
+
+@dataclass(frozen=True)
+class YamlOptions:
+    """Inputs of the YAML mode of generate besides the files."""
+
+    settings: Settings
+    rules: str
+    images: ImageSource
+    own_images: Images | None
+    skip_initializer: bool = False
+    skip_service_mesh: bool = False
+
+
+def options_from_args(ws: Workspace, args: argparse.Namespace) -> YamlOptions:
+    rules_path = args.policy or ws.path("rules.rego")
+    settings_path = args.settings or ws.path("settings.json")
+    if not rules_path.exists():
+        raise CliError(
+            f"{rules_path}: no rules.rego; give -p with the rules.rego of the Kata release the nodes run"
+        )
+    if not settings_path.exists():
+        raise CliError(f"{settings_path}: no genpolicy settings; give -s")
+    if args.initializer_image and args.service_mesh_image:
+        own: Images | None = Images(args.initializer_image, args.service_mesh_image)
+    elif args.initializer_image or args.service_mesh_image:
+        raise CliError("give both --initializer-image and --service-mesh-image")
+    else:
+        own = None
+    try:
+        images: ImageSource
+        if args.images:
+            images = StaticImageSource.load(args.images)
+        else:
+            cache = args.genpolicy_cache_path or ws.path("layers-cache")
+            registry = RegistryConfig(insecure=frozenset(args.insecure_registry))
+            images = OciImageSource(cache, registry=registry, layout=args.oci_layout)
+        settings = Settings.load(settings_path)
+    except (GenerateError, OciError) as exc:
+        raise CliError(str(exc)) from exc
+    rules = rules_path.read_text(encoding="utf-8")
+    return YamlOptions(settings, rules, images, own, args.skip_initializer, args.skip_service_mesh)
 
 
 @dataclass

@@ -139,6 +139,7 @@ KNOWN_DIFFERENCES: list[tuple[str, Callable[[Container, Container], None]]] = [
 def image_independent(container: Container, yaml_env_names: set[str]) -> Container:
     """Drop what comes from image bytes: the user, image env, the image's args and cwd."""
     out = copy.deepcopy(container)
+    out.pop("yaml", None)  # ours only: where in the YAML the container came from (for explanations)
     process = out["OCI"]["Process"]
     process.pop("User", None)
     process.pop("Cwd", None)
