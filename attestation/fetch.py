@@ -109,7 +109,7 @@ def _issue_date(name: str, body: bytes) -> _dt.datetime | None:
             return parse_tcb_info(body).issue_date
         if name == "intel-tdx-qe-identity":
             return parse_qe_identity(body).issue_date
-        return load_crl(body).last_update_utc
+        return load_crl(_crl_body(body)).last_update_utc
     except AttestationError:
         return None
 
@@ -145,6 +145,7 @@ class CollateralFetcher:
         self.max_age = max_age
         self.timeout = timeout
         self._memory: dict[str, CachedDocument] = {}
+        self._known: dict[str, tuple[str, str | None]] = {}  # document -> (URL, issuer-chain header)
         self._lock = threading.Lock()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _RefuseRedirect())
 
@@ -194,22 +195,39 @@ class CollateralFetcher:
     ) -> CachedDocument:
         url = base + path
         with self._lock:
-            cached = self._memory.get(name) or self._read_cache(name, url)
-            if cached is not None and cached.url == url and self._fresh(cached, now):
+            self._known[name] = (url, chain_header)
+            cached = self._cached(name, url)
+        if cached is not None and self._fresh(cached, now):
+            return cached
+        return self._fetch(name, url, chain_header, cached, now)
+
+    def _cached(self, name: str, url: str) -> CachedDocument | None:
+        """The in-memory copy, else the on-disk one (called with the lock held)."""
+        cached = self._memory.get(name)
+        if cached is None or cached.url != url:
+            cached = self._read_cache(name, url)
+            if cached is not None:
                 self._memory[name] = cached
-                return cached
-            try:
-                body, chain = self._get(url, chain_header)
-            except _FetchFailedError as exc:
-                if cached is not None and cached.url == url:
-                    raise RevocationUnavailableError(
-                        f"{name}: the cached copy fetched at {cached.fetched_at.isoformat()} is outside the "
-                        f"freshness bound of {self.max_age} at {now.isoformat()}, and refetching {url} "
-                        f"failed: {exc}"
-                    ) from None
-                raise RevocationUnavailableError(f"{name}: fetching {url} failed: {exc}") from None
-            if cached is not None and cached.url == url:
-                old, new = _issue_date(name, cached.body), _issue_date(name, body)
+        return cached
+
+    def _fetch(
+        self, name: str, url: str, chain_header: str | None, cached: CachedDocument | None, now: _dt.datetime
+    ) -> CachedDocument:
+        # The network wait happens outside the lock: handshakes needing other documents go on.
+        try:
+            body, chain = self._get(url, chain_header)
+        except _FetchFailedError as exc:
+            if cached is not None:
+                raise RevocationUnavailableError(
+                    f"{name}: the cached copy fetched at {cached.fetched_at.isoformat()} is outside the "
+                    f"freshness bound of {self.max_age} at {now.isoformat()}, and refetching {url} "
+                    f"failed: {exc}"
+                ) from None
+            raise RevocationUnavailableError(f"{name}: fetching {url} failed: {exc}") from None
+        with self._lock:
+            current = self._memory.get(name) or cached
+            if current is not None and current.url == url:
+                old, new = _issue_date(name, current.body), _issue_date(name, body)
                 if old is not None and new is not None and new < old:
                     raise RevocationUnavailableError(
                         f"{name}: {url} served a document issued {new.isoformat()}, older than the cached "
@@ -218,7 +236,27 @@ class CollateralFetcher:
             entry = CachedDocument(url=url, fetched_at=now, body=body, issuer_chain=chain)
             self._memory[name] = entry
             self._write_cache(name, entry)
-            return entry
+        return entry
+
+    def refresh(self, now: _dt.datetime) -> list[str]:
+        """Refetch every document served so far that is older than half the freshness bound, so that
+        handshakes find fresh copies instead of waiting for KDS/PCS (the Coordinator calls this from a
+        background task). Returns the failures, which are also logged; the cached copies stay usable
+        until the bound itself."""
+        with self._lock:
+            due = [
+                (name, url, header, self._memory.get(name))
+                for name, (url, header) in self._known.items()
+                if (m := self._memory.get(name)) is None or now - m.fetched_at > self.max_age / 2
+            ]
+        failures = []
+        for name, url, header, cached in due:
+            try:
+                self._fetch(name, url, header, cached, now)
+            except RevocationUnavailableError as exc:
+                log.warning("event=collateral_refresh_failed document=%s error=%r", name, str(exc))
+                failures.append(str(exc))
+        return failures
 
     def _read_cache(self, name: str, url: str) -> CachedDocument | None:
         path = self.cache_dir / f"{name}.json"

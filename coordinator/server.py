@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ log = logging.getLogger("coordinator")
 USER_MAX_MESSAGE = 16 * 1024 * 1024
 MESH_MAX_MESSAGE = 64 * 1024
 ATTEST_MAX_BODY = 1024
+COLLATERAL_REFRESH_INTERVAL = 300.0
 
 
 @dataclass
@@ -182,6 +185,9 @@ class Coordinator:
             self._servers.append(server)
         ports.user, ports.mesh, ports.http, ports.probes = user.port, mesh.port, attest.port, probes.port
         ports.transit = transit.port
+        refresh = getattr(self.config.revocation, "refresh", None)
+        if refresh is not None:
+            self._tasks.append(asyncio.create_task(self._refresh_collateral(refresh)))
         if self.config.peers:
             # Startup waits for one attempt, as Contrast's startup probe waits for the first recovery.
             await asyncio.to_thread(
@@ -197,6 +203,13 @@ class Coordinator:
             self.guard.status().value, ports.user, ports.mesh, ports.http, ports.probes,
             self.config.state_dir,
         )
+
+    async def _refresh_collateral(self, refresh: Callable[[datetime.datetime], list[str]]) -> None:
+        """Keep fetched CRLs / TDX collateral fresh in the background, so a handshake waits for KDS/PCS
+        only the first time it needs a document (or when a refresh kept failing)."""
+        while True:
+            await asyncio.sleep(COLLATERAL_REFRESH_INTERVAL)
+            await asyncio.to_thread(refresh, datetime.datetime.now(datetime.UTC))
 
     async def stop(self) -> None:
         self.started = False

@@ -328,11 +328,22 @@ class SimulatedCrlSource:
     root: SimulatedAmdRoot
     revoked: tuple[int, ...] = ()
     fallback: RevocationSource = field(default_factory=NoRevocationSource)
+    _made: tuple[_dt.datetime, bytes] | None = field(default=None, init=False, repr=False)
 
     def snp_crl(self, product: Product, *, vlek: bool, ark: x509.Certificate, now: _dt.datetime) -> bytes:
-        if ark == self.root.ark:
-            return simulated_crl(self.root, self.revoked, now=now)
-        return self.fallback.snp_crl(product, vlek=vlek, ark=ark, now=now)
+        if ark != self.root.ark:
+            return self.fallback.snp_crl(product, vlek=vlek, ark=ark, now=now)
+        # One RSA signature per hour, not per handshake; the CRL itself is valid for a day.
+        made = self._made
+        if made is None or not made[0] <= now <= made[0] + _dt.timedelta(hours=1):
+            made = (now, simulated_crl(self.root, self.revoked, now=now))
+            self._made = made
+        return made[1]
 
     def tdx_collateral(self, fmspc: bytes, ca: str, *, now: _dt.datetime) -> TdxCollateral:
         return self.fallback.tdx_collateral(fmspc, ca, now=now)
+
+    def refresh(self, now: _dt.datetime) -> list[str]:
+        """Forwarded to the fallback source (a fetcher refreshes its cache)."""
+        refresh = getattr(self.fallback, "refresh", None)
+        return list(refresh(now)) if refresh is not None else []

@@ -381,3 +381,33 @@ def test_fetcher_failure_without_cache_names_the_url(tmp_path: Path, root: Simul
     fetcher = CollateralFetcher(tmp_path, kds_url=url, timeout=5)
     with pytest.raises(RevocationUnavailableError, match=f"fetching {url}/vcek/v1/Milan/crl failed"):
         fetcher.snp_crl(Product.MILAN, vlek=False, ark=root.ark, now=dt.datetime.now(dt.UTC))
+
+
+def test_refresh_keeps_documents_fresh_in_the_background(tmp_path: Path, server: _Server) -> None:
+    """`refresh` (the Coordinator's background task) refetches documents past half the bound, so a
+    handshake after the original copy's bound still finds a fresh one without touching the network."""
+    serve_pcs(server)
+    quote = read(vector(TRUSTEE)["files"]["quote"]["file"])
+    fetcher = CollateralFetcher(tmp_path, pcs_url=server.url, max_age=dt.timedelta(hours=1))
+    verify_tdx_quote(quote, revocation=fetcher, require_revocation=True, now=T2023)
+    assert fetcher.refresh(T2023 + dt.timedelta(minutes=20)) == [] and len(server.requests) == 4  # not due
+    assert fetcher.refresh(T2023 + dt.timedelta(minutes=40)) == [] and len(server.requests) == 8
+    server.stop()
+    later = T2023 + dt.timedelta(minutes=90)  # past the first copy's bound, within the refreshed one
+    verify_tdx_quote(quote, revocation=fetcher, require_revocation=True, now=later)
+    failures = fetcher.refresh(T2023 + dt.timedelta(minutes=95))
+    assert len(failures) == 4 and all("failed" in f for f in failures)
+
+
+def test_simulated_crl_is_signed_once_an_hour(root: SimulatedAmdRoot) -> None:
+    source = SimulatedCrlSource(root)
+    now = dt.datetime.now(dt.UTC)
+
+    def crl(minutes: int) -> bytes:
+        when = now + dt.timedelta(minutes=minutes)
+        return source.snp_crl(Product.MILAN, vlek=False, ark=root.ark, now=when)
+
+    first = crl(0)
+    assert crl(59) == first and crl(61) != first
+    with pytest.raises(RevocationUnavailableError):
+        source.snp_crl(Product.MILAN, vlek=False, ark=SimulatedAmdRoot.generate().ark, now=now)
