@@ -354,7 +354,10 @@ def unpack_layer(stream: Reader, root_fd: int, layer: str, budget: _Budget) -> N
         with tarfile.open(fileobj=bounded, mode="r|",  # type: ignore[call-overload]
                           tarinfo=_tarinfo_class(layer, budget.limits.max_header_bytes)) as tar:
             for member in tar:
-                state.apply(tar, member)
+                try:
+                    state.apply(tar, member)
+                except OSError as exc:  # the kernel refused this entry (e.g. mknod, chown, empty link)
+                    raise UnpackError(layer, member.name, exc.strerror or str(exc)) from None
     except UnpackError:
         raise
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, ValueError, UnicodeError) as exc:

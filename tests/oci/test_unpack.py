@@ -116,6 +116,7 @@ ATTACKS = {
     "duplicate": ([[Entry("f", data=b"1"), Entry("f", data=b"2")]], "f", "duplicate"),
     "under-a-file": ([[Entry("f", data=b"1"), Entry("f/x", data=b"2")]], "f/x", "not a directory"),
     "root-not-dir": ([[Entry(".", data=b"x")]], ".", "root entry"),
+    "empty-symlink-target": ([[Entry("l", SYM, linkname="")]], "l", "No such file"),
 }
 
 
