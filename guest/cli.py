@@ -295,7 +295,9 @@ async def _serve_proxy(args: argparse.Namespace, interceptor: PolicyInterceptor,
 
 def pinned_erofs_layers(policy: AgentPolicy) -> list[dict[str, str]]:
     """Every ``erofs_layers`` entry of the policy's containers (the verity parameters it pins)."""
-    data = policy.policy_data
+    data = policy.policy_data()
+    if isinstance(data, str):
+        data = json.loads(data)
     containers: Any = data.get("containers", []) if isinstance(data, dict) else []
     layers: list[dict[str, str]] = []
     for c in containers if isinstance(containers, list) else []:

@@ -340,6 +340,9 @@ class Containers:
             cgroup.rmdir()
         _remove_bundle(c.bundle)
         del self.containers[c.id]
+        left = _mounts_below(c.bundle)
+        log.info("event=container_removed container=%s mounts_left=%d cgroup_left=%s bundle_left=%s", c.id,
+                 len(left), str(cgroup.exists()).lower(), str(c.bundle.exists()).lower())
         if errors:
             raise AgentError("; ".join(errors))
 

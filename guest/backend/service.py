@@ -61,6 +61,7 @@ class AgentBackend:
         self.destroyed = asyncio.Event()
         self._subreaper = subreaper
         self._network: Any = None
+        self._net_thread: Any = None
         self._methods: dict[str, Method] = {
             "CreateSandbox": self.create_sandbox, "DestroySandbox": self.destroy_sandbox,
             "GetGuestDetails": self.get_guest_details, "CopyFile": self.copy_file,
@@ -84,8 +85,10 @@ class AgentBackend:
     async def close(self) -> None:
         self.reaper.stop()
         self.oom.close()
-        if self._network is not None:
-            self._network.close()
+        if self._net_thread is not None:
+            if self._network is not None:
+                await self._on_network_thread(lambda n: n.close())
+            self._net_thread.shutdown(wait=False)
 
     # -- dispatch -------------------------------------------------------------------------------------
     async def serve(self, request: Request) -> Response:
@@ -218,24 +221,33 @@ class AgentBackend:
     async def resume_container(self, req: agent_pb2.ResumeContainerRequest) -> Message:
         return await self._freeze(req.container_id, "0")
 
-    # -- network --------------------------------------------------------------------------------------
-    def network(self) -> Any:
-        if self._network is None:
-            from .network import Network
+    # -- network ---------------------------------------------------------------------------------------
+    async def _on_network_thread(self, call: Callable[[Any], Any]) -> Any:
+        """pyroute2's synchronous API runs an event loop of its own: keep it on one thread of its own."""
+        if self._net_thread is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-            self._network = Network()
-        return self._network
+            self._net_thread = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+
+        def run() -> Any:
+            if self._network is None:
+                from .network import Network
+
+                self._network = Network()
+            return call(self._network)
+
+        return await asyncio.get_running_loop().run_in_executor(self._net_thread, run)
 
     async def update_interface(self, req: agent_pb2.UpdateInterfaceRequest) -> Message:
-        result: Message = self.network().update_interface(req.interface)
+        result: Message = await self._on_network_thread(lambda n: n.update_interface(req.interface))
         return result
 
     async def update_routes(self, req: agent_pb2.UpdateRoutesRequest) -> Message:
-        result: Message = self.network().update_routes(req.routes)
+        result: Message = await self._on_network_thread(lambda n: n.update_routes(req.routes))
         return result
 
     async def add_arp_neighbors(self, req: agent_pb2.AddARPNeighborsRequest) -> Message:
-        self.network().add_arp_neighbors(req.neighbors)
+        await self._on_network_thread(lambda n: n.add_arp_neighbors(req.neighbors))
         return empty_pb2.Empty()
 
     async def reseed_random_dev(self, req: agent_pb2.ReseedRandomDevRequest) -> Message:

@@ -5,11 +5,12 @@
   the measured image copied into the bundle's rootfs); for workloads, the in-guest pull
   (guest/backend/guestpull.py) — until that module is present the driver fails closed;
 - ``erofs.multi-layer``: each storage one dm-verity mapped erofs layer (guest/storage, parameters
-  pinned by the policy), the container's rootfs an overlay of its layers with a tmpfs upper dir.
+  pinned by the policy), mounted once per sandbox and shared (refcounted) by the containers using
+  it; the container's rootfs an overlay of its layers with its own tmpfs upper dir.
 
 Every mount point must be the container's own (``/run/kata-containers/<cid>/...``) or the sandbox
-shm; a storage source that names a device must be a virtio disk (``/dev/vd[b-z]``), never a
-host-chosen path.
+shm; a layer's source string is resolved to a block device by guest/storage (the dm table names
+the kernel's device, never the request's string).
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from guest.protocols import agent_pb2
-from guest.storage import StorageError, mount_layer_storage
+from guest.storage import (
+    PolicyDeniedError,
+    StorageError,
+    VerityMount,
+    check_pinned,
+    mount_layer_storage,
+    params_from_options,
+    pinned_for,
+    resolve_source,
+)
 from guest.storage.mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount
+from guest.storage.verity import device_name
 
 from .errors import AgentError, InvalidRequestError, StorageFailedError
 from .layout import Layout
@@ -44,7 +55,6 @@ SANDBOX_CONTAINER_TYPE = "sandbox"
 CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
 _TMPFS_FLAGS = {"noexec": MS_NOEXEC, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "ro": MS_RDONLY}
 _TMPFS_DATA = re.compile(r"(mode=[0-7]{3,4}|size=[0-9]{1,19}[kmg]?|nr_inodes=[0-9]{1,19})")
-_LAYER_DEVICE = re.compile(r"/dev/vd[b-z]")
 PAUSE_BINARY = Path("/usr/libexec/confidential-guest/pause")
 PAUSE_ARGS = ["/pause", "-P"]  # catatonit's pause mode: no program, reaps, exits on SIGINT/SIGTERM
 
@@ -112,12 +122,20 @@ def _lazy_umount(path: Path) -> Callable[[], None]:
     return undo
 
 
+@dataclass
+class _SharedLayer:
+    mount: VerityMount
+    path: Path
+    refs: int = 0
+
+
 class Storages:
     def __init__(self, layout: Layout, *, pinned_layers: Callable[[], Sequence[Mapping[str, str]]],
                  pause_binary: Path = PAUSE_BINARY) -> None:
         self.layout = layout
         self.pinned_layers = pinned_layers
         self.pause_binary = pause_binary
+        self._layers: dict[str, _SharedLayer] = {}
 
     def _guest_path(self, path: Path) -> Path:
         """A guest path of a request mapped below the layout root (identity in the VM)."""
@@ -150,7 +168,7 @@ class Storages:
         rootfs: Path | None = None
         layers: list[Path] = []
         try:
-            for i, s in enumerate(storages):
+            for s in storages:
                 if s.driver == "ephemeral":
                     mounted.append(self.mount_tmpfs(s, guest_bundle))
                 elif s.driver == "image_guest_pull":
@@ -163,15 +181,8 @@ class Storages:
                     else:
                         rootfs = await self._guest_pull(s, container_id, bundle, mounted)
                 elif s.driver == "erofs.multi-layer":
-                    if not _LAYER_DEVICE.fullmatch(s.source) or not Path(s.source).is_block_device():
-                        raise InvalidRequestError("storage.source", s.source, "a virtio disk /dev/vd[b-z]")
-                    layer_dir = bundle / "layers" / str(i)
-                    try:
-                        vm = mount_layer_storage(s.driver, s.source, list(s.options), layer_dir,
-                                                 self.pinned_layers())
-                    except StorageError as e:
-                        raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
-                    mounted.append(MountedStorage(s.driver, layer_dir, [vm.close]))
+                    layer_dir, release = self._shared_layer(s)
+                    mounted.append(MountedStorage(s.driver, layer_dir, [release]))
                     layers.append(layer_dir)
                 else:
                     raise InvalidRequestError("storage.driver", s.driver,
@@ -186,6 +197,35 @@ class Storages:
                     m.release()
             raise
         return mounted, rootfs
+
+    def _shared_layer(self, s: agent_pb2.Storage) -> tuple[Path, Callable[[], None]]:
+        """A verity layer mounted once per sandbox and shared by the containers using it (kata
+        refcounts storages the same way); every request is checked against the policy's pins."""
+        try:
+            requested = params_from_options(list(s.options))
+            if requested is None:
+                raise PolicyDeniedError({"X-kata.dmverity-enabled": ("absent", "true")})
+            pinned = pinned_for(requested, self.pinned_layers())
+            check_pinned(requested, pinned)
+            name = device_name(resolve_source(s.source), pinned)
+            shared = self._layers.get(name)
+            if shared is None:
+                layer_dir = self.layout.sandbox / "layers" / name
+                vm = mount_layer_storage(s.driver, s.source, list(s.options), layer_dir, self.pinned_layers())
+                shared = self._layers[name] = _SharedLayer(vm, layer_dir)
+        except StorageError as e:
+            raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
+        shared.refs += 1
+
+        def release() -> None:
+            shared.refs -= 1
+            if shared.refs == 0:
+                del self._layers[name]
+                shared.mount.close()
+                with contextlib.suppress(OSError):
+                    shared.path.rmdir()
+
+        return shared.path, release
 
     def _pause_rootfs(self, bundle: Path) -> Path:
         rootfs = bundle / "rootfs"

@@ -9,6 +9,7 @@ Rust servers are passed to the caller unchanged.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable
 from typing import cast
 
@@ -59,6 +60,14 @@ class Client:
     async def connect(self, address: Address) -> Client:
         _, proto = await connect(lambda: _ClientConnection(self._max), address)
         self._proto = cast(_ClientConnection, proto)
+        return self
+
+    async def connect_socket(self, sock: socket.socket) -> Client:
+        """Use an already connected stream socket (e.g. after Kata's hybrid-vsock handshake)."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(lambda: _ClientConnection(self._max), sock=sock)
+        self._proto = proto
         return self
 
     @property

@@ -25,8 +25,8 @@ from .description import DESCRIPTION_NAME, ImageDescription, VerityParams, verit
 from .erofs import GUEST_PYTHON, compile_bytecode, erofs_version, make_erofs
 from .errors import BuildError
 from .initramfs import build_initramfs_tree, pack_initramfs
-from .kernel import find_kernel
-from .rootfs import build_rootfs_tree
+from .kernel import GUEST_MODULES, find_kernel
+from .rootfs import build_rootfs_tree, package_versions
 
 __all__ = ["BUILDER_VERSION", "BuildOptions", "build_image", "default_cache_dir"]
 
@@ -148,6 +148,7 @@ def build_image(opts: BuildOptions) -> ImageDescription:
         "python": _file_sha256(GUEST_PYTHON),
         "epoch": opts.source_date_epoch,
         "cmdline": BASE_CMDLINE,
+        "contents": {"packages": package_versions(), "modules": list(GUEST_MODULES)},
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     progress("inputs", f"digest={digest[:16]} rootfs_files={len(rootfs_tree.nodes)} "
@@ -227,7 +228,7 @@ def _build(opts: BuildOptions, progress: _Progress, vmlinuz: Path, initramfs_tre
             kernel="vmlinuz", initrd="initrd.img", disk="rootfs.img", cmdline=cmdline, root_hash=root_hash,
             salt=salt, rootfs="erofs", verity=verity, initdata=None,
             build_seconds=round(time.monotonic() - t0, 1), inputs_digest=digest,
-            extra={"inputs": inputs},
+            extra={"contents": inputs["contents"], "inputs": inputs},
         )
         atomic_write(result / DESCRIPTION_NAME, desc.to_json().encode())
         if cached is not None:

@@ -22,7 +22,8 @@ __all__ = ["GUEST_MODULES", "Kernel", "find_kernel", "module_load_order"]
 # root, erofs for root and container layers, overlay for layered rootfs, loop for file-backed
 # layers, and the vsock loopback transport so the agent's AF_VSOCK listener works without vhost.
 # (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so no virtio vsock
-# transport — every module costs a signature check under TCG.)
+# transport — every module costs a signature check under TCG.) virtio_net: the pod network device,
+# configured only by UpdateInterface/UpdateRoutes. cgroup v2 is built into the kernel.
 GUEST_MODULES: tuple[str, ...] = (
     "virtio_mmio",
     "virtio_blk",
@@ -32,6 +33,7 @@ GUEST_MODULES: tuple[str, ...] = (
     "overlay",
     "loop",
     "vsock_loopback",
+    "virtio_net",
 )
 
 

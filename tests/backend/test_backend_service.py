@@ -95,3 +95,30 @@ async def test_backend_errors_carry_kata_codes(tmp_path: Path) -> None:
         assert info.value.code == Code.INVALID_ARGUMENT
         # still serving after the bad requests
         await call(client, "GetGuestDetails", agent_pb2.GuestDetailsRequest(), agent_pb2.GuestDetailsResponse)
+
+
+def test_pinned_erofs_layers_come_from_policy_data() -> None:
+    from guest.cli import pinned_erofs_layers
+
+    policy = AgentPolicy()
+    policy.set_policy('package agent_policy\n\npolicy_data := {"containers": [{"erofs_layers": '
+                      '[{"roothash": "ab", "hashoffset": 4096}]}, {"other": 1}, "junk"]}\n')
+    assert pinned_erofs_layers(policy) == [{"roothash": "ab", "hashoffset": "4096"}]
+    policy.set_policy("package agent_policy\n\ndefault CreateContainerRequest := true\n")
+    assert pinned_erofs_layers(policy) == []  # no policy_data: nothing pinned, every layer refused
+
+
+async def test_guest_pull_fails_closed_until_the_puller_is_present(tmp_path: Path) -> None:
+    import importlib.util
+
+    from guest.backend.errors import StorageFailedError
+    from guest.backend.storages import Storages
+
+    if importlib.util.find_spec("guest.backend.guestpull") is not None:
+        pytest.skip("the in-guest puller is present; its own tests cover the pull")
+    storages = Storages(Layout(tmp_path), pinned_layers=list)
+    pull = agent_pb2.Storage(driver="image_guest_pull", source="docker.io/library/busybox@sha256:" + "0" * 64,
+                             mount_point="/run/kata-containers/c1/rootfs")
+    with pytest.raises(StorageFailedError, match="not available"):
+        await storages.mount_container("c1", [pull], sandbox_container=False)
+    assert not (tmp_path / "run/kata-containers/c1/rootfs").exists()

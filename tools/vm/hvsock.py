@@ -59,6 +59,9 @@ class HybridVsockBridge:
             self._writer.close()
         for t in self._tasks:
             t.cancel()
+        # Let the transports' connection_lost run (it closes the sockets) before the loop stops.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     def _send(self, frame: Frame) -> None:
         assert self._writer is not None

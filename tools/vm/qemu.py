@@ -81,6 +81,7 @@ class VirtualMachine:
     accel: str = "tcg"
     workdir: Path | None = None
     base_cmdline: str | None = None  # replaces the image's command line (negative tests)
+    extra_args: list[str] = field(default_factory=list)  # more QEMU devices (e.g. a NIC on a hub port)
 
     def __post_init__(self) -> None:
         self.description = ImageDescription.load(self.image_dir / DESCRIPTION_NAME)
@@ -129,7 +130,7 @@ class VirtualMachine:
                 else:
                     argv += ["-chardev", f"socket,id=c{i},path={path},server=on,wait=off"]
                 argv += ["-device", f"virtserialport,chardev=c{i},name={port.name}"]
-        return argv
+        return argv + self.extra_args
 
     def start(self) -> VirtualMachine:
         self.started_at = time.monotonic()

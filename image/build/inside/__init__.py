@@ -21,6 +21,9 @@ export PATH=/usr/bin:/usr/sbin HOME=/root PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+# cgroup v2 for the containers' limits, stats and OOM events (the agent stays in the root cgroup).
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+echo "+cpu +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control
 hostname pod-vm
 ip link set lo up
 echo "MARK init uptime=$(cut -d' ' -f1 /proc/uptime)"

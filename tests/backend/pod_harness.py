@@ -1,0 +1,163 @@
+"""A pod VM driven like Kata's runtime: the policy (initdata), a busybox erofs+verity layer, and a
+synchronous ttrpc client over hybrid vsock (an event loop on a thread, so tests stay plain functions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from guest.ttrpc import Client
+from tools.vm.hvsock import BridgeThread, connect
+from tools.vm.qemu import Disk, SerialPort, VirtualMachine
+
+M = TypeVar("M", bound=Message)
+AGENT = "grpc.AgentService"
+SANDBOX_ID = "a" * 64
+AGENT_PROTO = Path(__file__).resolve().parents[2] / "guest/protocols/agent.proto"
+RPC_NAMES = sorted(set(re.findall(r"rpc\s+\w+\s*\(\s*([\w.]+)\s*\)", AGENT_PROTO.read_text())))
+
+
+def build_busybox_layer(work: Path) -> tuple[Path, dict[str, str]]:
+    """An erofs image of Debian's busybox-static (every applet linked) with a verity tree appended
+    (no superblock); returns the disk and its kata ``X-kata.dmverity.*`` values."""
+    from image.build.erofs import make_erofs
+
+    stage = work / "busybox-rootfs"
+    if stage.exists():
+        shutil.rmtree(stage)
+    (stage / "bin").mkdir(parents=True)
+    for d in ("proc", "sys", "dev", "tmp", "etc", "root", "run"):
+        (stage / d).mkdir()
+    shutil.copyfile("/bin/busybox", stage / "bin/busybox")
+    (stage / "bin/busybox").chmod(0o755)
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout
+    for name in applets.split():
+        if name != "busybox":
+            (stage / "bin" / name).symlink_to("busybox")
+    (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    disk = work / "busybox.img"
+    make_erofs(stage, disk, epoch=0, compression="")
+    size = disk.stat().st_size
+    if size % 4096:
+        with open(disk, "ab") as f:
+            f.write(b"\0" * (-size % 4096))
+        size = disk.stat().st_size
+    salt = hashlib.sha256(b"busybox-layer").hexdigest()
+    out = subprocess.run(["veritysetup", "format", "--no-superblock", f"--salt={salt}",
+                          f"--hash-offset={size}", f"--data-blocks={size // 4096}", str(disk), str(disk)],
+                         capture_output=True, text=True, check=True).stdout
+    root = re.search(r"Root hash:\s+([0-9a-f]{64})", out)
+    assert root is not None, out
+    return disk, {"roothash": root.group(1), "salt": salt, "hashoffset": str(size), "no-superblock": "true"}
+
+
+def layer_options(pin: dict[str, str]) -> list[str]:
+    return ["X-kata.dmverity-enabled=true", *(f"X-kata.dmverity.{k}={v}" for k, v in sorted(pin.items()))]
+
+
+def pod_policy(pin: dict[str, str]) -> str:
+    """Every request allowed except a CreateContainer whose program is /bin/forbidden; the busybox
+    layer's verity parameters pinned in policy_data (what guest/storage checks before mapping)."""
+    lines = ["package agent_policy", "", "import future.keywords.if", ""]
+    lines += [f"default {n} := true" for n in RPC_NAMES if n != "CreateContainerRequest"]
+    lines += ["default CreateContainerRequest := false",
+              "CreateContainerRequest if { input.OCI.Process.Args[0] != \"/bin/forbidden\" }",
+              "", f"policy_data := {json.dumps({'containers': [{'erofs_layers': [pin]}]})}", ""]
+    return "\n".join(lines)
+
+
+def initdata_disk(work: Path, policy: str) -> tuple[Path, str]:
+    """The initdata block device carrying ``policy`` and the HOST_DATA value that binds it."""
+    from types import MappingProxyType
+
+    from attestation import initdata
+
+    raw = initdata.encode(initdata.Initdata(version="0.1.0", algorithm="sha256",
+                                            data=MappingProxyType({"policy.rego": policy})))
+    disk = work / "initdata.img"
+    disk.write_bytes(initdata.encode_device(raw))
+    return disk, initdata.platform_digest(initdata.digest(raw), 32).hex()
+
+
+@dataclass
+class Agent:
+    """Blocking calls on one long-lived ttrpc connection (the runtime's LongLiveConn)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: Client
+
+    def submit(self, method: str, request: Message, reply: type[M], timeout: float = 120) -> Future[M]:
+        async def go() -> M:
+            # timeout 0: no deadline (WaitProcess, GetOOMEvent, like the runtime)
+            payload = await self.client.call(AGENT, method, request.SerializeToString(),
+                                             timeout=timeout or None)
+            return reply.FromString(payload)
+
+        return asyncio.run_coroutine_threadsafe(go(), self.loop)
+
+    def call(self, method: str, request: Message, reply: type[M], timeout: float = 120) -> M:
+        return self.submit(method, request, reply, timeout).result(timeout + 30)
+
+    def raw(self, service: str, method: str, payload: bytes, timeout: float = 60) -> bytes:
+        async def go() -> bytes:
+            return await self.client.call(service, method, payload, timeout=timeout)
+
+        return asyncio.run_coroutine_threadsafe(go(), self.loop).result(timeout + 30)
+
+
+
+POD_MAC = "52:54:00:c0:ff:ee"
+# A virtio NIC on a QEMU hub port with nothing else on the hub: an interface for UpdateInterface /
+# UpdateRoutes to configure, and no path for a packet to leave the VM.
+NIC_ARGS = ["-netdev", "hubport,id=pod0,hubid=0", "-device", f"virtio-net-device,netdev=pod0,mac={POD_MAC}"]
+
+
+async def _close(client: Client) -> None:
+    await client.close()
+    await asyncio.sleep(0.05)  # connection_lost closes the socket
+
+
+@contextlib.contextmanager
+def running_pod(image: Path, work: Path, policy: str, layer: Path, hostdata: str,
+                initdata: Path) -> Iterator[tuple[VirtualMachine, Agent]]:
+    vm = VirtualMachine(image, extra_cmdline=f"cg.test.hostdata={hostdata}", memory_mib=1024,
+                        disks=[Disk(initdata), Disk(layer)], ports=[SerialPort("cg.hvsock")],
+                        extra_args=NIC_ARGS, workdir=work / "vm")
+    assert vm.workdir is not None
+    vm.workdir.mkdir(exist_ok=True)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pod-client", daemon=True)
+    thread.start()
+    client = Client()
+    try:
+        vm.start()
+        vm.wait_for(r"event=serving listen=vsock", 600)
+        hv = vm.workdir / "hvsock.sock"
+        with BridgeThread(vm.port_path("cg.hvsock"), hv):
+            sock = connect(hv, 1024, timeout=60)
+            asyncio.run_coroutine_threadsafe(client.connect_socket(sock), loop).result(60)
+            yield vm, Agent(loop, client)
+            asyncio.run_coroutine_threadsafe(_close(client), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        keep = os.environ.get("CG_POD_CONSOLE")  # where to keep the console for diagnosis
+        if keep:
+            Path(keep).write_text(vm.text())
+        vm.close()

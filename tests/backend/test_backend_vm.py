@@ -1,0 +1,361 @@
+"""The pod VM (TCG) driven over hybrid vsock with the Kata runtime's request sequence.
+
+One boot for the whole module: measured initdata carries a policy that allows the pod's requests
+(except a CreateContainer running /bin/forbidden) and pins the busybox layer's verity parameters;
+the busybox image (Debian's busybox-static) is an erofs layer with dm-verity on a second disk.
+Tests run in file order, like a pod's life: sandbox → containers → exec → signals → OOM → denied
+and bad requests → DestroySandbox powers the VM off.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pod_harness import (
+    POD_MAC,
+    SANDBOX_ID,
+    Agent,
+    build_busybox_layer,
+    initdata_disk,
+    layer_options,
+    pod_policy,
+    running_pod,
+)
+
+from guest.protocols import agent_pb2, health_pb2, types_pb2
+from guest.ttrpc import Code, TtrpcError
+from tools.vm.qemu import VirtualMachine
+
+pytestmark = pytest.mark.vm
+
+SHARED = "/run/kata-containers/shared/containers"
+CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+        "CAP_AUDIT_WRITE"]
+
+
+def _empty() -> Any:
+    from google.protobuf import empty_pb2
+
+    return empty_pb2.Empty
+
+
+class Pod:
+    def __init__(self, vm: VirtualMachine, agent: Agent, pin: dict[str, str]) -> None:
+        self.vm, self.agent, self.pin = vm, agent, pin
+        self.pending: dict[str, Future[Any]] = {}
+
+    def call(self, method: str, req: Any, reply: Any = None, timeout: float = 120) -> Any:
+        return self.agent.call(method, req, reply or _empty(), timeout)
+
+    def fails(self, method: str, req: Any, code: Code, timeout: float = 120) -> str:
+        with pytest.raises(TtrpcError) as info:
+            self.call(method, req, timeout=timeout)
+        assert info.value.code == code, info.value.status
+        return info.value.status.message
+
+    def read_all(self, cid: str, exec_id: str, *, stderr: bool = False, limit: float = 120) -> bytes:
+        out = b""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            r = self.call("ReadStderr" if stderr else "ReadStdout",
+                          agent_pb2.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=32768),
+                          agent_pb2.ReadStreamResponse)
+            if not r.data:
+                return out
+            out += r.data
+        raise AssertionError(f"no EOF on {cid}/{exec_id} after {limit}s: {out!r}")
+
+    def wait(self, cid: str, exec_id: str | None = None, timeout: float = 120) -> int:
+        r = self.call("WaitProcess", agent_pb2.WaitProcessRequest(container_id=cid, exec_id=exec_id or cid),
+                      agent_pb2.WaitProcessResponse, timeout=timeout)
+        return int(r.status)
+
+    def copy_file(self, cid: str, name: str, data: bytes) -> str:
+        path = f"{SHARED}/{cid}-0123456789abcdef-{name}"
+        self.call("CopyFile", agent_pb2.CopyFileRequest(path=path, file_size=len(data), file_mode=0o100644,
+                                                         dir_mode=0x800001E8, data=data))
+        return path
+
+    def create(self, cid: str, args: list[str], *, memory: int = 0, tty: bool = False,
+               root: str | None = None, pin: dict[str, str] | None = None) -> None:
+        hosts = self.copy_file(cid, "hosts", b"127.0.0.1 localhost\n")
+        self.call("CreateContainer", container_request(cid, args, pin or self.pin, hosts=hosts, memory=memory,
+                                                       tty=tty, root=root))
+
+    def exec(self, cid: str, exec_id: str, args: list[str], tty: bool = False) -> None:
+        req = agent_pb2.ExecProcessRequest(container_id=cid, exec_id=exec_id)
+        req.process.Args.extend(args)
+        req.process.Env.append("PATH=/bin")
+        req.process.Cwd = "/"
+        req.process.Terminal = tty
+        self.call("ExecProcess", req)
+
+    def ps(self) -> str:
+        self.exec("c2", "ps", ["ps", "-o", "pid,args"])
+        out = self.read_all("c2", "ps").decode()
+        assert self.wait("c2", "ps") == 0
+        return out
+
+
+def container_request(cid: str, args: list[str], pin: dict[str, str], *, hosts: str, memory: int = 0,
+                      tty: bool = False, root: str | None = None) -> agent_pb2.CreateContainerRequest:
+    req = agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid)
+    req.storages.add(driver="erofs.multi-layer", source="/dev/vdc", fstype="erofs",
+                     options=layer_options(pin),
+                     mount_point=f"/run/kata-containers/{cid}/rootfs")
+    oci = req.OCI
+    oci.Version = "1.1.0"
+    oci.Process.Args.extend(args)
+    oci.Process.Env.extend(["PATH=/bin", "HOSTNAME=pod"])
+    oci.Process.Cwd = "/"
+    oci.Process.Terminal = tty
+    for field in ("Bounding", "Effective", "Permitted"):
+        getattr(oci.Process.Capabilities, field).extend(CAPS)
+    oci.Process.ApparmorProfile = "cri-containerd.apparmor.d"
+    oci.Root.Path = root or f"/run/kata-containers/{cid}/rootfs"
+    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs",
+                   options=["nosuid", "strictatime", "mode=755", "size=65536k"])
+    oci.Mounts.add(destination="/dev/pts", type="devpts", source="devpts",
+                   options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])
+    oci.Mounts.add(destination="/dev/mqueue", type="mqueue", source="mqueue",
+                   options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/sys", type="sysfs", source="sysfs",
+                   options=["nosuid", "noexec", "nodev", "ro"])
+    oci.Mounts.add(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+                   options=["nosuid", "noexec", "nodev", "relatime", "ro"])
+    oci.Mounts.add(destination="/etc/hosts", type="bind", source=hosts, options=["rbind", "rprivate", "ro"])
+    oci.Mounts.add(destination="/dev/shm", type="bind", source="/run/kata-containers/sandbox/shm",
+                   options=["rbind"])
+    for t in ("ipc", "uts", "mount"):
+        oci.Linux.Namespaces.add(Type=t)
+    oci.Linux.CgroupsPath = f"kubepods-besteffort-pod1.slice:cri-containerd:{cid}"
+    if memory:
+        oci.Linux.Resources.Memory.Limit = memory
+        oci.Linux.Resources.Memory.Swap = memory
+    oci.Linux.MaskedPaths.extend(["/proc/kcore", "/proc/keys"])
+    oci.Linux.ReadonlyPaths.extend(["/proc/sys", "/proc/sysrq-trigger"])
+    oci.Annotations["io.kubernetes.cri.container-type"] = "container"
+    oci.Annotations["io.kubernetes.cri.sandbox-id"] = SANDBOX_ID
+    oci.Annotations["io.katacontainers.pkg.oci.container_type"] = "pod_container"
+    return req
+
+
+def pause_request(resolv: str) -> agent_pb2.CreateContainerRequest:
+    meta = {"metadata": {"io.kubernetes.cri.container-type": "sandbox",
+                         "io.kubernetes.cri.sandbox-id": SANDBOX_ID}}
+    req = agent_pb2.CreateContainerRequest(container_id=SANDBOX_ID, exec_id=SANDBOX_ID, sandbox_pidns=True)
+    req.storages.add(driver="image_guest_pull", source="pause", fstype="overlay",
+                     mount_point=f"/run/kata-containers/{SANDBOX_ID}/rootfs",
+                     driver_options=[f"image_guest_pull={json.dumps(meta)}"])
+    oci = req.OCI
+    oci.Version = "1.1.0"
+    oci.Process.Args.append("/pause")
+    oci.Root.Path = f"/run/kata-containers/{SANDBOX_ID}/rootfs"
+    oci.Root.Readonly = True
+    oci.Hostname = "busybox-pod"
+    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs", options=["nosuid", "mode=755"])
+    oci.Mounts.add(destination="/etc/resolv.conf", type="bind", source=resolv, options=["rbind", "ro"])
+    for t in ("ipc", "uts", "mount"):
+        oci.Linux.Namespaces.add(Type=t)
+    oci.Annotations["io.kubernetes.cri.container-type"] = "sandbox"
+    return req
+
+
+@pytest.fixture(scope="module")
+def pod(pod_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+    work = tmp_path_factory.mktemp("pod")
+    layer, pin = build_busybox_layer(work)
+    initdata, hostdata = initdata_disk(work, pod_policy(pin))
+    with running_pod(pod_image, work, pod_policy(pin), layer, hostdata, initdata) as (vm, agent):
+        assert "event=measured_config_installed" in vm.text()
+        yield Pod(vm, agent, pin)
+
+
+def test_sandbox_network_and_pause_container(pod: Pod) -> None:
+    raw = pod.agent.raw("grpc.Health", "Check", health_pb2.CheckRequest().SerializeToString())
+    assert health_pb2.HealthCheckResponse.FromString(raw).status == health_pb2.HealthCheckResponse.SERVING
+    iface = types_pb2.Interface(device="eth0", name="eth0", mtu=1450, hwAddr=POD_MAC, type="virtual",
+                                IPAddresses=[types_pb2.IPAddress(family=0, address="10.244.1.5", mask="24")])
+    got = pod.call("UpdateInterface", agent_pb2.UpdateInterfaceRequest(interface=iface), types_pb2.Interface)
+    assert got.name == "eth0"
+    wrong = types_pb2.Interface(name="eth1", hwAddr="52:54:00:00:00:01")
+    assert "Link not found" in pod.fails("UpdateInterface", agent_pb2.UpdateInterfaceRequest(interface=wrong),
+                                         Code.INTERNAL)
+    default = types_pb2.Route(dest="", gateway="10.244.1.1", device="eth0", family=0)
+    routes = agent_pb2.Routes(Routes=[default])
+    pod.call("UpdateRoutes", agent_pb2.UpdateRoutesRequest(routes=routes), agent_pb2.Routes)
+    neigh = types_pb2.ARPNeighbor(toIPAddress=types_pb2.IPAddress(address="10.244.1.1"), device="eth0",
+                                  lladdr="52:54:00:00:00:aa", state=0x80)
+    pod.call("AddARPNeighbors", agent_pb2.AddARPNeighborsRequest(neighbors=agent_pb2.ARPNeighbors(
+        ARPNeighbors=[neigh])))
+    shm = agent_pb2.Storage(driver="ephemeral", source="shm", fstype="tmpfs",
+                            options=["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
+                            mount_point="/run/kata-containers/sandbox/shm")
+    pod.call("CreateSandbox", agent_pb2.CreateSandboxRequest(
+        hostname="busybox-pod", dns=["nameserver 10.96.0.10", "search default.svc.cluster.local", ""],
+        storages=[shm], sandbox_pidns=True, sandbox_id=SANDBOX_ID))
+    details = pod.call("GetGuestDetails",
+                       agent_pb2.GuestDetailsRequest(mem_block_size=True, mem_hotplug_probe=True),
+                       agent_pb2.GuestDetailsResponse)
+    assert "erofs.multi-layer" in details.agent_details.storage_handlers
+    resolv = pod.copy_file(SANDBOX_ID, "resolv.conf", b"nameserver 10.96.0.10\n")
+    pod.call("CreateContainer", pause_request(resolv))
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id=SANDBOX_ID))
+    pod.pending["pause"] = pod.agent.submit("WaitProcess", agent_pb2.WaitProcessRequest(
+        container_id=SANDBOX_ID, exec_id=SANDBOX_ID), agent_pb2.WaitProcessResponse, timeout=0)
+    pod.pending["oom"] = pod.agent.submit("GetOOMEvent", agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent,
+                                          timeout=0)
+    time.sleep(1)
+    assert not pod.pending["pause"].done() and not pod.pending["oom"].done()
+
+
+def test_busybox_prints_and_exit_code_comes_back(pod: Pod) -> None:
+    script = ("echo hello from busybox; echo to-stderr >&2; hostname; cat /etc/resolv.conf 2>&1; "
+              "ip -4 addr show eth0; ip route; exit 3")
+    pod.create("c1", ["sh", "-c", script])
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c1"))
+    out = pod.read_all("c1", "c1").decode()
+    err = pod.read_all("c1", "c1", stderr=True).decode()
+    assert pod.wait("c1") == 3
+    assert out.startswith("hello from busybox\nbusybox-pod\n"), out
+    assert "inet 10.244.1.5/24" in out and "default via 10.244.1.1 dev eth0" in out, out
+    assert err == "to-stderr\n"
+    assert "NOT_FOUND" not in out
+    second = pod.fails("WaitProcess", agent_pb2.WaitProcessRequest(container_id="c1", exec_id="c1"),
+                       Code.NOT_FOUND)
+    assert "c1" in second
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c1"))
+    pod.vm.wait_for(r"event=container_removed container=c1 mounts_left=0 cgroup_left=false "
+                    r"bundle_left=false", 30)
+
+
+def test_exec_with_stdin_and_with_a_tty_and_stats(pod: Pod) -> None:
+    pod.create("c2", ["sh", "-c", "echo up; exec sleep 100000"])
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c2"))
+    first = pod.call("ReadStdout", agent_pb2.ReadStreamRequest(container_id="c2", exec_id="c2", len=100),
+                     agent_pb2.ReadStreamResponse)
+    assert first.data == b"up\n"
+    pod.exec("c2", "e1", ["cat"])
+    assert pod.call("WriteStdin", agent_pb2.WriteStreamRequest(container_id="c2", exec_id="e1",
+                                                               data=b"ping over stdin\n"),
+                    agent_pb2.WriteStreamResponse).len == 16
+    pod.call("CloseStdin", agent_pb2.CloseStdinRequest(container_id="c2", exec_id="e1"))
+    assert pod.read_all("c2", "e1") == b"ping over stdin\n"
+    assert pod.wait("c2", "e1") == 0
+    pod.exec("c2", "e2", ["sh", "-c", "read x; stty size; echo got:$x; tty"], tty=True)
+    pod.call("TtyWinResize",
+             agent_pb2.TtyWinResizeRequest(container_id="c2", exec_id="e2", row=33, column=99))
+    pod.call("WriteStdin", agent_pb2.WriteStreamRequest(container_id="c2", exec_id="e2", data=b"hi\n"),
+             agent_pb2.WriteStreamResponse)
+    out = pod.read_all("c2", "e2").decode()
+    assert "33 99" in out and "got:hi" in out and "/dev/pts/" in out, out
+    assert pod.wait("c2", "e2") == 0
+    assert "no tty" in pod.fails("TtyWinResize", agent_pb2.TtyWinResizeRequest(
+        container_id="c2", exec_id="c2", row=1, column=1), Code.UNAVAILABLE)
+    stats = pod.call("StatsContainer", agent_pb2.StatsContainerRequest(container_id="c2"),
+                     agent_pb2.StatsContainerResponse)
+    cg = stats.cgroup_stats
+    assert cg.memory_stats.usage.usage > 0 and cg.cpu_stats.cpu_usage.total_usage > 0, stats
+    assert cg.pids_stats.current >= 1
+    assert any(n.name == "eth0" for n in stats.network_stats)
+
+
+def test_sigterm_then_sigkill(pod: Pod) -> None:
+    pod.create("c3", ["sh", "-c", "trap 'echo got-term' TERM; echo ready; while :; do sleep 1; done"])
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c3"))
+    ready = pod.call("ReadStdout", agent_pb2.ReadStreamRequest(container_id="c3", exec_id="c3", len=100),
+                     agent_pb2.ReadStreamResponse)
+    assert ready.data == b"ready\n"
+    waiting = pod.agent.submit("WaitProcess", agent_pb2.WaitProcessRequest(container_id="c3", exec_id="c3"),
+                               agent_pb2.WaitProcessResponse, timeout=0)
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c3", exec_id="", signal=15))
+    term = pod.call("ReadStdout", agent_pb2.ReadStreamRequest(container_id="c3", exec_id="c3", len=100),
+                    agent_pb2.ReadStreamResponse, timeout=60)
+    assert term.data == b"got-term\n"
+    assert not waiting.done()  # it handled SIGTERM and kept running
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c3", exec_id="", signal=9))
+    assert waiting.result(120).status == 137  # 128 + SIGKILL
+    # already dead: ESRCH is not an error
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c3", exec_id="", signal=9))
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c3"))
+    # no handler for SIGTERM in PID 1: the agent sends SIGKILL instead, like kata-agent
+    pod.create("c3b", ["sleep", "100000"])
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c3b"))
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c3b", exec_id="", signal=15))
+    assert pod.wait("c3b") == 137
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c3b"))
+
+
+def test_memory_limited_container_raises_an_oom_event(pod: Pod) -> None:
+    pod.create("c4", ["sh", "-c", "echo start; tail /dev/zero"], memory=24 << 20)
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c4"))
+    event = pod.pending.pop("oom").result(180)
+    assert event.container_id == "c4"
+    assert pod.wait("c4", timeout=120) == 137
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c4"))
+    pod.pending["oom"] = pod.agent.submit("GetOOMEvent", agent_pb2.GetOOMEventRequest(), agent_pb2.OOMEvent,
+                                          timeout=0)
+
+
+def test_removed_containers_leave_no_process(pod: Pod) -> None:
+    procs = pod.ps()
+    # the pod shares one pid namespace: pause, c2's sleep and this ps are all that run
+    assert "/pause" in procs and "sleep 100000" in procs
+    assert "tail" not in procs and "sleep 1\n" not in procs, procs
+    for cid in ("c1", "c3", "c3b", "c4"):
+        assert re.search(rf"event=container_removed container={cid} mounts_left=0 cgroup_left=false "
+                         r"bundle_left=false", pod.vm.text()), cid
+
+
+def test_policy_denied_create_container_runs_nothing(pod: Pod) -> None:
+    msg = pod.fails("CreateContainer", container_request("c5", ["/bin/forbidden"], pod.pin,
+                                                         hosts=f"{SHARED}/x"), Code.PERMISSION_DENIED)
+    assert "CreateContainerRequest is blocked by policy" in msg
+    assert "forbidden" not in pod.ps()
+    assert "container=c5" not in pod.vm.text()
+    pod.fails("StartContainer", agent_pb2.StartContainerRequest(container_id="c5"), Code.INVALID_ARGUMENT)
+
+
+def test_bad_requests_fail_closed_and_the_agent_keeps_serving(pod: Pod) -> None:
+    hosts = f"{SHARED}/h"
+    bad_root = container_request("c6", ["sh"], pod.pin, hosts=hosts, root="/")
+    assert "OCI.Root.Path" in pod.fails("CreateContainer", bad_root, Code.INVALID_ARGUMENT)
+    pod.fails("CreateContainer", container_request("../../etc", ["sh"], pod.pin, hosts=hosts),
+              Code.INVALID_ARGUMENT)
+    wrong = dict(pod.pin, roothash="0" * 64)
+    msg = pod.fails("CreateContainer", container_request("c7", ["sh"], wrong, hosts=hosts), Code.INTERNAL)
+    assert "root_hash" in msg
+    pod.fails("CopyFile", agent_pb2.CopyFileRequest(path=f"{SHARED}/../../../etc/passwd", file_mode=0o100644,
+                                                    file_size=1, data=b"x"), Code.INVALID_ARGUMENT)
+    with pytest.raises(TtrpcError) as info:
+        pod.agent.raw("grpc.AgentService", "CreateContainer", b"\xff\xff\xff")
+    assert info.value.code == Code.UNKNOWN
+    duplicate = container_request("c2", ["sh"], pod.pin, hosts=hosts)
+    assert "already exists" in pod.fails("CreateContainer", duplicate, Code.INTERNAL)
+    # nothing of the refused requests is left, and the running container still answers
+    assert "container=c6" not in pod.vm.text() and "container=c7" not in pod.vm.text()
+    assert "sleep 100000" in pod.ps()
+
+
+def test_destroy_sandbox_stops_everything_and_powers_off(pod: Pod) -> None:
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c2", exec_id="", signal=9))
+    assert pod.wait("c2") == 137
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c2"))
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id=SANDBOX_ID, exec_id="", signal=9))
+    assert pod.pending.pop("pause").result(60).status == 137
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id=SANDBOX_ID))
+    pod.call("DestroySandbox", agent_pb2.DestroySandboxRequest())
+    with pytest.raises(TtrpcError):
+        pod.pending.pop("oom").result(60)  # the OOM channel is closed
+    assert pod.vm.wait_exit(120) == 0
+    assert "MARK agent exited rc=0" in pod.vm.text()
