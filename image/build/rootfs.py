@@ -212,3 +212,8 @@ def build_rootfs_tree(repo: Path) -> FileTree:
         if dest.lstrip("/") not in tree:
             tree.add_file(dest, source=src)
     return tree
+
+
+# Shared with image.containers, which builds the container images of our own parts from the same parts.
+add_python = _add_python
+add_distributions = _add_distributions
