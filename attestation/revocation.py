@@ -19,7 +19,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from .errors import VerificationError
+from .errors import CollateralError, VerificationError
 from .snp.product import Product
 from .tdx.collateral import TdxCollateral
 
@@ -113,27 +113,17 @@ class CollateralDirectory:
     def tdx_collateral(self, fmspc: bytes, ca: str, *, now: _dt.datetime) -> TdxCollateral:
         # A directory holding only TDX collateral (as PCS files) may be given directly.
         d = self.directory / "tdx" if (self.directory / "tdx").is_dir() else self.directory
-        name = fmspc_hex(fmspc)
+        fmspc_hex(fmspc)
         if ca not in PCK_CA_TYPES:
             raise RevocationUnavailableError(f"unknown PCK CA type {ca!r}")
-
-        def read(file: str) -> bytes:
-            try:
-                return (d / file).read_bytes()
-            except OSError as exc:
-                raise RevocationUnavailableError(
-                    f"TDX collateral for FMSPC {name} incomplete: {d / file}: {exc.strerror}"
-                ) from None
-
-        return TdxCollateral(
-            tcb_info=read(f"tcb_info_fmspc_{name}.json"),
-            tcb_info_issuer_chain=read("tcb_info_issuer_chain.pem"),
-            qe_identity=read("qe_identity.json"),
-            qe_identity_issuer_chain=read("qe_identity_issuer_chain.pem"),
-            pck_crl=read(f"pck_crl_{ca}.der"),
-            pck_crl_issuer_chain=read("pck_crl_issuer_chain.pem"),
-            root_crl=read("root_crl.der"),
-        )
+        try:
+            collateral = TdxCollateral.from_directory(d, fmspc=fmspc, ca=ca)
+        except (CollateralError, OSError) as exc:
+            raise RevocationUnavailableError(
+                f"TDX collateral for FMSPC {fmspc.hex()} unusable: {exc}"
+            ) from None
+        require_crls(collateral)
+        return collateral
 
 
 def require_crls(collateral: TdxCollateral) -> None:

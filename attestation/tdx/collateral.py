@@ -343,16 +343,22 @@ class TdxCollateral:
     root_crl: bytes | None = None
 
     @classmethod
-    def from_directory(cls, directory: str | Path, fmspc: bytes | None = None) -> TdxCollateral:
+    def from_directory(
+        cls, directory: str | Path, fmspc: bytes | None = None, ca: str | None = None
+    ) -> TdxCollateral:
         """Load `tcb_info[_fmspc_<hex>].json`, `qe_identity.json`, `*_issuer_chain.pem`,
-        optional `pck_crl*.der` and `root_crl.der` from one directory."""
+        optional `pck_crl*.der` and `root_crl.der` from one directory (files named as PCS documents
+        are saved; see docs/attestation.md). With `fmspc`, only the TCB info for that FMSPC (or a plain
+        `tcb_info.json`) is taken; with `ca` ("platform"/"processor"), only `pck_crl_<ca>.der`."""
         d = Path(directory)
         tcb_files = sorted(d.glob("tcb_info*.json"))
         if fmspc is not None:
-            chosen = [
-                f for f in tcb_files if f.name in ("tcb_info.json", f"tcb_info_fmspc_{fmspc.hex()}.json")
-            ]
-            tcb_files = chosen or tcb_files
+            names = ("tcb_info.json", f"tcb_info_fmspc_{fmspc.hex()}.json")
+            tcb_files = [f for f in tcb_files if f.name in names]
+            if not tcb_files:
+                raise CollateralError(
+                    f"no TCB info for FMSPC {fmspc.hex()} in {d} (expected {names[1]})", step="collateral"
+                )
         if len(tcb_files) != 1:
             raise CollateralError(
                 f"expected one tcb_info*.json in {d}, found {len(tcb_files)}", step="collateral"
@@ -366,7 +372,7 @@ class TdxCollateral:
                 return None
             return p.read_bytes()
 
-        pck_crls = sorted(d.glob("pck_crl*.der"))
+        pck_crls = sorted(d.glob("pck_crl*.der" if ca is None else f"pck_crl_{ca}.der"))
         tcb_chain = read("tcb_info_issuer_chain.pem")
         qe = read("qe_identity.json")
         qe_chain = read("qe_identity_issuer_chain.pem")
