@@ -74,7 +74,7 @@ class AgentBackend:
             "GetOOMEvent": self.get_oom_event, "PauseContainer": self.pause_container,
             "ResumeContainer": self.resume_container, "UpdateInterface": self.update_interface,
             "UpdateRoutes": self.update_routes, "AddARPNeighbors": self.add_arp_neighbors,
-            "ReseedRandomDev": self.reseed_random_dev,
+            "ReseedRandomDev": self.reseed_random_dev, "GetMetrics": self.get_metrics,
         }
 
     async def start(self) -> None:
@@ -249,6 +249,24 @@ class AgentBackend:
     async def add_arp_neighbors(self, req: agent_pb2.AddARPNeighborsRequest) -> Message:
         await self._on_network_thread(lambda n: n.add_arp_neighbors(req.neighbors))
         return empty_pb2.Empty()
+
+    async def get_metrics(self, req: agent_pb2.GetMetricsRequest) -> Message:
+        """kata-agent's metric names for the agent process (Prometheus text), plus the container count."""
+        import psutil
+
+        from common.metrics import render_family
+
+        me = psutil.Process()
+        mem, cpu = me.memory_info(), me.cpu_times()
+        text = "".join([
+            render_family("kata_agent_process_resident_memory_bytes", "gauge", "Agent resident memory.",
+                          [((), mem.rss)]),
+            render_family("kata_agent_process_cpu_seconds_total", "counter", "Agent CPU time.",
+                          [((), cpu.user + cpu.system)]),
+            render_family("kata_agent_containers", "gauge", "Containers the agent runs.",
+                          [((), len(self.containers.containers))]),
+        ])
+        return agent_pb2.Metrics(metrics=text)
 
     async def reseed_random_dev(self, req: agent_pb2.ReseedRandomDevRequest) -> Message:
         # Mixed into the pool without crediting entropy: host data can never weaken it.

@@ -9,7 +9,6 @@ and bad requests → DestroySandbox powers the VM off.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -18,28 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pod_harness import (
-    POD_MAC,
-    SANDBOX_ID,
-    Agent,
-    build_busybox_layer,
-    initdata_disk,
-    layer_options,
-    pod_policy,
-    running_pod,
-)
 
 from guest.protocols import agent_pb2, health_pb2, types_pb2
 from guest.ttrpc import Code, TtrpcError
+from tools.vm.pod import (
+    POD_MAC,
+    SANDBOX_ID,
+    SHARED,
+    Agent,
+    build_busybox_layer,
+    container_request,
+    initdata_disk,
+    pause_request,
+    pod_policy,
+    running_pod,
+)
 from tools.vm.qemu import VirtualMachine
 
 pytestmark = pytest.mark.vm
-
-SHARED = "/run/kata-containers/shared/containers"
-CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
-        "CAP_AUDIT_WRITE"]
-
 
 def _empty() -> Any:
     from google.protobuf import empty_pb2
@@ -103,72 +98,6 @@ class Pod:
         out = self.read_all("c2", "ps").decode()
         assert self.wait("c2", "ps") == 0
         return out
-
-
-def container_request(cid: str, args: list[str], pin: dict[str, str], *, hosts: str, memory: int = 0,
-                      tty: bool = False, root: str | None = None) -> agent_pb2.CreateContainerRequest:
-    req = agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid)
-    req.storages.add(driver="erofs.multi-layer", source="/dev/vdc", fstype="erofs",
-                     options=layer_options(pin),
-                     mount_point=f"/run/kata-containers/{cid}/rootfs")
-    oci = req.OCI
-    oci.Version = "1.1.0"
-    oci.Process.Args.extend(args)
-    oci.Process.Env.extend(["PATH=/bin", "HOSTNAME=pod"])
-    oci.Process.Cwd = "/"
-    oci.Process.Terminal = tty
-    for field in ("Bounding", "Effective", "Permitted"):
-        getattr(oci.Process.Capabilities, field).extend(CAPS)
-    oci.Process.ApparmorProfile = "cri-containerd.apparmor.d"
-    oci.Root.Path = root or f"/run/kata-containers/{cid}/rootfs"
-    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
-    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs",
-                   options=["nosuid", "strictatime", "mode=755", "size=65536k"])
-    oci.Mounts.add(destination="/dev/pts", type="devpts", source="devpts",
-                   options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])
-    oci.Mounts.add(destination="/dev/mqueue", type="mqueue", source="mqueue",
-                   options=["nosuid", "noexec", "nodev"])
-    oci.Mounts.add(destination="/sys", type="sysfs", source="sysfs",
-                   options=["nosuid", "noexec", "nodev", "ro"])
-    oci.Mounts.add(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
-                   options=["nosuid", "noexec", "nodev", "relatime", "ro"])
-    oci.Mounts.add(destination="/etc/hosts", type="bind", source=hosts, options=["rbind", "rprivate", "ro"])
-    oci.Mounts.add(destination="/dev/shm", type="bind", source="/run/kata-containers/sandbox/shm",
-                   options=["rbind"])
-    for t in ("ipc", "uts", "mount"):
-        oci.Linux.Namespaces.add(Type=t)
-    oci.Linux.CgroupsPath = f"kubepods-besteffort-pod1.slice:cri-containerd:{cid}"
-    if memory:
-        oci.Linux.Resources.Memory.Limit = memory
-        oci.Linux.Resources.Memory.Swap = memory
-    oci.Linux.MaskedPaths.extend(["/proc/kcore", "/proc/keys"])
-    oci.Linux.ReadonlyPaths.extend(["/proc/sys", "/proc/sysrq-trigger"])
-    oci.Annotations["io.kubernetes.cri.container-type"] = "container"
-    oci.Annotations["io.kubernetes.cri.sandbox-id"] = SANDBOX_ID
-    oci.Annotations["io.katacontainers.pkg.oci.container_type"] = "pod_container"
-    return req
-
-
-def pause_request(resolv: str) -> agent_pb2.CreateContainerRequest:
-    meta = {"metadata": {"io.kubernetes.cri.container-type": "sandbox",
-                         "io.kubernetes.cri.sandbox-id": SANDBOX_ID}}
-    req = agent_pb2.CreateContainerRequest(container_id=SANDBOX_ID, exec_id=SANDBOX_ID, sandbox_pidns=True)
-    req.storages.add(driver="image_guest_pull", source="pause", fstype="overlay",
-                     mount_point=f"/run/kata-containers/{SANDBOX_ID}/rootfs",
-                     driver_options=[f"image_guest_pull={json.dumps(meta)}"])
-    oci = req.OCI
-    oci.Version = "1.1.0"
-    oci.Process.Args.append("/pause")
-    oci.Root.Path = f"/run/kata-containers/{SANDBOX_ID}/rootfs"
-    oci.Root.Readonly = True
-    oci.Hostname = "busybox-pod"
-    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
-    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs", options=["nosuid", "mode=755"])
-    oci.Mounts.add(destination="/etc/resolv.conf", type="bind", source=resolv, options=["rbind", "ro"])
-    for t in ("ipc", "uts", "mount"):
-        oci.Linux.Namespaces.add(Type=t)
-    oci.Annotations["io.kubernetes.cri.container-type"] = "sandbox"
-    return req
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +197,10 @@ def test_exec_with_stdin_and_with_a_tty_and_stats(pod: Pod) -> None:
     assert cg.memory_stats.usage.usage > 0 and cg.cpu_stats.cpu_usage.total_usage > 0, stats
     assert cg.pids_stats.current >= 1
     assert any(n.name == "eth0" for n in stats.network_stats)
+    metrics = pod.call("GetMetrics", agent_pb2.GetMetricsRequest(), agent_pb2.Metrics).metrics
+    assert "\nkata_agent_containers 2\n" in metrics  # pause + c2
+    rss = re.search(r"^kata_agent_process_resident_memory_bytes (\d+)$", metrics, re.M)
+    assert rss is not None and int(rss.group(1)) > 10 << 20, metrics
 
 
 def test_sigterm_then_sigkill(pod: Pod) -> None:

@@ -99,15 +99,18 @@ class GuestResults:
 
 
 def run_in_guest(image: Path, nodeids: list[str], *, extra_cmdline: str = "",
-                 disk_override: Path | None = None, on_console: Any = None) -> GuestResults:
+                 disk_override: Path | None = None, on_console: Any = None,
+                 disks: list[Disk] | None = None) -> GuestResults:
     """Boot ``image`` with a test share running ``nodeids`` and collect the per-test results.
 
-    ``on_console(vm)`` is called once the VM started (tests that act on the running guest).
+    ``on_console(vm)`` is called once the VM started (tests that act on the running guest);
+    ``disks`` come after the share (the share is /dev/vdb, the first of them /dev/vdc).
     """
     work = Path(tempfile.mkdtemp(prefix="cg-guest-run-"))
     share = build_share(REPO, work / "share.img", nodeids)
     vm = VirtualMachine(image, extra_cmdline=f"cg.test=1 cg.agent=echo {extra_cmdline}".strip(), workdir=work,
-                        disks=[Disk(share, serial="cg-test-share")], disk_override=disk_override,
+                        disks=[Disk(share, serial="cg-test-share"), *(disks or [])],
+                        disk_override=disk_override,
                         ports=[SerialPort(RESULTS_PORT, kind="file")])
     error = ""
     try:

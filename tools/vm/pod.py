@@ -1,4 +1,5 @@
-"""A pod VM driven like Kata's runtime: the policy (initdata), a busybox erofs+verity layer, and a
+"""A pod VM driven like Kata's runtime (tests/backend, tools/bench/pod): the policy (initdata), a
+busybox erofs+verity layer, Kata-shaped requests, and a
 synchronous ttrpc client over hybrid vsock (an event loop on a thread, so tests stay plain functions).
 """
 
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from guest.protocols import agent_pb2
 from guest.ttrpc import Client
 from tools.vm.hvsock import BridgeThread, connect
 from tools.vm.qemu import Disk, SerialPort, VirtualMachine
@@ -30,6 +33,12 @@ AGENT = "grpc.AgentService"
 SANDBOX_ID = "a" * 64
 AGENT_PROTO = Path(__file__).resolve().parents[2] / "guest/protocols/agent.proto"
 RPC_NAMES = sorted(set(re.findall(r"rpc\s+\w+\s*\(\s*([\w.]+)\s*\)", AGENT_PROTO.read_text())))
+
+
+SHARED = "/run/kata-containers/shared/containers"
+CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+        "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+        "CAP_AUDIT_WRITE"]
 
 
 def build_busybox_layer(work: Path) -> tuple[Path, dict[str, str]]:
@@ -100,6 +109,7 @@ class Agent:
 
     loop: asyncio.AbstractEventLoop
     client: Client
+    ready_seconds: float = 0.0  # host clock, QEMU start → the agent's "event=serving"
 
     def submit(self, method: str, request: Message, reply: type[M], timeout: float = 120) -> Future[M]:
         async def go() -> M:
@@ -147,11 +157,12 @@ def running_pod(image: Path, work: Path, policy: str, layer: Path, hostdata: str
     try:
         vm.start()
         vm.wait_for(r"event=serving listen=vsock", 600)
+        ready = time.monotonic() - vm.started_at
         hv = vm.workdir / "hvsock.sock"
         with BridgeThread(vm.port_path("cg.hvsock"), hv):
             sock = connect(hv, 1024, timeout=60)
             asyncio.run_coroutine_threadsafe(client.connect_socket(sock), loop).result(60)
-            yield vm, Agent(loop, client)
+            yield vm, Agent(loop, client, ready)
             asyncio.run_coroutine_threadsafe(_close(client), loop).result(30)
     finally:
         loop.call_soon_threadsafe(loop.stop)
@@ -161,3 +172,69 @@ def running_pod(image: Path, work: Path, policy: str, layer: Path, hostdata: str
         if keep:
             Path(keep).write_text(vm.text())
         vm.close()
+
+
+def container_request(cid: str, args: list[str], pin: dict[str, str], *, hosts: str, memory: int = 0,
+                      tty: bool = False, root: str | None = None) -> agent_pb2.CreateContainerRequest:
+    req = agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid)
+    req.storages.add(driver="erofs.multi-layer", source="/dev/vdc", fstype="erofs",
+                     options=layer_options(pin),
+                     mount_point=f"/run/kata-containers/{cid}/rootfs")
+    oci = req.OCI
+    oci.Version = "1.1.0"
+    oci.Process.Args.extend(args)
+    oci.Process.Env.extend(["PATH=/bin", "HOSTNAME=pod"])
+    oci.Process.Cwd = "/"
+    oci.Process.Terminal = tty
+    for field in ("Bounding", "Effective", "Permitted"):
+        getattr(oci.Process.Capabilities, field).extend(CAPS)
+    oci.Process.ApparmorProfile = "cri-containerd.apparmor.d"
+    oci.Root.Path = root or f"/run/kata-containers/{cid}/rootfs"
+    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs",
+                   options=["nosuid", "strictatime", "mode=755", "size=65536k"])
+    oci.Mounts.add(destination="/dev/pts", type="devpts", source="devpts",
+                   options=["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])
+    oci.Mounts.add(destination="/dev/mqueue", type="mqueue", source="mqueue",
+                   options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/sys", type="sysfs", source="sysfs",
+                   options=["nosuid", "noexec", "nodev", "ro"])
+    oci.Mounts.add(destination="/sys/fs/cgroup", type="cgroup", source="cgroup",
+                   options=["nosuid", "noexec", "nodev", "relatime", "ro"])
+    oci.Mounts.add(destination="/etc/hosts", type="bind", source=hosts, options=["rbind", "rprivate", "ro"])
+    oci.Mounts.add(destination="/dev/shm", type="bind", source="/run/kata-containers/sandbox/shm",
+                   options=["rbind"])
+    for t in ("ipc", "uts", "mount"):
+        oci.Linux.Namespaces.add(Type=t)
+    oci.Linux.CgroupsPath = f"kubepods-besteffort-pod1.slice:cri-containerd:{cid}"
+    if memory:
+        oci.Linux.Resources.Memory.Limit = memory
+        oci.Linux.Resources.Memory.Swap = memory
+    oci.Linux.MaskedPaths.extend(["/proc/kcore", "/proc/keys"])
+    oci.Linux.ReadonlyPaths.extend(["/proc/sys", "/proc/sysrq-trigger"])
+    oci.Annotations["io.kubernetes.cri.container-type"] = "container"
+    oci.Annotations["io.kubernetes.cri.sandbox-id"] = SANDBOX_ID
+    oci.Annotations["io.katacontainers.pkg.oci.container_type"] = "pod_container"
+    return req
+
+
+def pause_request(resolv: str) -> agent_pb2.CreateContainerRequest:
+    meta = {"metadata": {"io.kubernetes.cri.container-type": "sandbox",
+                         "io.kubernetes.cri.sandbox-id": SANDBOX_ID}}
+    req = agent_pb2.CreateContainerRequest(container_id=SANDBOX_ID, exec_id=SANDBOX_ID, sandbox_pidns=True)
+    req.storages.add(driver="image_guest_pull", source="pause", fstype="overlay",
+                     mount_point=f"/run/kata-containers/{SANDBOX_ID}/rootfs",
+                     driver_options=[f"image_guest_pull={json.dumps(meta)}"])
+    oci = req.OCI
+    oci.Version = "1.1.0"
+    oci.Process.Args.append("/pause")
+    oci.Root.Path = f"/run/kata-containers/{SANDBOX_ID}/rootfs"
+    oci.Root.Readonly = True
+    oci.Hostname = "busybox-pod"
+    oci.Mounts.add(destination="/proc", type="proc", source="proc", options=["nosuid", "noexec", "nodev"])
+    oci.Mounts.add(destination="/dev", type="tmpfs", source="tmpfs", options=["nosuid", "mode=755"])
+    oci.Mounts.add(destination="/etc/resolv.conf", type="bind", source=resolv, options=["rbind", "ro"])
+    for t in ("ipc", "uts", "mount"):
+        oci.Linux.Namespaces.add(Type=t)
+    oci.Annotations["io.kubernetes.cri.container-type"] = "sandbox"
+    return req
