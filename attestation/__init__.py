@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from .providers.configfs_tsm import ConfigfsTsmProvider
     from .providers.detect import detect_platform, detect_provider
     from .providers.sevguest import SevGuestProvider
-    from .providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
-    from .providers.simulated_tdx import SimulatedIntelRoot, SimulatedTdxProvider
     from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
     from .snp.abi import SnpReport, parse_report
     from .snp.product import Product
@@ -78,10 +76,6 @@ _EXPORTS: dict[str, str] = {
     "RevokedError": ".errors",
     "SevGuestProvider": ".providers.sevguest",
     "SignatureError": ".errors",
-    "SimulatedAmdRoot": ".providers.simulated",
-    "SimulatedIntelRoot": ".providers.simulated_tdx",
-    "SimulatedSnpProvider": ".providers.simulated",
-    "SimulatedTdxProvider": ".providers.simulated_tdx",
     "SnpReferenceValues": ".reference_values",
     "SnpReport": ".snp.abi",
     "SnpVerification": ".snp.verify",
@@ -128,10 +122,6 @@ __all__ = [
     "RevokedError",
     "SevGuestProvider",
     "SignatureError",
-    "SimulatedAmdRoot",
-    "SimulatedIntelRoot",
-    "SimulatedSnpProvider",
-    "SimulatedTdxProvider",
     "SnpReferenceValues",
     "SnpReport",
     "SnpVerification",

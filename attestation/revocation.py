@@ -7,7 +7,7 @@ enough (`RevocationUnavailableError`, naming what was missing and why).
 
 Sources: `CollateralDirectory` (files an operator put there, for offline clusters), the caching
 fetcher in `attestation.fetch` (AMD KDS / Intel PCS), `NoRevocationSource` (refuses everything,
-the default) and, for the simulator, `attestation.providers.simulated.SimulatedCrlSource`.
+the default) and, for the simulator, `attestation.testing.SimulatedCrlSource`.
 """
 
 from __future__ import annotations

@@ -10,12 +10,10 @@ import logging
 import signal
 from pathlib import Path
 
-from attestation import fetch
-from attestation.atls import Issuer
-from attestation.atls.platforms import SnpIssuer, issuer_for
-from attestation.providers.detect import detect_provider
-from attestation.providers.simulated import SimulatedCrlSource
+from attestation import detect_provider, fetch
+from attestation.atls import Issuer, SnpIssuer, issuer_for
 from attestation.revocation import CollateralDirectory, RevocationSource
+from attestation.testing import SimulatedCrlSource
 from common.cli import ArgumentParser
 from common.logs import setup_logging
 from coordinator import simulation

@@ -13,8 +13,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import serialization
 
-from attestation.atls import Peer
-from attestation.atls.tunnel import PeerRegistry, UnknownPeerError
+from attestation.atls import Peer, PeerRegistry, UnknownPeerError
 from coordinator import rpc
 from coordinator.authority import pem
 from coordinator.errors import (

@@ -14,13 +14,19 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from attestation.atls import Issuer, Validator, Verdict
-from attestation.atls.platforms import SNP_OID, TDX_OID, EvidenceRejectedError, decode_snp
-from attestation.atls.tdx import decode_tdx
+from attestation import parse_quote, parse_report
+from attestation.atls import (
+    SNP_OID,
+    TDX_OID,
+    EvidenceRejectedError,
+    Issuer,
+    Validator,
+    Verdict,
+    decode_snp,
+    decode_tdx,
+)
 from attestation.initdata import digest as initdata_digest
 from attestation.initdata import platform_digest
-from attestation.snp.abi import parse_report
-from attestation.tdx.quote import parse_quote
 from coordinator.errors import OwnerAnchorError
 from coordinator.owners import OwnerAnchor
 

@@ -20,12 +20,10 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.atls import ClientConfig, Issuer, Validator
-from attestation.errors import AttestationError
+from attestation import AmdRoots, AttestationError
+from attestation.atls import CallError, ClientConfig, Issuer, Validator, call, split_host_port
 from attestation.revocation import RevocationSource
-from attestation.trust import AmdRoots
 from coordinator import rpc, verifiers
-from coordinator.client import CallError, call, split_host_port
 from coordinator.errors import CoordinatorError, UntrustedHistoryError
 from coordinator.identity import LaunchIdentity, SameLaunchValidator
 from coordinator.proto import meshapi_pb2

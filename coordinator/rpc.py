@@ -1,59 +1,24 @@
-"""Method table of MeshAPI and UserAPI, shared by the servers and by clients (initializer, CLI).
+"""The Coordinator's gRPC method table and the generic call helpers, in one import for its own modules.
 
-grpcio's generated service stubs are not typed, so servers and clients are built from this table
-with grpcio's generic handlers and ``channel.unary_unary``.
+The table lives with the protos (coordinator.proto.methods) so a client such as the initializer links
+only the protos and the aTLS client (attestation.atls), not the Coordinator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import grpc  # type: ignore[import-untyped]
-
-from coordinator.proto import meshapi_pb2, userapi_pb2
-
-MESH_SERVICE = "meshapi.MeshAPI"
-USER_SERVICE = "edgelesssys.contrast.userapi.UserAPI"
-
-
-@dataclass(frozen=True)
-class Method:
-    service: str
-    name: str
-    request: type[Any]
-    response: type[Any]
-
-    @property
-    def path(self) -> str:
-        return f"/{self.service}/{self.name}"
-
-
-NEW_MESH_CERT = Method(
-    MESH_SERVICE, "NewMeshCert", meshapi_pb2.NewMeshCertRequest, meshapi_pb2.NewMeshCertResponse
+from attestation.atls import Method, rpc_code
+from attestation.atls import unary_call as call
+from coordinator.proto import (
+    GET_MANIFESTS,
+    MESH_RECOVER,
+    MESH_SERVICE,
+    NEW_MESH_CERT,
+    SET_MANIFEST,
+    USER_RECOVER,
+    USER_SERVICE,
 )
-MESH_RECOVER = Method(MESH_SERVICE, "Recover", meshapi_pb2.RecoverRequest, meshapi_pb2.RecoverResponse)
-SET_MANIFEST = Method(
-    USER_SERVICE, "SetManifest", userapi_pb2.SetManifestRequest, userapi_pb2.SetManifestResponse
-)
-GET_MANIFESTS = Method(
-    USER_SERVICE, "GetManifests", userapi_pb2.GetManifestsRequest, userapi_pb2.GetManifestsResponse
-)
-USER_RECOVER = Method(USER_SERVICE, "Recover", userapi_pb2.RecoverRequest, userapi_pb2.RecoverResponse)
 
-
-def call(channel: Any, method: Method, request: Any, timeout: float) -> Any:
-    """One unary call; raises grpc.RpcError on failure."""
-    stub = channel.unary_unary(
-        method.path,
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=method.response.FromString,
-    )
-    return stub(request, timeout=timeout)
-
-
-def rpc_code(error: Exception) -> Any:
-    """The grpc.StatusCode of an RpcError (None for anything else)."""
-    if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
-        return error.code()
-    return None
+__all__ = [
+    "GET_MANIFESTS", "MESH_RECOVER", "MESH_SERVICE", "NEW_MESH_CERT", "SET_MANIFEST", "USER_RECOVER",
+    "USER_SERVICE", "Method", "call", "rpc_code",
+]

@@ -24,10 +24,15 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from attestation.atls import Issuer, ServerConfig, Validator
-from attestation.atls.tunnel import PeerRegistry, Terminator
+from attestation import AmdRoots
+from attestation.atls import (
+    Issuer,
+    PeerRegistry,
+    ServerConfig,
+    Terminator,
+    Validator,
+)
 from attestation.revocation import RevocationSource
-from attestation.trust import AmdRoots
 from common.http import HttpError, HttpServer, Request, Response, Route
 from coordinator import identity, peerrecovery, verifiers
 from coordinator.api import MeshApi, UserApi

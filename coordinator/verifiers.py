@@ -9,12 +9,9 @@ no fresh revocation data for.
 
 from __future__ import annotations
 
-from attestation.atls import Validator
-from attestation.atls.platforms import SnpValidator
-from attestation.atls.tdx import TdxValidator
-from attestation.reference_values import ReferenceValues
+from attestation import AmdRoots, ReferenceValues
+from attestation.atls import SnpValidator, TdxValidator, Validator
 from attestation.revocation import RevocationSource
-from attestation.trust import AmdRoots
 from coordinator.manifest import Manifest
 
 SIMULATED_PLATFORM = "Simulated-SNP"

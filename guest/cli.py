@@ -213,7 +213,7 @@ def _launch_source(spec: str) -> LaunchConfigSource | None:
         platform, _, hex_value = spec.partition(":")
         return FixedLaunchConfig(platform, bytes.fromhex(hex_value))
     if spec == "auto":
-        from attestation.providers.detect import detect_provider
+        from attestation import detect_provider
 
         return EvidenceLaunchConfig(detect_provider(allow_simulated=False))
     raise ValueError(f"unknown --evidence {spec!r} (auto, none, snp:HEX, tdx:HEX)")

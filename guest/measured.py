@@ -97,11 +97,11 @@ class EvidenceLaunchConfig:
     def read(self) -> bytes:
         evidence = self._provider.get_evidence(bytes(64))  # type: ignore[attr-defined]
         if evidence.platform == "snp":
-            from attestation.snp.abi import parse_report
+            from attestation import parse_report
 
             return bytes(parse_report(evidence.report).host_data)
         if evidence.platform == "tdx":
-            from attestation.tdx.quote import parse_quote
+            from attestation import parse_quote
 
             return bytes(parse_quote(evidence.report).body.mr_config_id)
         raise MeasuredConfigError(f"reading launch config: unsupported platform {evidence.platform!r}")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import shutil
 
-from meshproxy.errors import MeshProxyError
-from meshproxy.netfilter import Netfilter
+from meshproxy import MeshProxyError, Netfilter
 
 
 class DefaultDenyError(Exception):

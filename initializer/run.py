@@ -17,11 +17,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_fixed
 
-from attestation.atls import ClientConfig, Issuer
-from attestation.atls.platforms import SnpIssuer, issuer_for
-from coordinator import rpc
-from coordinator.client import call, split_host_port
-from coordinator.proto import meshapi_pb2
+from attestation.atls import ClientConfig, Issuer, SnpIssuer, call, issuer_for, split_host_port
+from coordinator.proto import NEW_MESH_CERT, meshapi_pb2
 from initializer.defaultdeny import remove_default_deny
 from initializer.files import MeshMaterial, write_done, write_mesh_files
 
@@ -55,15 +52,14 @@ class Settings:
 
 def build_issuer(settings: Settings) -> Issuer:
     if settings.simulate_tee:
-        from coordinator import simulation
+        from attestation import testing  # the simulator, only when asked for
 
-        root = settings.environ.get(simulation.SIMULATED_ROOT_ENV)
+        root = settings.environ.get(testing.SIMULATED_ROOT_ENV)
         if not root:
-            raise InitializerError("creating issuer", f"--simulate-tee needs {simulation.SIMULATED_ROOT_ENV}")
+            raise InitializerError("creating issuer", f"--simulate-tee needs {testing.SIMULATED_ROOT_ENV}")
         initdata = settings.simulate_initdata.read_bytes() if settings.simulate_initdata else None
-        return SnpIssuer(simulation.provider(Path(root), initdata, settings.simulate_measurement))
-    from attestation.errors import NoProviderError
-    from attestation.providers.detect import detect_provider
+        return SnpIssuer(testing.snp_provider(Path(root), initdata, settings.simulate_measurement))
+    from attestation import NoProviderError, detect_provider
 
     try:
         provider = detect_provider(allow_simulated=False)
@@ -100,7 +96,7 @@ def request_mesh_cert(
         with attempt:
             if stop.is_set():
                 raise StoppedError()
-            return call(host, port, config, rpc.NEW_MESH_CERT, meshapi_pb2.NewMeshCertRequest(),
+            return call(host, port, config, NEW_MESH_CERT, meshapi_pb2.NewMeshCertRequest(),
                         settings.call_timeout)
     raise StoppedError()  # pragma: no cover - Retrying either returns or raises
 

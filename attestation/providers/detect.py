@@ -62,7 +62,7 @@ def detect_provider(
 
         return SevGuestProvider(LinuxSevGuestDevice(sev_guest_path))
     if allow_simulated:
-        from .simulated import SimulatedAmdRoot, SimulatedSnpProvider
+        from ..testing.simulated import SimulatedAmdRoot, SimulatedSnpProvider
 
         root_dir = os.environ.get(SIMULATED_ROOT_ENV)
         if root_dir:

@@ -17,6 +17,11 @@ import functools
 import hashlib
 import struct
 
+__all__ = [
+    "ID_AUTH_SIZE", "ID_BLOCK_SIZE", "ID_KEY_SIZE", "derive_id_key", "id_auth_block", "id_block",
+    "id_key_bytes", "id_key_digest", "recover_candidates",
+]
+
 # NIST P-384 domain parameters (FIPS 186-4 D.1.2.4).
 _P = 2**384 - 2**128 - 2**96 + 2**32 - 1
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
-from attestation.atls import ClientConfig, Validator
-from attestation.errors import AttestationError
+from attestation import AttestationError
+from attestation.atls import CallError, ClientConfig, Validator, call, split_host_port
 from attestation.fetch import CollateralFetcher
 from attestation.initdata import Initdata, InitdataError
 from attestation.initdata import encode as encode_initdata
 from attestation.initdata import parse as parse_initdata
-from attestation.providers.simulated import SimulatedCrlSource
 from attestation.revocation import CollateralDirectory, NoRevocationSource, RevocationSource
+from attestation.testing import SimulatedCrlSource
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
 from coordinator.cli.workspace import (
@@ -34,7 +34,6 @@ from coordinator.cli.workspace import (
     VERIFY_DIR,
     Workspace,
 )
-from coordinator.client import CallError, call, split_host_port
 from coordinator.errors import ManifestError, SignatureError
 from coordinator.history import ZERO, LatestTransition, sha256
 from coordinator.owners import OWNERS_ENTRY, OwnerAnchor

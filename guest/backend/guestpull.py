@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 from oci import (
     BlobCache,
+    Credentials,
     Digest,
+    Limits,
     OciError,
     Reference,
     RegistryClient,
@@ -40,8 +42,6 @@ from oci import (
     pull_image,
     unpack_pulled,
 )
-from oci.registry import Credentials
-from oci.unpack import Limits
 
 from .layout import check_id
 

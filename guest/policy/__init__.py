@@ -1,5 +1,9 @@
-"""Policy layer: request -> Rego input translation and the regorus-backed engine with kata's contract."""
+"""Policy layer: request -> Rego input translation and the regorus-backed engine with kata's contract.
 
+Other packages import only the names in ``__all__``.
+"""
+
+from guest.policy.engine import AgentPolicy
 from guest.policy.errors import (
     InvalidPolicyError,
     PatchError,
@@ -11,6 +15,7 @@ from guest.policy.errors import (
 from guest.policy.input import copy_file_input, copy_file_request_from_input, from_policy_json, to_policy_json
 
 __all__ = [
+    "AgentPolicy",
     "InvalidPolicyError",
     "PatchError",
     "PolicyDeniedError",

@@ -23,12 +23,14 @@ from .inside import INIT_SCRIPT
 from .tree import FileTree
 
 __all__ = [
-    "CONTAINER_PACKAGES", "PROJECT_PACKAGES", "PYTHON_PACKAGES", "build_rootfs_tree", "distribution_closure",
-    "package_versions", "project_files",
+    "CONTAINER_PACKAGES", "PROJECT_PACKAGES", "PYTHON_PACKAGES", "TESTING_PACKAGES", "build_rootfs_tree",
+    "distribution_closure", "package_versions", "project_files",
     "runtime_distributions",
 ]
 
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
+# Left out of the image unless a build asks for them (build_rootfs_tree(..., testing=True)).
+TESTING_PACKAGES = ("attestation/testing",)
 PROJECT_PACKAGES = ("common", "guest", "initializer", "meshproxy", "image", "attestation", "coordinator",
                     "oci")
 _PROJECT_SUFFIXES = {".py", ".proto", ".pem", ".json", ".rego", ".typed"}
@@ -162,25 +164,27 @@ def _add_distributions(tree: FileTree, dists: list[metadata.Distribution]) -> tu
     return elves, roots
 
 
-def project_files(repo: Path) -> list[Path]:
+def project_files(repo: Path, *, testing: bool = False) -> list[Path]:
     """The project's package files: ``git ls-files`` in a checkout (what a clean clone has), else
-    every file below the package directories."""
+    every file below the package directories. The TEE simulators (``TESTING_PACKAGES``) only with
+    ``testing``: the pod VM attests with real hardware and never needs them."""
     proc = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--", *PROJECT_PACKAGES],
                           capture_output=True, check=False)
     if proc.returncode == 0:
         paths = [repo / p for p in proc.stdout.decode().split("\0") if p]
     else:
         paths = [p for pkg in PROJECT_PACKAGES if (repo / pkg).is_dir() for p in (repo / pkg).rglob("*")]
+    skip = () if testing else tuple(repo / t for t in TESTING_PACKAGES)
     return sorted(p for p in paths if p.is_file() and p.suffix in _PROJECT_SUFFIXES
-                  and "__pycache__" not in p.parts)
+                  and "__pycache__" not in p.parts and not any(p.is_relative_to(t) for t in skip))
 
 
-def _add_project(tree: FileTree, repo: Path) -> None:
-    for host in project_files(repo):
+def _add_project(tree: FileTree, repo: Path, testing: bool) -> None:
+    for host in project_files(repo, testing=testing):
         tree.add_file(f"{_DIST_PACKAGES}/{host.relative_to(repo)}", source=host, mode=0o644)
 
 
-def build_rootfs_tree(repo: Path) -> FileTree:
+def build_rootfs_tree(repo: Path, *, testing: bool = False) -> FileTree:
     tree = FileTree()
     merged_usr_links(tree)
     for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "mnt/share", "root", "etc", "var", "usr/sbin",
@@ -205,7 +209,7 @@ def build_rootfs_tree(repo: Path) -> FileTree:
     elves += _add_container_tools(tree)
     more, venv_roots = _add_distributions(tree, runtime_distributions(repo / "pyproject.toml"))
     elves += more
-    _add_project(tree, repo)
+    _add_project(tree, repo, testing)
     for dest, src in sorted(library_closure(e for e in elves if is_elf(e)).items()):
         if any(src.is_relative_to(r) for r in venv_roots):
             continue  # a wheel's bundled library, already copied with the wheel

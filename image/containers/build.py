@@ -76,7 +76,8 @@ def _base_tree(repo: Path) -> FileTree:
 
 def _project_tree(repo: Path) -> FileTree:
     tree = FileTree()
-    for host in project_files(repo):
+    # With the TEE simulators: the Coordinator and the Initializer offer --simulate-tee for dev clusters.
+    for host in project_files(repo, testing=True):
         tree.add_file(f"{DIST_PACKAGES}/{host.relative_to(repo)}", source=host, mode=0o644)
     return tree
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from attestation.atls.platforms import SnpIssuer
-from attestation.providers.simulated import SimulatedSnpProvider
+from attestation.testing import SimulatedSnpProvider
 
 FUZZ_SECONDS = int(os.environ.get("ATLS_FUZZ_SECONDS", "15"))
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ from attestation.atls.platforms import (
     encode_snp,
     fms_to_eax,
 )
-from attestation.providers.simulated import SimulatedAmdRoot, SimulatedCrlSource, SimulatedSnpProvider
 from attestation.reference_values import ReferenceValues
 from attestation.snp.product import Product
+from attestation.testing import SimulatedAmdRoot, SimulatedCrlSource, SimulatedSnpProvider
 
 MEASUREMENT = bytes(range(48))
 HOST_DATA = b"\xab" * 32

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from attestation.providers import sevguest as sg
 from attestation.providers.configfs_tsm import OsConfigfsOps
-from attestation.providers.simulated import SimulatedSnpProvider
+from attestation.testing import SimulatedSnpProvider
 
 
 class FakeSevGuest:

@@ -233,7 +233,7 @@ def test_module_entry_point_and_report() -> None:
 
 
 def test_cli_never_trusts_a_simulated_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from attestation import SimulatedSnpProvider
+    from attestation.testing import SimulatedSnpProvider
 
     ev = SimulatedSnpProvider().get_evidence(b"")
     (tmp_path / "r.bin").write_bytes(ev.report)

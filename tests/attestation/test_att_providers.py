@@ -18,8 +18,6 @@ from attestation import (
     NoProviderError,
     ProviderError,
     SevGuestProvider,
-    SimulatedAmdRoot,
-    SimulatedSnpProvider,
     detect_platform,
     detect_provider,
     local_host_data,
@@ -29,6 +27,7 @@ from attestation.errors import DeviceLockedError, FirmwareError, GenerationRaceE
 from attestation.providers import sevguest as sg
 from attestation.providers.configfs_tsm import probe_provider
 from attestation.snp import certs
+from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,6 @@ from attestation import (
     ReferenceValuesError,
     RevokedError,
     SignatureError,
-    SimulatedAmdRoot,
-    SimulatedSnpProvider,
     ValidationError,
     check_snp,
     check_tdx,
@@ -30,6 +28,7 @@ from attestation import (
 )
 from attestation.snp import idblock
 from attestation.snp.product import TcbParts
+from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider
 
 MEASUREMENT = bytes.fromhex("dd" * 48)
 

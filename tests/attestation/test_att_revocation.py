@@ -19,20 +19,26 @@ import pytest
 from attvectors import VECTORS, read, vector
 from cryptography import x509
 
-from attestation import SimulatedAmdRoot, SimulatedSnpProvider, SimulatedTdxProvider, TdxCollateral
+from attestation import TdxCollateral
 from attestation.atls.errors import AtlsError
 from attestation.atls.platforms import SnpValidator, encode_snp
 from attestation.atls.tdx import TdxValidator, encode_tdx
 from attestation.errors import RevokedError
 from attestation.evidence import Evidence
 from attestation.fetch import CollateralFetcher, base_url
-from attestation.providers.simulated import SimulatedCrlSource, simulated_crl
 from attestation.reference_values import ReferenceValues
 from attestation.revocation import CollateralDirectory, NoRevocationSource, RevocationUnavailableError
 from attestation.snp.certs import SnpCerts, serial_of
 from attestation.snp.product import Product
 from attestation.snp.verify import verify_snp_attestation
 from attestation.tdx.verify import verify_tdx_quote
+from attestation.testing import (
+    SimulatedAmdRoot,
+    SimulatedCrlSource,
+    SimulatedSnpProvider,
+    SimulatedTdxProvider,
+    simulated_crl,
+)
 
 COL2023 = VECTORS / "tdx" / "collateral" / "gtg-2023"
 T2023 = dt.datetime(2023, 7, 1, 1, tzinfo=dt.UTC)

@@ -13,7 +13,6 @@ from attestation import (
     ReferenceValues,
     RevokedError,
     SignatureError,
-    SimulatedTdxProvider,
     TcbStatusError,
     TdxCollateral,
     ValidationError,
@@ -21,6 +20,7 @@ from attestation import (
     local_host_data,
     verify_tdx_quote,
 )
+from attestation.testing import SimulatedTdxProvider
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 
 from attestation.atls.platforms import SnpIssuer
-from attestation.providers.simulated import SimulatedCrlSource
+from attestation.testing import SimulatedCrlSource
 from coordinator import rpc, simulation
 from coordinator.cli.__main__ import main as cli_main
 from coordinator.proto import meshapi_pb2, userapi_pb2

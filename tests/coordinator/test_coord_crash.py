@@ -118,9 +118,8 @@ def _history(ws: Workspace, coord: CoordinatorProcess) -> list[bytes]:
     try:
         return list(commands.verify(ws, coord.user).Manifests)
     except commands.CliError:  # the local manifest.json may be ahead of what was committed
-        from attestation.atls import ClientConfig
+        from attestation.atls import ClientConfig, call, split_host_port
         from coordinator import rpc
-        from coordinator.client import call, split_host_port
         from coordinator.proto import userapi_pb2
 
         host, port = split_host_port(coord.user, 1313)

@@ -21,12 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from attestation.atls import ClientConfig
+from attestation.atls import CallError, ClientConfig, call, split_host_port
 from attestation.atls.platforms import SnpIssuer
 from coordinator import rpc, simulation
 from coordinator.cli import commands
 from coordinator.cli.workspace import Workspace
-from coordinator.client import CallError, call, split_host_port
 from coordinator.proto import meshapi_pb2
 from coordinator.server import attest_report_data
 from initializer.run import Settings, run

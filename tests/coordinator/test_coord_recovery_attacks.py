@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from attestation.atls import CallError
 from coordinator import manifest as manifest_mod
 from coordinator.cli import commands
 from coordinator.cli.workspace import Workspace
-from coordinator.client import CallError
 from coordinator.history import LATEST_KEY, ZERO, History, LatestTransition, Transition
 from coordinator.seedengine import SeedEngine
 from coordinator.state import encrypt_seed

@@ -13,14 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.atls import ClientConfig
+from attestation.atls import CallError, ClientConfig, call, channel, split_host_port
 from attestation.atls.platforms import SNP_OID, SnpIssuer
-from attestation.providers.simulated import SimulatedAmdRoot, SimulatedSnpProvider
 from attestation.snp.product import Product
+from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider
 from coordinator import rpc, simulation
 from coordinator.cli import commands
 from coordinator.cli.workspace import Workspace
-from coordinator.client import CallError, call, channel, split_host_port
 from coordinator.proto import meshapi_pb2, userapi_pb2
 from tests.coordinator.harness import CoordinatorProcess, initdata, write_reference_values
 

@@ -112,10 +112,10 @@ async def test_zero_binding_without_device_keeps_the_default(tmp_path: Path, pla
 
 def _simulated(platform: str, binding: bytes) -> EvidenceLaunchConfig:
     if platform == "snp":
-        from attestation.providers.simulated import SimulatedSnpProvider
+        from attestation.testing import SimulatedSnpProvider
 
         return EvidenceLaunchConfig(SimulatedSnpProvider(host_data=binding))
-    from attestation.providers.simulated_tdx import SimulatedTdxProvider
+    from attestation.testing import SimulatedTdxProvider
 
     return EvidenceLaunchConfig(SimulatedTdxProvider(mr_config_id=binding))
 

@@ -107,7 +107,7 @@ def test_find_initdata_device(tmp_path: Path) -> None:
 
 
 def test_evidence_adapter_reads_snp_host_data(tmp_path: Path) -> None:
-    simulated = pytest.importorskip("attestation.providers.simulated")
+    from attestation import testing as simulated
     device, raw = make_device(tmp_path, {"policy.rego": ALLOW_START})
     provider = simulated.SimulatedSnpProvider(host_data=hashlib.sha256(raw).digest())
     p = default_policy()

@@ -135,3 +135,15 @@ def test_malformed_initdata_writes_nothing(image_dir: Path, tmp_path: Path) -> N
         build_image(BuildOptions(out=out, repo=REPO, initdata_toml=toml, cache_dir=default_cache_dir(),
                                  quiet=True))
     assert not out.exists()
+
+
+def test_simulators_stay_out_of_the_image_unless_asked() -> None:
+    from image.build.rootfs import project_files
+
+    def names(testing: bool) -> set[str]:
+        return {str(p.relative_to(REPO)) for p in project_files(REPO, testing=testing)}
+
+    default, with_testing = names(False), names(True)
+    assert "attestation/testing/simulated.py" in with_testing
+    assert not any(n.startswith("attestation/testing/") for n in default)
+    assert "attestation/providers/detect.py" in default and "common/files.py" in default

@@ -192,11 +192,10 @@ class Demo:
         self._intruder()
 
     def _intruder(self) -> None:
-        from attestation.atls import ClientConfig
+        from attestation.atls import CallError, ClientConfig, call, split_host_port
         from attestation.atls.platforms import SnpIssuer
         from attestation.initdata import digest
         from coordinator import rpc, simulation
-        from coordinator.client import CallError, call, split_host_port
         from coordinator.proto import meshapi_pb2
 
         raw = initdata_for("intruder", "package agent_policy\n\ndefault ExecProcessRequest := true\n")

@@ -25,19 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from attestation import (
-    Product,
-    SimulatedAmdRoot,
-    SimulatedSnpProvider,
-    TdxCollateral,
-    verify_snp_attestation,
-    verify_tdx_quote,
-)
+from attestation import Product, TdxCollateral, verify_snp_attestation, verify_tdx_quote
 from attestation.snp import abi
 from attestation.snp.certs import load_certificate, load_certificates
 from attestation.tdx import collateral as coll
 from attestation.tdx.pck import parse_pck_chain
 from attestation.tdx.quote import parse_quote
+from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "testdata" / "attestation"
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)

@@ -93,10 +93,9 @@ def start_coordinator(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[
 
 def load_worker(mesh_port: int, root: str, doc_path: str, threads: int, seconds: float) -> None:
     """Runs in its own process (`--load-worker`); prints one JSON line with latencies and errors."""
-    from attestation.atls import ClientConfig
+    from attestation.atls import ClientConfig, call
     from attestation.atls.platforms import SnpIssuer
     from coordinator import rpc, simulation
-    from coordinator.client import call
     from coordinator.proto import meshapi_pb2
 
     provider = simulation.provider(Path(root), Path(doc_path).read_bytes())

@@ -1,20 +1,52 @@
-"""Client side of gRPC over aTLS (used by the initializer and the data-owner CLI).
+"""gRPC over aTLS, client side (the initializer's and the data-owner CLI's calls to the Coordinator).
 
 grpcio dials a per-call `Forwarder` (Unix socket, this process only) that runs the aTLS client
 handshake; if the handshake fails, the aTLS reason is raised instead of grpcio's bare UNAVAILABLE.
+grpcio's generated service stubs are not typed, so calls are built from a `Method` table entry with
+grpcio's generic ``channel.unary_unary``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from attestation.atls import ClientConfig
+from attestation.atls.connection import ClientConfig
 from attestation.atls.tunnel import Forwarder
-from coordinator import rpc
+
+
+@dataclass(frozen=True)
+class Method:
+    service: str
+    name: str
+    request: type[Any]
+    response: type[Any]
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+def unary_call(channel: Any, method: Method, request: Any, timeout: float) -> Any:
+    """One unary call on an open channel; raises grpc.RpcError on failure."""
+    stub = channel.unary_unary(
+        method.path,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=method.response.FromString,
+    )
+    return stub(request, timeout=timeout)
+
+
+def rpc_code(error: Exception) -> Any:
+    """The grpc.StatusCode of an RpcError (None for anything else)."""
+    if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
+        return error.code()
+    return None
+
 
 MAX_RESPONSE = 64 * 1024 * 1024
 
@@ -58,11 +90,11 @@ def channel(host: str, port: int, config: ClientConfig) -> Iterator[tuple[Any, F
 
 
 def call(
-    host: str, port: int, config: ClientConfig, method: rpc.Method, request: Any, timeout: float = 30
+    host: str, port: int, config: ClientConfig, method: Method, request: Any, timeout: float = 30
 ) -> Any:
     with channel(host, port, config) as (ch, forwarder):
         try:
-            return rpc.call(ch, method, request, timeout)
+            return unary_call(ch, method, request, timeout)
         except grpc.RpcError as exc:
             code = exc.code()
             dial_error = forwarder.last_error
