@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guest.policy._regorus import regorus
+from guest.policy._regorus import ThreadBound, regorus, release_orphans
 from guest.policy.builtins import install_lenient_builtins
 from guest.policy.errors import InvalidPolicyError, PatchError, PolicyDeniedError, PolicyInternalError
 from guest.policy.patch import apply_patch
@@ -74,11 +74,16 @@ class AgentPolicy:
         self.policy_name = POLICY_MODULE
         self._data: dict[str, Any] = {"pstate": {}}
         self._policy_data: tuple[str | None, Any] = (None, None)  # (policy text, its policy_data)
-        self._engine = self._new_engine()
+        self._owned = ThreadBound(self._new_engine())
 
     # -- loading ----------------------------------------------------------------------------------
 
+    @property
+    def _engine(self) -> Any:
+        return self._owned.value
+
     def _new_engine(self) -> Any:
+        release_orphans()
         engine = regorus.Engine()
         if self._rego_v0:
             engine.set_rego_v0(True)
@@ -99,7 +104,7 @@ class AgentPolicy:
     def set_policy(self, text: str, *, name: str = POLICY_MODULE) -> None:
         """Replace the policy with a fresh engine (state reset); raise InvalidPolicyError if it fails."""
         with self._lock:
-            self._engine = self._new_engine()
+            self._owned = ThreadBound(self._new_engine())
             self.policy_text = None
             self.policy_name = name
             try:
@@ -129,6 +134,7 @@ class AgentPolicy:
 
     def _eval(self, endpoint: str, request: Any) -> tuple[Any, bool, list[str]]:
         """(value, defined, prints) of ``data.agent_policy.<endpoint>``; engine errors -> internal."""
+        release_orphans()
         engine = self._engine
         # JSON text is the cheaper and more predictable way into regorus than Python-object conversion.
         engine.set_input_json(json.dumps(request, separators=(",", ":")))
