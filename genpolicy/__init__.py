@@ -5,8 +5,10 @@ images' configs) and writes the same output shape (``policy_data`` after the rul
 annotation), so its policies run unchanged in kata-agent and in this project's policy agent.
 """
 
+from .cli import explain
 from .errors import GenerateError, ImageError, SettingsError
 from .images import ImageInfo, ImageSource, StaticImageSource
+from .oci_source import OciImageSource
 from .policy import ContainerSummary, Generator, WorkloadPolicy, render_policy
 from .resources import INITDATA_ANNOTATION, Documents, Workload, parse_documents
 from .settings import Settings
@@ -20,11 +22,13 @@ __all__ = [
     "ImageError",
     "ImageInfo",
     "ImageSource",
+    "OciImageSource",
     "Settings",
     "SettingsError",
     "StaticImageSource",
     "Workload",
     "WorkloadPolicy",
+    "explain",
     "parse_documents",
     "render_policy",
 ]

@@ -16,21 +16,22 @@ from typing import Any
 from common.files import atomic_write
 from oci import (
     BlobCache,
+    BlobSource,
     Descriptor,
     Digest,
+    DigestVerifier,
     ImageConfig,
+    LayerSource,
     LayoutSource,
     OciError,
     Reference,
     RegistryClient,
     RegistryConfig,
+    decompressed,
     pull_image,
     resolve_image,
 )
 from oci import mediatypes as mt
-from oci.digest import DigestVerifier
-from oci.pull import BlobSource
-from oci.unpack import LayerSource, decompressed
 
 from .errors import ImageError
 from .images import ImageInfo

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guest.policy.errors import PatchError
-from guest.policy.patch import apply_patch
+from guest.policy import PatchError, apply_patch
 
 from .errors import SettingsError
 

@@ -221,8 +221,7 @@ def _launch_source(spec: str) -> LaunchConfigSource | None:
 
 def _no_tee(exc: Exception) -> bool:
     """``--evidence auto`` found no provider, and the CPU flags do not say this is a TEE guest either."""
-    from attestation.errors import NoProviderError
-    from attestation.providers.detect import detect_platform
+    from attestation import NoProviderError, detect_platform
 
     return isinstance(exc, NoProviderError) and detect_platform() is None
 

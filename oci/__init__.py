@@ -17,7 +17,7 @@ same parser.
 from __future__ import annotations
 
 from .cache import BlobCache
-from .digest import Digest
+from .digest import Digest, DigestVerifier
 from .errors import (
     BlobMismatchError,
     DigestError,
@@ -32,15 +32,43 @@ from .errors import (
 )
 from .layout import LayoutSource, LayoutWriter
 from .manifest import Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform
-from .pull import PulledImage, pull_image, resolve_image, unpack_pulled
+from .pull import BlobSource, PulledImage, pull_image, resolve_image, unpack_pulled
 from .reference import Reference
 from .registry import Credentials, RegistryClient, RegistryConfig
-from .unpack import LayerSource, Limits, unpack_image
+from .unpack import LayerSource, Limits, decompressed, unpack_image
 
 __all__ = [
-    "BlobCache", "BlobMismatchError", "Credentials", "Descriptor", "Digest", "DigestError", "ImageConfig",
-    "ImageFormatError", "ImageIndex", "ImageManifest", "LayerSource", "LayoutError", "LayoutSource",
-    "LayoutWriter", "Limits", "OciError", "Platform", "PlatformError", "PulledImage", "Reference",
-    "ReferenceError", "RegistryClient", "RegistryConfig", "RegistryError", "TransportPolicyError",
-    "UnpackError", "pull_image", "resolve_image", "unpack_image", "unpack_pulled",
+    "BlobCache",
+    "BlobMismatchError",
+    "BlobSource",
+    "Credentials",
+    "Descriptor",
+    "Digest",
+    "DigestError",
+    "DigestVerifier",
+    "ImageConfig",
+    "ImageFormatError",
+    "ImageIndex",
+    "ImageManifest",
+    "LayerSource",
+    "LayoutError",
+    "LayoutSource",
+    "LayoutWriter",
+    "Limits",
+    "OciError",
+    "Platform",
+    "PlatformError",
+    "PulledImage",
+    "Reference",
+    "ReferenceError",
+    "RegistryClient",
+    "RegistryConfig",
+    "RegistryError",
+    "TransportPolicyError",
+    "UnpackError",
+    "decompressed",
+    "pull_image",
+    "resolve_image",
+    "unpack_image",
+    "unpack_pulled",
 ]

@@ -18,14 +18,14 @@ from genpolicy import (
     GenerateError,
     Generator,
     ImageSource,
+    OciImageSource,
     Settings,
     StaticImageSource,
     Workload,
     WorkloadPolicy,
+    explain,
     parse_documents,
 )
-from genpolicy.cli import explain
-from genpolicy.oci_source import OciImageSource
 from oci import OciError, RegistryConfig
 
 from .commands import CliError

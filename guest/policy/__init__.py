@@ -13,6 +13,7 @@ from guest.policy.errors import (
     PolicyInternalError,
 )
 from guest.policy.input import copy_file_input, copy_file_request_from_input, from_policy_json, to_policy_json
+from guest.policy.patch import apply_patch
 
 __all__ = [
     "AgentPolicy",
@@ -22,6 +23,7 @@ __all__ = [
     "PolicyError",
     "PolicyInputError",
     "PolicyInternalError",
+    "apply_patch",
     "copy_file_input",
     "copy_file_request_from_input",
     "from_policy_json",
