@@ -44,10 +44,17 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from .evidence import Evidence, EvidenceProvider, Platform
+    from .fetch import KDS_URL, PCS_URL, CollateralFetcher, base_url
     from .providers.configfs_tsm import ConfigfsTsmProvider
     from .providers.detect import detect_platform, detect_provider
     from .providers.sevguest import SevGuestProvider
     from .reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
+    from .revocation import (
+        CollateralDirectory,
+        NoRevocationSource,
+        RevocationSource,
+        RevocationUnavailableError,
+    )
     from .snp.abi import SnpReport, parse_report
     from .snp.product import Product
     from .snp.verify import SnpVerification, verify_snp, verify_snp_attestation
@@ -57,6 +64,14 @@ if TYPE_CHECKING:
     from .trust import AmdRoots, bundled_amd_roots, bundled_intel_root
 
 _EXPORTS: dict[str, str] = {
+    "KDS_URL": ".fetch",
+    "PCS_URL": ".fetch",
+    "CollateralFetcher": ".fetch",
+    "base_url": ".fetch",
+    "CollateralDirectory": ".revocation",
+    "NoRevocationSource": ".revocation",
+    "RevocationSource": ".revocation",
+    "RevocationUnavailableError": ".revocation",
     "AmdRoots": ".trust",
     "AttestationError": ".errors",
     "CertificateError": ".errors",
@@ -103,22 +118,29 @@ _EXPORTS: dict[str, str] = {
 
 
 __all__ = [
+    "KDS_URL",
+    "PCS_URL",
     "AmdRoots",
     "AttestationError",
     "CertificateError",
     "CertificateExpiredError",
+    "CollateralDirectory",
     "CollateralError",
+    "CollateralFetcher",
     "ConfigfsTsmProvider",
     "Evidence",
     "EvidenceProvider",
     "Mismatch",
     "NoProviderError",
+    "NoRevocationSource",
     "ParseError",
     "Platform",
     "Product",
     "ProviderError",
     "ReferenceValues",
     "ReferenceValuesError",
+    "RevocationSource",
+    "RevocationUnavailableError",
     "RevokedError",
     "SevGuestProvider",
     "SignatureError",
@@ -132,6 +154,7 @@ __all__ = [
     "TdxVerification",
     "ValidationError",
     "VerificationError",
+    "base_url",
     "bundled_amd_roots",
     "bundled_intel_root",
     "check_snp",

@@ -10,9 +10,15 @@ import logging
 import signal
 from pathlib import Path
 
-from attestation import detect_provider, fetch
+from attestation import (
+    KDS_URL,
+    PCS_URL,
+    CollateralDirectory,
+    CollateralFetcher,
+    RevocationSource,
+    detect_provider,
+)
 from attestation.atls import Issuer, SnpIssuer, issuer_for
-from attestation.revocation import CollateralDirectory, RevocationSource
 from attestation.testing import SimulatedCrlSource
 from common.cli import ArgumentParser
 from common.logs import setup_logging
@@ -56,8 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "docs/coordinator.md; nothing is fetched")
     p.add_argument("--collateral-cache", type=Path, default=Path("/run/coordinator/collateral"),
                    help="cache of fetched CRLs and TDX collateral (keep it inside the TEE)")
-    p.add_argument("--kds-url", default=fetch.KDS_URL, help="AMD KDS base URL (or a mirror)")
-    p.add_argument("--pcs-url", default=fetch.PCS_URL, help="Intel PCS base URL (or a mirror)")
+    p.add_argument("--kds-url", default=KDS_URL, help="AMD KDS base URL (or a mirror)")
+    p.add_argument("--pcs-url", default=PCS_URL, help="Intel PCS base URL (or a mirror)")
     p.add_argument("--collateral-max-age", type=float, default=24.0, metavar="HOURS",
                    help="refetch revocation data older than this; refuse evidence if that fails")
     p.add_argument("--log-level", default="INFO")
@@ -73,7 +79,7 @@ def revocation_source(args: argparse.Namespace) -> RevocationSource:
     """Offline directory if given, else the caching KDS/PCS fetcher."""
     if args.collateral_dir is not None:
         return CollateralDirectory(args.collateral_dir)
-    return fetch.CollateralFetcher(
+    return CollateralFetcher(
         args.collateral_cache, kds_url=args.kds_url, pcs_url=args.pcs_url,
         max_age=datetime.timedelta(hours=args.collateral_max_age),
     )

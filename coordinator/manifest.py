@@ -18,8 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from attestation.errors import ReferenceValuesError
-from attestation.reference_values import ReferenceValues, SnpReferenceValues, TdxReferenceValues
+from attestation import ReferenceValues, ReferenceValuesError, SnpReferenceValues, TdxReferenceValues
 from coordinator.errors import ManifestError
 
 ROLE_COORDINATOR = "coordinator"

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation import AmdRoots, AttestationError
+from attestation import AmdRoots, AttestationError, RevocationSource
 from attestation.atls import CallError, ClientConfig, Issuer, Validator, call, split_host_port
-from attestation.revocation import RevocationSource
 from coordinator import rpc, verifiers
 from coordinator.errors import CoordinatorError, UntrustedHistoryError
 from coordinator.identity import LaunchIdentity, SameLaunchValidator

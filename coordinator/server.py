@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from attestation import AmdRoots
+from attestation import AmdRoots, RevocationSource
 from attestation.atls import (
     Issuer,
     PeerRegistry,
@@ -32,7 +32,6 @@ from attestation.atls import (
     Terminator,
     Validator,
 )
-from attestation.revocation import RevocationSource
 from common.http import HttpError, HttpServer, Request, Response, Route
 from coordinator import identity, peerrecovery, verifiers
 from coordinator.api import MeshApi, UserApi

@@ -9,9 +9,8 @@ no fresh revocation data for.
 
 from __future__ import annotations
 
-from attestation import AmdRoots, ReferenceValues
+from attestation import AmdRoots, ReferenceValues, RevocationSource
 from attestation.atls import SnpValidator, TdxValidator, Validator
-from attestation.revocation import RevocationSource
 from coordinator.manifest import Manifest
 
 SIMULATED_PLATFORM = "Simulated-SNP"

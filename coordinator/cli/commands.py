@@ -13,13 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
-from attestation import AttestationError
+from attestation import (
+    AttestationError,
+    CollateralDirectory,
+    CollateralFetcher,
+    NoRevocationSource,
+    RevocationSource,
+)
 from attestation.atls import CallError, ClientConfig, Validator, call, split_host_port
-from attestation.fetch import CollateralFetcher
 from attestation.initdata import Initdata, InitdataError
 from attestation.initdata import encode as encode_initdata
 from attestation.initdata import parse as parse_initdata
-from attestation.revocation import CollateralDirectory, NoRevocationSource, RevocationSource
 from attestation.testing import SimulatedCrlSource
 from coordinator import manifest as manifest_mod
 from coordinator import rpc, verifiers
