@@ -39,6 +39,7 @@ log = logging.getLogger("oci.unpack")
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE = "trusted.overlay.opaque"
 WHITEOUT_META = ".wh..wh."
 CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -123,8 +124,9 @@ class _State:
 
 
 class _Layer:
-    def __init__(self, root_fd: int, layer: str, budget: _Budget) -> None:
+    def __init__(self, root_fd: int, layer: str, budget: _Budget, *, overlay: bool = False) -> None:
         self.root_fd = root_fd
+        self.overlay = overlay  # keep whiteouts as overlayfs markers instead of applying them
         self.layer = layer
         self.budget = budget
         self.state = _State()
@@ -233,6 +235,9 @@ class _Layer:
 
     def whiteout(self, entry: str, parts: tuple[str, ...]) -> None:
         base = parts[-1]
+        if self.overlay:
+            self.overlay_marker(entry, parts)
+            return
         with self.open_dir(entry, parts[:-1], create=False, missing_ok=True) as parent:
             if parent < 0:
                 return  # nothing below to hide
@@ -247,6 +252,25 @@ class _Layer:
             if target in ("", ".", ".."):
                 raise self.fail(entry, f"whiteout of {target!r} would leave its directory")
             self.remove(parent, target)
+
+    def overlay_marker(self, entry: str, parts: tuple[str, ...]) -> None:
+        """One layer on its own, for an overlay mount of layers: ``.wh.<name>`` becomes the overlayfs
+        whiteout (a 0:0 character device named <name>), ``.wh..wh..opq`` the opaque xattr."""
+        base = parts[-1]
+        if base.startswith(WHITEOUT_META) and base != OPAQUE:
+            return
+        with self.open_dir(entry, parts[:-1], create=True) as parent:
+            if base == OPAQUE:
+                os.setxattr(parent, OVERLAY_OPAQUE, b"y")
+                return
+            target = base[len(WHITEOUT):]
+            if target in ("", ".", ".."):
+                raise self.fail(entry, f"whiteout of {target!r} would leave its directory")
+            if (*parts[:-1], target) in self.state.created:
+                raise self.fail(entry, "whiteout of an entry this layer also creates")
+            self.remove(parent, target)
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+            self.state.created.add((*parts[:-1], target))
 
     def directory(self, entry: str, parent: int, base: str, member: tarfile.TarInfo,
                   parts: tuple[str, ...]) -> None:
@@ -346,10 +370,10 @@ class _Layer:
                 os.utime(fd, ns=(mtime * 10**9,) * 2)
 
 
-def unpack_layer(stream: Reader, root_fd: int, layer: str, budget: _Budget) -> None:
+def unpack_layer(stream: Reader, root_fd: int, layer: str, budget: _Budget, *, overlay: bool = False) -> None:
     """Apply one uncompressed tar stream onto the tree at ``root_fd``."""
     bounded = _Bounded(stream, budget.limits.max_bytes - budget.bytes + (64 << 20), layer)
-    state = _Layer(root_fd, layer, budget)
+    state = _Layer(root_fd, layer, budget, overlay=overlay)
     try:
         with tarfile.open(fileobj=bounded, mode="r|",  # type: ignore[call-overload]
                           tarinfo=_tarinfo_class(layer, budget.limits.max_header_bytes)) as tar:
@@ -367,8 +391,12 @@ def unpack_layer(stream: Reader, root_fd: int, layer: str, budget: _Budget) -> N
     state.finish()
 
 
-def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | None = None) -> Path:
-    """Unpack ``layers`` (lowest first) into ``dest``, which must not exist; all or nothing."""
+def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | None = None,
+                 overlay: bool = False) -> Path:
+    """Unpack ``layers`` (lowest first) into ``dest``, which must not exist; all or nothing.
+
+    ``overlay``: whiteouts stay as overlayfs markers (for one layer meant to be a lower dir of an
+    overlay mount) instead of removing what lower layers had."""
     limits = limits or Limits()
     if os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, "rootfs destination exists", str(dest))
@@ -380,7 +408,7 @@ def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | 
         try:
             for layer in layers:
                 with open(layer.path, "rb") as raw, decompressed(raw, layer.compression) as stream:
-                    unpack_layer(stream, root_fd, layer.name, budget)
+                    unpack_layer(stream, root_fd, layer.name, budget, overlay=overlay)
         finally:
             os.close(root_fd)
         os.rename(tmp, dest)
