@@ -230,6 +230,16 @@ def container_policy(
         oci["Mounts"] = mounts
     oci["Annotations"] = _annotations(workload, container, settings_spec)
     oci["Linux"] = linux
+    erofs = {}
+    if settings.host_erofs:
+        if not image.erofs_layers:
+            raise GenerateError(
+                workload.label,
+                f"{container.where}.image",
+                f"no layer pins for {container.image}",
+                "images resolved with layer images (host EROFS mode, image.layers)",
+            )
+        erofs = {"erofs_layers": [dict(pin) for pin in image.erofs_layers]}
     return {
         "yaml": {
             "resource": workload.label,
@@ -242,6 +252,7 @@ def container_policy(
         "sandbox_pidns": False if container.is_pause else pod_spec.get("shareProcessNamespace") is True,
         "exec_commands": exec_commands(spec),
         "runtime_anno_patterns": dict(sorted(anno_patterns.items())),
+        **erofs,
     }
 
 

@@ -61,6 +61,8 @@ class ImageInfo:
     config: Mapping[str, Any] = field(default_factory=dict)  # the image config's "config" object
     passwd: str = ""
     group: str = ""
+    # Host EROFS mode: per layer (lowest first) the dm-verity pin of its layer image (image.layers).
+    erofs_layers: tuple[Mapping[str, str], ...] = ()
 
     @property
     def user(self) -> str:
@@ -118,13 +120,16 @@ class ImageInfo:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "reference": self.reference,
             "digest": self.digest,
             "config": dict(self.config),
             "passwd": self.passwd,
             "group": self.group,
         }
+        if self.erofs_layers:
+            out["erofs_layers"] = [dict(pin) for pin in self.erofs_layers]
+        return out
 
     @classmethod
     def from_json(cls, doc: Any, where: str) -> ImageInfo:
@@ -139,7 +144,15 @@ class ImageInfo:
         ):
             if not isinstance(doc.get(key), kind):
                 raise ImageError(where, key, f"got {type(doc.get(key)).__name__}", kind.__name__)
-        return cls(doc["reference"], doc["digest"], doc["config"], doc["passwd"], doc["group"])
+        pins = doc.get("erofs_layers", [])
+        if not isinstance(pins, list) or not all(
+            isinstance(p, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in p.items())
+            for p in pins
+        ):
+            raise ImageError(
+                where, "erofs_layers", "not a list of string maps", "layer pins from image.layers"
+            )
+        return cls(doc["reference"], doc["digest"], doc["config"], doc["passwd"], doc["group"], tuple(pins))
 
 
 class ImageSource(Protocol):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.files import atomic_write
+from image.layers import build_layer_image
 from oci import (
     BlobCache,
     BlobSource,
@@ -80,7 +81,12 @@ class OciImageSource:
     """Resolve pinned references from a registry (or one local OCI layout) into ``ImageInfo``."""
 
     def __init__(
-        self, cache_dir: Path, *, registry: RegistryConfig | None = None, layout: Path | None = None
+        self,
+        cache_dir: Path,
+        *,
+        registry: RegistryConfig | None = None,
+        layout: Path | None = None,
+        layer_images: Path | None = None,
     ) -> None:
         self.cache = BlobCache(cache_dir / "blobs")
         self.users_dir = cache_dir / "users"
@@ -88,6 +94,7 @@ class OciImageSource:
         self.layout = layout
         self.source: BlobSource = LayoutSource(layout) if layout is not None else RegistryClient(registry)
         self.layers_scanned = 0  # layers read this run (0 on a warm cache)
+        self.layer_images = layer_images  # host EROFS mode: build each layer's image, pin its root hash
 
     def _users_path(self, digest: Digest) -> Path:
         return self.users_dir / f"{digest.algorithm}-{digest.hex}.json"
@@ -123,28 +130,35 @@ class OciImageSource:
         verifier.finish()
         return LayerSource(str(desc.digest), mt.LAYER_COMPRESSION[desc.media_type], path)
 
-    def _from_layout(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]]]:
+    def _from_layout(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]], list[str]]:
         manifest, config = resolve_image(self.source, self.cache, ref)
-        found = []
+        found, pins = [], []
         for desc in manifest.layers:
             cached = self._cached_users(desc.digest)
-            found.append(cached if cached is not None else self._scan(self._layout_layer(desc)))
-        return ref.require_digest(), config, found
+            layer = None
+            if cached is None or self.layer_images is not None:
+                layer = self._layout_layer(desc)
+            found.append(cached if cached is not None else self._scan(layer))  # type: ignore[arg-type]
+            if self.layer_images is not None and layer is not None:
+                pins.append(json.dumps(build_layer_image(layer, self.layer_images).pin(), sort_keys=True))
+        return ref.require_digest(), config, found, pins
 
-    def _from_registry(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]]]:
+    def _from_registry(self, ref: Reference) -> tuple[Digest, ImageConfig, list[dict[str, Any]], list[str]]:
         image = pull_image(self.source, self.cache, ref)
-        found = []
+        found, pins = [], []
         for layer in image.layers:
             cached = self._cached_users(Digest.parse(layer.name))
             found.append(cached if cached is not None else self._scan(layer))
-        return image.digest, image.config, found
+            if self.layer_images is not None:
+                pins.append(json.dumps(build_layer_image(layer, self.layer_images).pin(), sort_keys=True))
+        return image.digest, image.config, found, pins
 
     def resolve(self, reference: str) -> ImageInfo:
         try:
             ref = Reference.parse(reference)
             if ref.digest is None:
                 raise ImageError(reference, "image", "has no digest", "a reference pinned by digest")
-            digest, config, layers = self._from_layout(ref) if self.layout else self._from_registry(ref)
+            digest, config, layers, pins = self._from_layout(ref) if self.layout else self._from_registry(ref)
         except OciError as exc:
             raise ImageError(reference, "image", str(exc)) from exc
         users: dict[str, str] = {"passwd": "", "group": ""}
@@ -153,4 +167,5 @@ class OciImageSource:
                 users[key] = "" if value == WHITEOUT else str(value)
         settings = config.raw.get("config") or {}
         log.info("event=image_resolved ref=%s digest=%s layers=%d", reference, digest, len(layers))
-        return ImageInfo(reference, str(digest), dict(settings), users["passwd"], users["group"])
+        erofs = tuple(json.loads(pin) for pin in pins)
+        return ImageInfo(reference, str(digest), dict(settings), users["passwd"], users["group"], erofs)

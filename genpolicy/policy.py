@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestation import initdata as initdata_format
-from oci import policy as guest_pull_policy
 
 from .container import PodContainer, container_policy, pod_containers
 from .env import EnvContext
-from .errors import GenerateError, ImageError
+from .errors import ImageError
 from .images import ImageInfo, ImageSource
 from .resources import Documents, Workload
+from .rules import with_erofs_layers, with_guest_pull
 from .settings import Settings
 
 POLICY_FILE = "policy.rego"
@@ -71,13 +71,12 @@ class Generator:
         require_digest: bool = True,
     ) -> None:
         self.settings = settings
-        # Pinned guest pull: the rules must also check that the guest pulls the pinned digest
-        # (genpolicy's rules do not); oci.policy's patch adds that conjunct.
-        if require_digest and settings.guest_pull and "allow_guest_pull_image(" not in rules:
-            try:
-                rules = guest_pull_policy.patch_rules(rules)
-            except guest_pull_policy.PatchError as exc:
-                raise GenerateError("rules.rego", "(rules)", str(exc), "Kata's genpolicy rules.rego") from exc
+        # Pinned guest pull: the rules must also check that the guest pulls the pinned digest, and
+        # host EROFS layers that the layers are the pinned ones; genpolicy's rules do neither.
+        if require_digest and settings.guest_pull:
+            rules = with_guest_pull(rules)
+        if settings.host_erofs:
+            rules = with_erofs_layers(rules)
         self.rules = rules
         self.images = images
         self.extra_initdata = dict(extra_initdata or {})

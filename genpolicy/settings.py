@@ -32,6 +32,7 @@ _SECTIONS = (
     "request_defaults",
 )
 EMPTYDIR_TYPES = ("shared-fs", "block-encrypted", "block-plain")
+HOST_EROFS = "host-erofs-dm-verity"  # common.image_layer_verification, the Microsoft fork's name
 
 
 def _read_json(path: Path) -> Any:
@@ -105,6 +106,11 @@ class Settings:
     def cluster_config(self) -> Mapping[str, Any]:
         value: Mapping[str, Any] = self.doc["cluster_config"]
         return value
+
+    @property
+    def host_erofs(self) -> bool:
+        """Layers come from the host as dm-verity protected erofs images, each pinned by root hash."""
+        return self.common.get("image_layer_verification") == HOST_EROFS
 
     @property
     def guest_pull(self) -> bool:

@@ -74,3 +74,35 @@ allow_erofs_layer_storage(p_container, i_storage) if {
 	some layer in p_container.erofs_layers
 	params == object.union(erofs_dmverity_defaults, layer)
 }
+
+# The whole stack, for the rules patch the policy generator applies (genpolicy/rules.py):
+# CreateContainerRequest also requires allow_erofs_layers(p_container, i_storages), which holds only
+# when the request's erofs.multi-layer storages are exactly the pinned layers, in order (a missing
+# layer would bring back what it deleted, a reordered one would shadow what it replaced).
+erofs_layer_storages(i_storages) := [s | some s in i_storages; s.driver == "erofs.multi-layer"]
+
+allow_erofs_layers(p_container, i_storages) if {
+	count(object.get(p_container, "erofs_layers", [])) == 0
+	count(erofs_layer_storages(i_storages)) == 0
+}
+
+allow_erofs_layers(p_container, i_storages) if {
+	layers := p_container.erofs_layers
+	storages := erofs_layer_storages(i_storages)
+	count(layers) > 0
+	count(storages) == count(layers)
+	every i, s in storages {
+		erofs_layer_matches(layers[i], s)
+	}
+	print("allow_erofs_layers: true")
+}
+
+erofs_layer_matches(layer, i_storage) if {
+	is_string(i_storage.source)
+	regex.match(erofs_source_pattern, i_storage.source)
+	"X-kata.dmverity-enabled=true" in i_storage.options
+	every opt in i_storage.options {
+		erofs_option_allowed(opt)
+	}
+	erofs_dmverity_params(i_storage.options) == object.union(erofs_dmverity_defaults, layer)
+}
