@@ -9,7 +9,7 @@ policies need, applied as small textual patches at anchors genpolicy's rules hav
 
 from __future__ import annotations
 
-from guest.storage.layers import rego_module as erofs_rego_module
+from guest.storage import rego_module as erofs_rego_module
 from oci import policy as guest_pull_policy
 
 from .errors import GenerateError

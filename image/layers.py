@@ -26,8 +26,7 @@ from pathlib import Path
 from common.files import atomic_write
 from image.build.erofs import run
 from image.verity import VerityParams, format_hash_tree
-from oci import Digest
-from oci.unpack import LayerSource, unpack_image
+from oci import Digest, LayerSource, unpack_image
 
 __all__ = ["BLOCK", "LAYER_SALT", "LayerImage", "build_layer_image", "layer_uuid"]
 

@@ -17,7 +17,8 @@ PACKAGES = sorted(
     p.rstrip("*") for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     ["packages"]["find"]["include"])
 # Modules that are faces of their own (a file format used across packages), besides package __init__s.
-FACE_MODULES = {"attestation.initdata", "attestation.snp.idblock", "oci.mediatypes", "oci.policy"}
+FACE_MODULES = {"attestation.initdata", "attestation.snp.idblock", "oci.mediatypes", "oci.policy",
+                "image.layers"}
 # What each package may import from the others (a package not named here may use every face).
 ALLOWED = {
     "common": set(),
