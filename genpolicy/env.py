@@ -130,29 +130,31 @@ def _field_ref(path: str, ctx: EnvContext, where: str) -> str:
     )
 
 
+def _key_ref(source: Mapping[str, Any], ctx: EnvContext, where: str) -> str | None:
+    """The value a configMapKeyRef or secretKeyRef names, or None if ``source`` has neither."""
+    for field_name, kind, lookup in (
+        ("configMapKeyRef", "ConfigMap", ctx.config_map_data),
+        ("secretKeyRef", "Secret", ctx.secret_data),
+    ):
+        if field_name not in source:
+            continue
+        ref = source[field_name]
+        data = lookup(str(ref.get("name", "")), f"{where}.{field_name}")
+        if ref.get("key") in data:
+            return data[ref["key"]]
+        raise GenerateError(
+            ctx.resource,
+            f"{where}.{field_name}.key",
+            f"key {ref.get('key')!r} not in {kind} {ref.get('name')!r}",
+            "an existing key",
+        )
+    return None
+
+
 def _value_from(source: Mapping[str, Any], ctx: EnvContext, where: str) -> str:
-    if "configMapKeyRef" in source:
-        ref = source["configMapKeyRef"]
-        data = ctx.config_map_data(str(ref.get("name", "")), where + ".configMapKeyRef")
-        if ref.get("key") in data:
-            return data[ref["key"]]
-        raise GenerateError(
-            ctx.resource,
-            where + ".configMapKeyRef.key",
-            f"key {ref.get('key')!r} not in ConfigMap {ref.get('name')!r}",
-            "an existing key",
-        )
-    if "secretKeyRef" in source:
-        ref = source["secretKeyRef"]
-        data = ctx.secret_data(str(ref.get("name", "")), where + ".secretKeyRef")
-        if ref.get("key") in data:
-            return data[ref["key"]]
-        raise GenerateError(
-            ctx.resource,
-            where + ".secretKeyRef.key",
-            f"key {ref.get('key')!r} not in Secret {ref.get('name')!r}",
-            "an existing key",
-        )
+    value = _key_ref(source, ctx, where)
+    if value is not None:
+        return value
     if "fieldRef" in source:
         return _field_ref(str(source["fieldRef"].get("fieldPath", "")), ctx, where + ".fieldRef.fieldPath")
     if "resourceFieldRef" in source:
