@@ -27,13 +27,16 @@ from common.logs import setup_logging
 __all__ = ["COMMANDS", "PLUGINS", "main"]
 
 # Order = order in --help.
-PLUGINS = ("image.build.cli", "image.verity.cli", "image.measure.cli", "image.containers.cli")
+PLUGINS = (
+    "image.build.cli", "image.verity.cli", "image.measure.cli", "image.containers.cli", "runtime.config_cli",
+)
 COMMANDS = {
     "build": "image.build.cli",
     "verity": "image.verity.cli",
     "measure": "image.measure.cli",
     "reference-values": "image.measure.cli",
     "containers": "image.containers.cli",
+    "runtime-config": "runtime.config_cli",
 }
 
 

@@ -19,3 +19,8 @@ fi
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[host,test,dev]"
+# The containerd shim (runtime type io.containerd.contrast-cc.v2) on PATH: a launcher that runs this
+# checkout's venv (-P: containerd runs shims with the bundle as working directory, never on sys.path).
+SHIM=/usr/local/bin/containerd-shim-contrast-cc-v2
+printf '#!/bin/sh\nexec %s -P -m runtime "$@"\n' "$(pwd)/.venv/bin/python" | $SUDO tee "$SHIM.tmp" >/dev/null
+$SUDO chmod 0755 "$SHIM.tmp" && $SUDO mv -f "$SHIM.tmp" "$SHIM"

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-PACKAGES=(common guest initializer meshproxy image attestation coordinator oci genpolicy)
+PACKAGES=(common guest initializer meshproxy image attestation coordinator oci genpolicy runtime)
 present=()
 for p in "${PACKAGES[@]}"; do [ -d "$p" ] && present+=("$p"); done
 echo "== ruff"

@@ -1,0 +1,289 @@
+"""The pod VM: QEMU with the measured image, the initdata device and the agent's hybrid vsock.
+
+One ``PodVM`` per sandbox, in the sandbox's state directory (console log, QEMU pid file, the
+hybrid-vsock socket, the initdata image). ``qemu_argv`` is pure (unit-tested against the
+Kata configuration Contrast ships); ``PodVM`` runs it under asyncio.
+
+TEE modes:
+- ``snp``: q35, ``sev-snp-guest`` with ``host-data`` = the initdata digest (32 bytes) and Kata's
+  guest policy, OVMF, memory from a memfd backend; KVM only.
+- ``tdx``: q35, ``tdx-guest`` with ``mrconfigid`` = the digest zero-padded to 48 bytes; KVM only.
+- ``simulated`` (no SEV-SNP/TDX here): microvm, and the digest goes on the kernel command line as
+  ``cg.test.hostdata=<hex>``, which the guest's simulated report provider reports as HOST_DATA.
+  The command line is measured, so such a VM has another launch digest than the image's
+  reference values and can never pass for a real one.
+In every mode the agent is reached through a virtio-serial port carrying Kata's hybrid vsock
+(the image's in-guest relay connects it to the agent's vsock port 1024).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from attestation import initdata as initdata_format
+from image.build.description import DESCRIPTION_NAME, ImageDescription
+
+from .config import Config
+from .errors import ConfigError
+from .hvsock import HybridVsockBridge
+
+__all__ = ["HVSOCK_PORT", "PodVM", "VmLaunch", "kvm_usable", "qemu_argv"]
+
+log = logging.getLogger("runtime.podvm")
+
+HVSOCK_PORT = "cg.hvsock"
+AGENT_PORT = 1024
+
+
+def kvm_usable() -> bool:
+    """KVM is usable if /dev/kvm answers KVM_GET_API_VERSION with 12 and the CPU shows hardware
+    virtualization (vmx/svm): a nested guest can have a /dev/kvm whose VMs never run."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fcntl.ioctl(fd, 0xAE00) != 12:  # KVM_GET_API_VERSION
+            return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"vmx", "svm"} & set(line.split()))
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class VmLaunch:
+    """What one boot needs: the configuration, the image, the initdata and the state directory."""
+
+    config: Config
+    image: ImageDescription
+    initdata_digest: bytes  # sha256 of the initdata TOML bytes
+    initdata_image: Path
+    workdir: Path
+    accel: str  # kvm or tcg (resolved)
+    extra_cmdline: str = ""
+
+
+def _host_timing() -> str:
+    # Under TCG on a loaded host the guest's PIT-based TSC calibration can fail and stall the boot;
+    # giving the host's TSC rate avoids it (the value is not secret and only affects timing).
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return f"tsc_early_khz={int(float(line.split(':')[1]) * 1000)}"
+    except (OSError, ValueError):
+        pass
+    return ""
+
+
+def kernel_cmdline(launch: VmLaunch) -> str:
+    """The image's measured command line, as is (Kata's kernel_params are replaced, not appended);
+    the simulated TEE adds its HOST_DATA, TCG its timing hint."""
+    words = [launch.image.cmdline]
+    if launch.config.tee == "simulated":
+        words.append(f"cg.test.hostdata={launch.initdata_digest.hex()}")
+        if launch.accel == "tcg":
+            words.append(_host_timing())
+    if launch.extra_cmdline:
+        words.append(launch.extra_cmdline)
+    return " ".join(w for w in words if w)
+
+
+def qemu_argv(launch: VmLaunch) -> list[str]:
+    cfg, image, wd = launch.config, launch.image, launch.workdir
+    base = cfg.image_dir
+    common = [
+        "-m",
+        f"{cfg.memory_mib}M",
+        "-smp",
+        str(cfg.vcpus),
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-serial",
+        f"file:{wd / 'console.log'}",
+        "-pidfile",
+        str(wd / "qemu.pid"),
+        "-kernel",
+        str(base / image.kernel),
+        "-initrd",
+        str(base / image.initrd),
+        "-append",
+        kernel_cmdline(launch),
+    ]
+    hvsock = ["-chardev", f"socket,id=hvsock,path={wd / 'hvsock-port.sock'},server=on,wait=off"]
+    if cfg.tee == "simulated":
+        argv = [
+            cfg.qemu,
+            "-M",
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on",
+            "-accel",
+            launch.accel,
+            "-cpu",
+            "max" if launch.accel == "tcg" else "host",
+            *common,
+        ]
+        blk, serial = "virtio-blk-device", "virtio-serial-device"
+    else:
+        if launch.accel != "kvm":
+            raise ConfigError(f"tee = {cfg.tee!r} needs KVM (/dev/kvm is not usable here)")
+        assert cfg.firmware is not None
+        if cfg.tee == "snp":
+            host_data = initdata_format.platform_digest(
+                launch.initdata_digest, initdata_format.SNP_HOST_DATA_SIZE
+            )
+            tee = [
+                "-object",
+                f"memory-backend-memfd,id=ram0,size={cfg.memory_mib}M,share=true",
+                "-object",
+                f"sev-snp-guest,id=tee0,cbitpos=51,reduced-phys-bits=1,"
+                f"policy={cfg.snp_guest_policy:#x},"
+                f"host-data={base64.b64encode(host_data).decode()}",
+                "-M",
+                "q35,confidential-guest-support=tee0,memory-backend=ram0",
+            ]
+            cpu = "EPYC-v4"
+        else:
+            mrconfigid = initdata_format.platform_digest(
+                launch.initdata_digest, initdata_format.TDX_MRCONFIGID_SIZE
+            )
+            tee = [
+                "-object",
+                f"tdx-guest,id=tee0,mrconfigid={base64.b64encode(mrconfigid).decode()}",
+                "-M",
+                "q35,confidential-guest-support=tee0,kernel-irqchip=split",
+            ]
+            cpu = "host"
+        argv = [cfg.qemu, *tee, "-accel", "kvm", "-cpu", cpu, "-bios", str(cfg.firmware), *common]
+        blk, serial = "virtio-blk-pci", "virtio-serial-pci"
+    argv += [
+        "-drive",
+        f"id=root,file={base / image.disk},format=raw,if=none,readonly=on,cache=unsafe",
+        "-device",
+        f"{blk},drive=root",
+        "-drive",
+        f"id=initdata,file={launch.initdata_image},format=raw,if=none,readonly=on",
+        "-device",
+        f"{blk},drive=initdata,serial=initdata",
+        "-device",
+        serial,
+        *hvsock,
+        "-device",
+        f"virtserialport,chardev=hvsock,name={HVSOCK_PORT}",
+    ]
+    return argv
+
+
+def load_image(config: Config) -> ImageDescription:
+    try:
+        return ImageDescription.load(config.image_dir / DESCRIPTION_NAME)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"image.dir {config.image_dir}: no usable {DESCRIPTION_NAME} ({e})") from None
+
+
+def resolve_accel(config: Config) -> str:
+    if config.accel == "auto":
+        return "kvm" if kvm_usable() else "tcg"
+    return config.accel
+
+
+class PodVM:
+    """A running QEMU for one sandbox. ``exited`` resolves with QEMU's exit code."""
+
+    def __init__(self, launch: VmLaunch) -> None:
+        self.launch = launch
+        self.proc: asyncio.subprocess.Process | None = None
+        self.bridge: HybridVsockBridge | None = None
+        self.agent_socket = launch.workdir / "agent.sock"
+        self.exited: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    async def start(self) -> None:
+        argv = qemu_argv(self.launch)
+        log.info(
+            "event=vm_start workdir=%s accel=%s tee=%s",
+            self.launch.workdir,
+            self.launch.accel,
+            self.launch.config.tee,
+        )
+        errfd = os.open(self.launch.workdir / "qemu.stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=errfd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(errfd)
+        loop = asyncio.get_running_loop()
+        self.exited = loop.create_future()
+        waiter = loop.create_task(self._wait())
+        waiter.add_done_callback(lambda _t: None)
+        self._waiter = waiter
+        self.bridge = HybridVsockBridge(self.launch.workdir / "hvsock-port.sock", self.agent_socket)
+        try:
+            await self.bridge.start(connect_within=30.0)
+        except OSError:
+            await self.stop()
+            raise
+
+    async def _wait(self) -> None:
+        assert self.proc is not None and self.exited is not None
+        rc = await self.proc.wait()
+        log.info("event=vm_exited pid=%d rc=%d", self.proc.pid, rc)
+        if not self.exited.done():
+            self.exited.set_result(rc)
+
+    def console_tail(self, size: int = 2000) -> str:
+        """The end of the guest console and of QEMU's own error output."""
+        parts = []
+        for name in ("console.log", "qemu.stderr"):
+            try:
+                parts.append((self.launch.workdir / name).read_bytes()[-size:].decode(errors="replace"))
+            except OSError:
+                continue
+        return "\n".join(p for p in parts if p)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Kill QEMU (by the pid this object spawned) and close the bridge."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 10)
+        if self.bridge is not None:
+            await self.bridge.close()
+            self.bridge = None
+
+
+def write_initdata_image(raw_toml: bytes, path: Path) -> bytes:
+    """Check the initdata document, write its device image; return its digest."""
+    try:
+        initdata_format.parse(raw_toml)
+    except initdata_format.InitdataError as e:
+        raise ConfigError(f"initdata: {e}") from None
+    path.write_bytes(initdata_format.encode_device(raw_toml))
+    return initdata_format.digest(raw_toml)

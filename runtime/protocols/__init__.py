@@ -1,0 +1,1 @@
+"""Protobuf messages of containerd's shim v2 API (task service, events, runtime options)."""

@@ -1,0 +1,716 @@
+"""containerd's task service (containerd.task.v2.Task) mapped onto the guest agent.
+
+One shim daemon serves one sandbox (one pod VM). The mapping follows Kata's runtime:
+- the first Create of a sandbox boots the VM, checks the agent's health, sends CreateSandbox and
+  creates the sandbox (pause) container with an ``image_guest_pull`` storage of source ``pause``;
+  a CRI sandbox task *is* that pause container. A container without CRI annotations (``ctr run``)
+  is its own sandbox: the shim creates a pause container under a sandbox id derived from the
+  task id, then the container itself, exactly as if a pod held it;
+- a workload container (``io.kubernetes.cri.container-type=container``) is CreateContainer with
+  the bundle's spec and its image as an ``image_guest_pull`` storage (the reference with digest);
+- Start is StartContainer, then ReadStdout/ReadStderr into the FIFOs and, once they end,
+  WaitProcess, whose status becomes TaskExit; Kill is SignalProcess; Exec + Start(exec) is
+  ExecProcess; Delete of the init process is RemoveContainer, of the sandbox DestroySandbox and
+  the VM's end. A VM that dies is reported as an exit (255) of every process still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from attestation import initdata as initdata_format
+from guest.protocols import agent_pb2, oci_pb2
+from guest.ttrpc import Code, Request, Status, TtrpcError
+
+from . import validate
+from .agent import AgentClient
+from .config import Config, config_path, load_config
+from .errors import (
+    AlreadyExistsError,
+    ConfigError,
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    ShimError,
+)
+from .events import Publisher
+from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
+from .protocols import events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
+from .spec import spec_from_json
+from .stdio import copy_input, copy_output
+
+__all__ = ["SERVICE", "TaskService"]
+
+log = logging.getLogger("runtime.service")
+
+SERVICE = "containerd.task.v2.Task"
+VERSION = "contrast-cc 0.1"
+CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+IMAGE_NAME = "io.kubernetes.cri.image-name"
+INITDATA_ANNOTATION = initdata_format.ANNOTATION
+POLICY_ANNOTATION = "io.katacontainers.config.agent.policy"
+SHM_STORAGE = agent_pb2.Storage(
+    driver="ephemeral",
+    source="shm",
+    fstype="tmpfs",
+    mount_point="/run/kata-containers/sandbox/shm",
+    options=["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
+)
+VM_EXIT_STATUS = 255
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+@dataclass
+class Proc:
+    container_id: str
+    exec_id: str  # "" = the container's init process
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    spec: oci_pb2.Process | None = None
+    status: int = task_pb2.CREATED
+    exit_status: int = 0
+    exited_at: timestamp_pb2.Timestamp | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    stdin_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def agent_exec_id(self) -> str:
+        return self.exec_id or self.container_id
+
+    def exit(self, status: int) -> bool:
+        if self.status == task_pb2.STOPPED:
+            return False
+        self.status, self.exit_status, self.exited_at = task_pb2.STOPPED, status, _now()
+        self.exited.set()
+        return True
+
+
+@dataclass
+class Container:
+    id: str
+    bundle: Path
+    init: Proc
+    execs: dict[str, Proc] = field(default_factory=dict)
+    in_agent: bool = False  # CreateContainer succeeded
+    is_sandbox: bool = False
+
+
+@dataclass
+class Sandbox:
+    id: str
+    workdir: Path
+    vm: PodVM
+    agent: AgentClient
+    pause_created: bool = False
+    destroyed: bool = False
+
+
+class TaskService:
+    def __init__(
+        self, *, namespace: str, publisher: Publisher, state_dir: Path, on_shutdown: Callable[[], None]
+    ) -> None:
+        self.namespace = namespace
+        self.publisher = publisher
+        self.state_dir = state_dir
+        self.on_shutdown = on_shutdown
+        self.containers: dict[str, Container] = {}
+        self.sandbox: Sandbox | None = None
+        self._lock = asyncio.Lock()
+        self._vm_watch: asyncio.Task[None] | None = None
+
+    # -- wiring ------------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[tuple[str, str], Callable[[Request], Awaitable[bytes]]]:
+        table: dict[str, tuple[type[Message], Callable[[Any], Awaitable[Message]]]] = {
+            "Create": (shim_pb2.CreateTaskRequest, self.create),
+            "Start": (shim_pb2.StartRequest, self.start),
+            "State": (shim_pb2.StateRequest, self.state),
+            "Delete": (shim_pb2.DeleteRequest, self.delete),
+            "Kill": (shim_pb2.KillRequest, self.kill),
+            "Wait": (shim_pb2.WaitRequest, self.wait),
+            "Pids": (shim_pb2.PidsRequest, self.pids),
+            "Stats": (shim_pb2.StatsRequest, self.stats),
+            "Connect": (shim_pb2.ConnectRequest, self.connect),
+            "Shutdown": (shim_pb2.ShutdownRequest, self.shutdown),
+            "Exec": (shim_pb2.ExecProcessRequest, self.exec),
+            "ResizePty": (shim_pb2.ResizePtyRequest, self.resize_pty),
+            "CloseIO": (shim_pb2.CloseIORequest, self.close_io),
+            "Update": (shim_pb2.UpdateTaskRequest, self.update),
+            "Pause": (shim_pb2.PauseRequest, self.unsupported),
+            "Resume": (shim_pb2.ResumeRequest, self.unsupported),
+            "Checkpoint": (shim_pb2.CheckpointTaskRequest, self.unsupported),
+        }
+
+        def wrap(
+            name: str, kind: type[Message], fn: Callable[[Message], Awaitable[Message]]
+        ) -> Callable[[Request], Awaitable[bytes]]:
+            async def handler(req: Request) -> bytes:
+                msg = kind()
+                try:
+                    msg.ParseFromString(req.payload)
+                except Exception:
+                    raise TtrpcError(Status(Code.INVALID_ARGUMENT, f"{name}: undecodable request")) from None
+                log.debug("event=call method=%s", name)
+                try:
+                    reply = await fn(msg)
+                except ShimError as e:
+                    log.warning("event=call_failed method=%s code=%s error=%s", name, e.code.name, e.message)
+                    raise
+                except TtrpcError as e:
+                    log.warning(
+                        "event=agent_failed method=%s code=%s error=%s", name, e.code.name, e.status.message
+                    )
+                    raise
+                return reply.SerializeToString()
+
+            return handler
+
+        return {(SERVICE, name): wrap(name, kind, fn) for name, (kind, fn) in table.items()}
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def _container(self, cid: str) -> Container:
+        validate.check_id(cid)
+        c = self.containers.get(cid)
+        if c is None:
+            raise NotFoundError(f"container {cid}: not found")
+        return c
+
+    def _proc(self, cid: str, exec_id: str) -> tuple[Container, Proc]:
+        c = self._container(cid)
+        if not exec_id:
+            return c, c.init
+        validate.check_exec_id(exec_id)
+        p = c.execs.get(exec_id)
+        if p is None:
+            raise NotFoundError(f"process {exec_id} of container {cid}: not found")
+        return c, p
+
+    def _agent(self) -> AgentClient:
+        sb = self.sandbox
+        if sb is None or sb.destroyed or (sb.vm.exited is not None and sb.vm.exited.done()):
+            raise FailedPreconditionError("the pod VM is not running")
+        return sb.agent
+
+    # -- Create -------------------------------------------------------------------------------------
+
+    async def create(self, req: shim_pb2.CreateTaskRequest) -> shim_pb2.CreateTaskResponse:
+        cid = validate.check_id(req.id)
+        bundle = validate.check_bundle(req.bundle, cid)
+        if req.checkpoint or req.parent_checkpoint:
+            raise InvalidInputError(
+                "checkpoint", req.checkpoint or req.parent_checkpoint, "none (not supported)"
+            )
+        stdio = [
+            validate.check_fifo(p, w)
+            for p, w in ((req.stdin, "stdin"), (req.stdout, "stdout"), (req.stderr, "stderr"))
+        ]
+        raw = validate.read_spec(bundle)
+        try:
+            annotations = validate.check_annotations(json.loads(raw).get("annotations"))
+        except (ValueError, AttributeError):
+            raise InvalidInputError(
+                "bundle config.json", str(bundle / "config.json"), "a JSON object"
+            ) from None
+        spec = spec_from_json(raw)
+        async with self._lock:
+            if cid in self.containers:
+                raise AlreadyExistsError(f"container {cid}: already exists")
+            kind = annotations.get(CONTAINER_TYPE, "")
+            if kind not in ("", "sandbox", "container"):
+                raise InvalidInputError(f"annotation {CONTAINER_TYPE}", kind, "sandbox or container")
+            if kind == "container":
+                sid = validate.check_id(annotations.get(SANDBOX_ID, ""), f"annotation {SANDBOX_ID}")
+                if self.sandbox is None or self.sandbox.id != sid:
+                    raise FailedPreconditionError(
+                        f"sandbox {sid} of container {cid} is not served by this shim"
+                    )
+            elif self.sandbox is not None:
+                raise FailedPreconditionError(f"this shim already serves sandbox {self.sandbox.id}")
+            proc = Proc(cid, "", req.stdin, req.stdout, req.stderr, req.terminal, spec.Process)
+            container = Container(cid, bundle, proc, is_sandbox=kind == "sandbox")
+            config = self._config(req.options)
+            if kind in ("", "sandbox"):
+                sid = cid if kind == "sandbox" else "cc-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
+                await self._start_sandbox(sid, config, annotations, spec)
+            self.containers[cid] = container
+            try:
+                if kind == "sandbox":
+                    container.in_agent = True  # the pause container created with the sandbox
+                else:
+                    await self._create_container(container, spec, annotations, config, stdio[0] is not None)
+            except BaseException:
+                del self.containers[cid]
+                if kind == "":
+                    await self._teardown_sandbox()
+                raise
+        self.publisher.publish(
+            events_pb2.TaskCreate(
+                container_id=cid,
+                bundle=str(bundle),
+                rootfs=req.rootfs,
+                pid=self._pid(),
+                io=events_pb2.TaskIO(
+                    stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal
+                ),
+            )
+        )
+        return shim_pb2.CreateTaskResponse(pid=self._pid())
+
+    def _pid(self) -> int:
+        return self.sandbox.vm.pid if self.sandbox is not None else 0
+
+    def _config(self, options: object) -> Config:
+        path = ""
+        any_msg = options
+        if any_msg is not None and getattr(any_msg, "type_url", None):
+            opts = runtimeoptions_pb2.Options()
+            if not any_msg.type_url.endswith("runtimeoptions.v1.Options"):  # type: ignore[attr-defined]
+                raise InvalidInputError(
+                    "runtime options type",
+                    any_msg.type_url,  # type: ignore[attr-defined]
+                    "runtimeoptions.v1.Options (ConfigPath)",
+                )
+            try:
+                opts.ParseFromString(any_msg.value)  # type: ignore[attr-defined]
+            except Exception:
+                raise InvalidInputError(
+                    "runtime options", "undecodable", "runtimeoptions.v1.Options"
+                ) from None
+            path = opts.config_path
+        return load_config(config_path(path))
+
+    def _initdata(self, config: Config, annotations: dict[str, str]) -> bytes:
+        value = annotations.get(INITDATA_ANNOTATION)
+        if value is not None:
+            try:
+                raw = initdata_format.decode_annotation(value)
+                initdata_format.parse(raw)
+            except initdata_format.InitdataError as e:
+                raise InvalidInputError(
+                    f"annotation {INITDATA_ANNOTATION}",
+                    value[:40] + "...",
+                    f"base64(gzip(initdata TOML)) ({e})",
+                ) from None
+            return raw
+        if config.default_initdata is None:
+            raise ConfigError(
+                f"pod has no {INITDATA_ANNOTATION} annotation and the runtime configuration "
+                f"{config.path} names no [initdata] default: refused"
+            )
+        try:
+            return config.default_initdata.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"initdata.default {config.default_initdata}: {e.strerror}") from None
+
+    async def _start_sandbox(
+        self, sid: str, config: Config, annotations: dict[str, str], spec: oci_pb2.Spec
+    ) -> None:
+        if POLICY_ANNOTATION in annotations:
+            # The policy reaches the guest only inside the measured initdata; a SetPolicy from the
+            # host would be unmeasured.
+            raise InvalidInputError(
+                f"annotation {POLICY_ANNOTATION}",
+                "(set)",
+                "no policy annotation: the policy goes into the initdata",
+            )
+        raw_initdata = self._initdata(config, annotations)
+        image = load_image(config)
+        workdir = self.state_dir / "vm"
+        workdir.mkdir(mode=0o700, exist_ok=True)
+        digest = write_initdata_image(raw_initdata, workdir / "initdata.img")
+        launch = VmLaunch(
+            config=config,
+            image=image,
+            initdata_digest=digest,
+            initdata_image=workdir / "initdata.img",
+            workdir=workdir,
+            accel=resolve_accel(config),
+        )
+        vm = PodVM(launch)
+        agent = AgentClient(config.create_container_timeout)
+        self.sandbox = Sandbox(sid, workdir, vm, agent)
+        try:
+            await vm.start()
+            self._vm_watch = asyncio.get_running_loop().create_task(self._watch_vm())
+            dial = asyncio.ensure_future(agent.connect(vm.agent_socket, AGENT_PORT, config.dial_timeout))
+            assert vm.exited is not None
+            racers: set[asyncio.Future[Any]] = {dial, vm.exited}
+            done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
+            if dial not in done:
+                dial.cancel()
+                raise FailedPreconditionError(
+                    f"pod VM exited before its agent answered; console: {vm.console_tail(600)!r}"
+                )
+            dial.result()
+            try:
+                await agent.check()
+            except TtrpcError as e:
+                raise FailedPreconditionError(
+                    f"Failed to Check if grpc server is working: {e.status.message}"
+                ) from None
+            hostname = (spec.Hostname or sid)[:64]
+            await agent.call(
+                "CreateSandbox",
+                agent_pb2.CreateSandboxRequest(
+                    hostname=hostname, dns=[], storages=[SHM_STORAGE], sandbox_pidns=False, sandbox_id=sid
+                ),
+                empty_pb2.Empty,
+            )
+            await agent.call("CreateContainer", self._pause_request(sid), empty_pb2.Empty)
+            self.sandbox.pause_created = True
+            await agent.call(
+                "StartContainer", agent_pb2.StartContainerRequest(container_id=sid), empty_pb2.Empty
+            )
+        except BaseException:
+            await self._teardown_sandbox()
+            raise
+
+    def _pause_request(self, sid: str) -> agent_pb2.CreateContainerRequest:
+        annotations = {CONTAINER_TYPE: "sandbox", SANDBOX_ID: sid}
+        meta = json.dumps({"metadata": annotations}, separators=(",", ":"))
+        storage = agent_pb2.Storage(
+            driver="image_guest_pull",
+            driver_options=[f"image_guest_pull={meta}"],
+            source="pause",
+            fstype="overlay",
+            mount_point=f"/run/kata-containers/{sid}/rootfs",
+        )
+        spec = oci_pb2.Spec(
+            Version="1.1.0",
+            Hostname=sid[:64],
+            Annotations=annotations,
+            Root=oci_pb2.Root(Path=f"/run/kata-containers/{sid}/rootfs", Readonly=True),
+            Process=oci_pb2.Process(
+                Args=["/pause"],
+                Cwd="/",
+                User=oci_pb2.User(UID=65535, GID=65535),
+                NoNewPrivileges=True,
+                Env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            ),
+            Linux=oci_pb2.Linux(Namespaces=[oci_pb2.LinuxNamespace(Type=t) for t in ("ipc", "uts", "mount")]),
+        )
+        return agent_pb2.CreateContainerRequest(container_id=sid, exec_id=sid, storages=[storage], OCI=spec)
+
+    async def _create_container(
+        self, c: Container, spec: oci_pb2.Spec, annotations: dict[str, str], config: Config, has_stdin: bool
+    ) -> None:
+        assert self.sandbox is not None
+        sid = self.sandbox.id
+        ann = dict(spec.Annotations)
+        ann.setdefault(CONTAINER_TYPE, "container")
+        ann.setdefault(SANDBOX_ID, sid)
+        image = annotations.get(IMAGE_NAME, "")
+        if config.image_mode == "guest-pull":
+            if "@sha256:" not in image:
+                raise InvalidInputError(
+                    f"annotation {IMAGE_NAME}",
+                    image,
+                    "an image reference with its digest (name@sha256:...) for guest pull",
+                )
+        else:
+            raise ConfigError(
+                f"image mode {config.image_mode!r} is not implemented yet: use "
+                'mode = "guest-pull" with an image reference carrying its digest'
+            )
+        ann[IMAGE_NAME] = image
+        spec.Annotations.clear()
+        spec.Annotations.update(ann)
+        rootfs = f"/run/kata-containers/{c.id}/rootfs"
+        spec.Root.Path = rootfs
+        meta = json.dumps({"metadata": dict(ann)}, separators=(",", ":"), sort_keys=True)
+        storage = agent_pb2.Storage(
+            driver="image_guest_pull",
+            driver_options=[f"image_guest_pull={meta}"],
+            source=image,
+            fstype="overlay",
+            mount_point=rootfs,
+        )
+        # Host paths mean nothing in the VM: the spec's bind mounts of host files are not shared
+        # (shared_fs = none), so they are dropped as Kata does for mounts it cannot copy.
+        keep = [m for m in spec.Mounts if m.type != "bind" or m.destination == "/dev/shm"]
+        del spec.Mounts[:]
+        spec.Mounts.extend(keep)
+        for m in spec.Mounts:
+            if m.destination == "/dev/shm":
+                m.type, m.source = "bind", "/run/kata-containers/sandbox/shm"
+                m.options[:] = ["rbind"]
+        if spec.Linux.CgroupsPath:
+            spec.Linux.CgroupsPath = ""
+        spec.Linux.Namespaces[:] = [n for n in spec.Linux.Namespaces if n.Type != "network"]
+        for n in spec.Linux.Namespaces:
+            n.Path = ""
+        await self._agent().call(
+            "CreateContainer",
+            agent_pb2.CreateContainerRequest(container_id=c.id, exec_id=c.id, storages=[storage], OCI=spec),
+            empty_pb2.Empty,
+        )
+        c.in_agent = True
+
+    # -- Start / Exec -------------------------------------------------------------------------------
+
+    async def start(self, req: shim_pb2.StartRequest) -> shim_pb2.StartResponse:
+        c, p = self._proc(req.id, req.exec_id)
+        if p.status != task_pb2.CREATED:
+            raise FailedPreconditionError(f"process {p.agent_exec_id} of {c.id}: not in the created state")
+        agent = self._agent()
+        if c.is_sandbox and not p.exec_id:
+            pass  # the pause container was started with the sandbox
+        elif not p.exec_id:
+            await agent.call(
+                "StartContainer", agent_pb2.StartContainerRequest(container_id=c.id), empty_pb2.Empty
+            )
+        else:
+            assert p.spec is not None
+            await agent.call(
+                "ExecProcess",
+                agent_pb2.ExecProcessRequest(container_id=c.id, exec_id=p.exec_id, process=p.spec),
+                empty_pb2.Empty,
+            )
+        p.status = task_pb2.RUNNING
+        loop = asyncio.get_running_loop()
+        p.tasks.append(loop.create_task(self._run_process(c, p)))
+        if p.exec_id:
+            self.publisher.publish(
+                events_pb2.TaskExecStarted(container_id=c.id, exec_id=p.exec_id, pid=self._pid())
+            )
+        else:
+            self.publisher.publish(events_pb2.TaskStart(container_id=c.id, pid=self._pid()))
+        return shim_pb2.StartResponse(pid=self._pid())
+
+    async def _run_process(self, c: Container, p: Proc) -> None:
+        agent = self._agent()
+        eid = p.agent_exec_id
+        copies = []
+        if not (c.is_sandbox and not p.exec_id):
+            out = validate.check_fifo(p.stdout, "stdout")
+            err = validate.check_fifo(p.stderr, "stderr")
+            inp = validate.check_fifo(p.stdin, "stdin")
+            copies.append(copy_output(agent, "ReadStdout", c.id, eid, out))
+            if not p.terminal:
+                copies.append(copy_output(agent, "ReadStderr", c.id, eid, err))
+            if inp is not None:
+                asyncio.get_running_loop().create_task(copy_input(agent, c.id, eid, inp, p.stdin_closed))
+        await asyncio.gather(*copies)
+        try:
+            reply = await agent.call(
+                "WaitProcess",
+                agent_pb2.WaitProcessRequest(container_id=c.id, exec_id=eid),
+                agent_pb2.WaitProcessResponse,
+            )
+            status = reply.status & 0xFFFFFFFF
+        except TtrpcError as e:
+            log.warning("event=wait_failed cid=%s exec=%s error=%r", c.id, eid, e.status.message)
+            status = VM_EXIT_STATUS
+        self._exited(c, p, status)
+
+    def _exited(self, c: Container, p: Proc, status: int) -> None:
+        if p.exit(status):
+            log.info("event=process_exited cid=%s exec=%s status=%d", c.id, p.agent_exec_id, status)
+            self.publisher.publish(
+                events_pb2.TaskExit(
+                    container_id=c.id,
+                    id=p.exec_id or c.id,
+                    pid=self._pid(),
+                    exit_status=status,
+                    exited_at=p.exited_at,
+                )
+            )
+
+    async def exec(self, req: shim_pb2.ExecProcessRequest) -> empty_pb2.Empty:
+        c = self._container(req.id)
+        eid = validate.check_exec_id(req.exec_id)
+        if eid in c.execs or eid == c.id:
+            raise AlreadyExistsError(f"process {eid} of container {c.id}: already exists")
+        for path, what in ((req.stdin, "stdin"), (req.stdout, "stdout"), (req.stderr, "stderr")):
+            validate.check_fifo(path, what)
+        proc_spec = oci_pb2.Process()
+        if req.spec.value:
+            from .spec import _convert  # the runtime-spec Process JSON, same rules as the spec
+
+            try:
+                doc = json.loads(req.spec.value)
+            except ValueError:
+                raise InvalidInputError("exec spec", "not JSON", "a runtime-spec process object") from None
+            from google.protobuf import json_format
+
+            json_format.ParseDict(_convert(doc, oci_pb2.Process.DESCRIPTOR, "process", []), proc_spec)
+        c.execs[eid] = Proc(c.id, eid, req.stdin, req.stdout, req.stderr, req.terminal, proc_spec)
+        self.publisher.publish(events_pb2.TaskExecAdded(container_id=c.id, exec_id=eid))
+        return empty_pb2.Empty()
+
+    # -- State / Wait / Kill / Pids / Stats ---------------------------------------------------------
+
+    async def state(self, req: shim_pb2.StateRequest) -> shim_pb2.StateResponse:
+        c, p = self._proc(req.id, req.exec_id)
+        return shim_pb2.StateResponse(
+            id=c.id,
+            bundle=str(c.bundle),
+            pid=self._pid(),
+            status=p.status,  # type: ignore[arg-type]
+            stdin=p.stdin,
+            stdout=p.stdout,
+            stderr=p.stderr,
+            terminal=p.terminal,
+            exit_status=p.exit_status,
+            exited_at=p.exited_at,
+            exec_id=p.exec_id,
+        )
+
+    async def wait(self, req: shim_pb2.WaitRequest) -> shim_pb2.WaitResponse:
+        _, p = self._proc(req.id, req.exec_id)
+        await p.exited.wait()
+        return shim_pb2.WaitResponse(exit_status=p.exit_status, exited_at=p.exited_at)
+
+    async def kill(self, req: shim_pb2.KillRequest) -> empty_pb2.Empty:
+        c, p = self._proc(req.id, req.exec_id)
+        if not 1 <= req.signal <= 64:
+            raise InvalidInputError("signal", req.signal, "1..64")
+        if p.status == task_pb2.STOPPED:
+            return empty_pb2.Empty()
+        if p.status == task_pb2.CREATED and not c.in_agent:
+            self._exited(c, p, 128 + req.signal)
+            return empty_pb2.Empty()
+        sandbox_kill = c.is_sandbox and not p.exec_id
+        target = c.id if not sandbox_kill else self.sandbox.id if self.sandbox else c.id
+        exec_id = "" if (req.all or not p.exec_id) else p.exec_id
+        await self._agent().signal(target, exec_id, req.signal)
+        return empty_pb2.Empty()
+
+    async def pids(self, req: shim_pb2.PidsRequest) -> shim_pb2.PidsResponse:
+        c = self._container(req.id)
+        return shim_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self._pid())] if c else [])
+
+    async def stats(self, req: shim_pb2.StatsRequest) -> shim_pb2.StatsResponse:
+        self._container(req.id)
+        raise TtrpcError(
+            Status(Code.UNIMPLEMENTED, "Stats: container metrics are not implemented by this shim")
+        )
+
+    async def connect(self, req: shim_pb2.ConnectRequest) -> shim_pb2.ConnectResponse:
+        return shim_pb2.ConnectResponse(shim_pid=os.getpid(), task_pid=self._pid(), version=VERSION)
+
+    async def resize_pty(self, req: shim_pb2.ResizePtyRequest) -> empty_pb2.Empty:
+        c, p = self._proc(req.id, req.exec_id)
+        await self._agent().call(
+            "TtyWinResize",
+            agent_pb2.TtyWinResizeRequest(
+                container_id=c.id, exec_id=p.agent_exec_id, row=req.height, column=req.width
+            ),
+            empty_pb2.Empty,
+        )
+        return empty_pb2.Empty()
+
+    async def close_io(self, req: shim_pb2.CloseIORequest) -> empty_pb2.Empty:
+        _, p = self._proc(req.id, req.exec_id)
+        if req.stdin:
+            p.stdin_closed.set()
+        return empty_pb2.Empty()
+
+    async def update(self, req: shim_pb2.UpdateTaskRequest) -> empty_pb2.Empty:
+        self._container(req.id)
+        raise TtrpcError(Status(Code.UNIMPLEMENTED, "Update: resources are static in a confidential pod VM"))
+
+    async def unsupported(self, req: Message) -> empty_pb2.Empty:
+        raise TtrpcError(
+            Status(Code.UNIMPLEMENTED, f"{type(req).__name__}: not supported by a confidential pod")
+        )
+
+    # -- Delete / Shutdown --------------------------------------------------------------------------
+
+    async def delete(self, req: shim_pb2.DeleteRequest) -> shim_pb2.DeleteResponse:
+        c, p = self._proc(req.id, req.exec_id)
+        if p.status == task_pb2.RUNNING:
+            raise FailedPreconditionError(f"process {p.agent_exec_id} of {c.id} is running: kill it first")
+        if p.exec_id:
+            del c.execs[p.exec_id]
+        else:
+            if c.in_agent and not c.is_sandbox and self._vm_alive():
+                with contextlib.suppress(TtrpcError, ShimError):
+                    await self._agent().call(
+                        "RemoveContainer",
+                        agent_pb2.RemoveContainerRequest(container_id=c.id, timeout=0),
+                        empty_pb2.Empty,
+                    )
+            del self.containers[c.id]
+            if c.is_sandbox or not self.containers:
+                await self._teardown_sandbox()
+        self.publisher.publish(
+            events_pb2.TaskDelete(
+                container_id=c.id,
+                id=p.exec_id or c.id,
+                pid=self._pid(),
+                exit_status=p.exit_status,
+                exited_at=p.exited_at,
+            )
+        )
+        return shim_pb2.DeleteResponse(pid=self._pid(), exit_status=p.exit_status, exited_at=p.exited_at)
+
+    async def shutdown(self, req: shim_pb2.ShutdownRequest) -> empty_pb2.Empty:
+        if self.containers and not req.now:
+            return empty_pb2.Empty()
+        await self._teardown_sandbox()
+        await self.publisher.drain()
+        asyncio.get_running_loop().call_soon(self.on_shutdown)
+        return empty_pb2.Empty()
+
+    def _vm_alive(self) -> bool:
+        sb = self.sandbox
+        return sb is not None and not sb.destroyed and sb.vm.exited is not None and not sb.vm.exited.done()
+
+    async def _watch_vm(self) -> None:
+        sb = self.sandbox
+        assert sb is not None and sb.vm.exited is not None
+        rc = await sb.vm.exited
+        if not sb.destroyed:
+            log.warning("event=vm_died rc=%d console_tail=%r", rc, sb.vm.console_tail(400))
+        for c in list(self.containers.values()):
+            for p in (c.init, *c.execs.values()):
+                self._exited(c, p, VM_EXIT_STATUS)
+
+    async def _teardown_sandbox(self) -> None:
+        """Stop every container, DestroySandbox, stop the VM, remove its state. Idempotent."""
+        sb = self.sandbox
+        if sb is None or sb.destroyed:
+            return
+        if self._vm_alive() and sb.agent.client.connected:
+            with contextlib.suppress(TtrpcError, ShimError, OSError):
+                if sb.pause_created:
+                    await sb.agent.signal(sb.id, "", signal.SIGKILL)
+                    await sb.agent.call(
+                        "RemoveContainer",
+                        agent_pb2.RemoveContainerRequest(container_id=sb.id, timeout=0),
+                        empty_pb2.Empty,
+                    )
+                await sb.agent.call("DestroySandbox", agent_pb2.DestroySandboxRequest(), empty_pb2.Empty)
+        sb.destroyed = True
+        await sb.agent.close()
+        await sb.vm.stop()
+        if self._vm_watch is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._vm_watch, 5)
+        shutil.rmtree(sb.workdir, ignore_errors=True)
+        log.info("event=sandbox_destroyed sid=%s", sb.id)

@@ -1,0 +1,210 @@
+"""A containerd of the test's own: temporary root, state and socket, in a network namespace of its
+own (``unshare --net``), with this checkout's shim first on its PATH; an offline OCI image to import."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME = "io.containerd.contrast-cc.v2"
+SHIM = "containerd-shim-contrast-cc-v2"
+BUSYBOX = Path("/bin/busybox")
+IMAGE_NAME = "docker.io/library/cc-shim-test:1"
+
+
+def containerd_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (containerd, network namespaces)"
+    for tool in ("containerd", "ctr", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (apt-get install containerd)"
+    return None
+
+
+def _blob(data: bytes) -> tuple[str, bytes]:
+    return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+
+def busybox_image_archive(path: Path) -> str:
+    """An OCI archive with one layer (static busybox as /bin/sh and friends); its manifest digest."""
+    layer_raw = io.BytesIO()
+    with tarfile.open(fileobj=layer_raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        data = BUSYBOX.read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in ("sh", "echo", "sleep", "cat", "ls"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    diff_id = "sha256:" + hashlib.sha256(layer_raw.getvalue()).hexdigest()
+    layer_digest, layer = _blob(gzip.compress(layer_raw.getvalue(), mtime=0))
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    config_digest, _ = _blob(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    manifest_digest, _ = _blob(manifest)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "annotations": {
+                        "io.containerd.image.name": IMAGE_NAME,
+                        "org.opencontainers.image.ref.name": "1",
+                    },
+                }
+            ],
+        }
+    )
+    with tarfile.open(path, "w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add("index.json", index.encode())
+        for digest, data in ((layer_digest, layer), (config_digest, config), (manifest_digest, manifest)):
+            add("blobs/sha256/" + digest.removeprefix("sha256:"), data)
+    return manifest_digest
+
+
+@dataclass
+class Containerd:
+    base: Path
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "c.sock"
+
+    def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ctr", "--address", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def log(self) -> str:
+        return (self.base / "containerd.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_containerd() -> Iterator[Containerd]:
+    base = Path(tempfile.mkdtemp(prefix=f"cg-ctd-{os.getpid()}-", dir="/tmp"))
+    bindir = base / "bin"
+    bindir.mkdir()
+    launcher = bindir / SHIM
+    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} -P -m runtime "$@"\n')
+    launcher.chmod(0o755)
+    rundir = base / "run"
+    config = base / "config.toml"
+    config.write_text(
+        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",'
+        ' "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",'
+        ' "io.containerd.snapshotter.v1.aufs"]\n'
+        f'[grpc]\n  address = "{base}/c.sock"\n[ttrpc]\n  address = "{base}/c.sock.ttrpc"\n'
+        f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{base}/opt"\n'
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "CONTRAST_CC_RUN_DIR": str(rundir),
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("CONTRAST_CC_CONFIG", None)
+    logf = open(base / "containerd.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        ["unshare", "--net", "--", "containerd", "--config", str(config)],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    ctd = Containerd(base, proc, env)
+    try:
+        deadline = time.monotonic() + 60
+        while ctd.ctr("version", timeout=10).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not start:\n{ctd.log()[-3000:]}")
+            time.sleep(0.2)
+        yield ctd
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(20)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        logf.close()
+        subprocess.run(["umount", "-R", "-l", str(base / "root")], capture_output=True, check=False)
+        subprocess.run(["umount", "-R", "-l", str(base / "state")], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def shim_processes(rundir: Path) -> list[int]:
+    """Pids whose command line names this run directory (our shim daemons and their QEMUs)."""
+    out = []
+    needle = str(rundir).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes():
+                    out.append(int(entry.name))
+    return out

@@ -1,0 +1,225 @@
+"""Debian's containerd drives our shim: a containerd of the test's own (temporary root, state and
+socket, own network namespace) runs ``ctr run --runtime io.containerd.contrast-cc.v2``.
+
+What these show: containerd's start/Create/Delete/Shutdown sequence and the shim's bootstrap
+flags work against the real containerd; a pod without initdata is refused (fail closed); in a
+booted pod VM the agent's policy denial of CreateContainer reaches ctr with kata's text; and after
+each run nothing is left: no shim or QEMU process, no file in the shim's run directory.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from containerd_harness import (
+    REPO,
+    RUNTIME,
+    Containerd,
+    busybox_image_archive,
+    containerd_missing,
+    running_containerd,
+    shim_processes,
+)
+
+from attestation import initdata as initdata_format
+from runtime.protocols import shim_pb2
+
+pytestmark = pytest.mark.root
+
+IMAGE = "docker.io/library/cc-shim-test:1"
+
+
+@pytest.fixture(scope="module")
+def containerd() -> Iterator[tuple[Containerd, str]]:
+    reason = containerd_missing()
+    if reason:
+        pytest.skip(reason)
+    with running_containerd() as ctd:
+        archive = ctd.base / "image.tar"
+        digest = busybox_image_archive(archive)
+        imported = ctd.ctr("image", "import", str(archive))
+        assert imported.returncode == 0, imported.stderr
+        yield ctd, digest
+
+
+def _rundir(ctd: Containerd) -> Path:
+    return Path(ctd.env["CONTRAST_CC_RUN_DIR"])
+
+
+def _assert_clean(ctd: Containerd, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while shim_processes(_rundir(ctd)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shim_processes(_rundir(ctd)) == [], "a shim or QEMU process was left behind"
+    left = [p for p in _rundir(ctd).rglob("*")] if _rundir(ctd).exists() else []
+    assert left == [], f"files left in the shim run directory: {left}"
+    listed = ctd.ctr("containers", "ls", "-q")
+    assert name not in listed.stdout.split()
+
+
+def _run(
+    ctd: Containerd, name: str, config: Path, *annotations: str, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    args = ["run", "--rm", "--runtime", RUNTIME, "--runtime-config-path", str(config)]
+    for a in annotations:
+        args += ["--annotation", a]
+    return ctd.ctr(*args, IMAGE, name, "sh", "-c", "echo hi; exit 7", timeout=timeout)
+
+
+def test_a_pod_without_initdata_is_refused_and_nothing_is_left(containerd: tuple[Containerd, str]) -> None:
+    ctd, digest = containerd
+    config = ctd.base / "no-default.toml"
+    config.write_text('[image]\ndir = "/nonexistent"\nmode = "guest-pull"\n')
+    out = _run(ctd, "noinit", config, f"io.kubernetes.cri.image-name=docker.io/library/cc-shim-test@{digest}")
+    assert out.returncode != 0
+    assert "has no io.katacontainers.config.hypervisor.cc_init_data annotation" in out.stderr
+    assert "names no [initdata] default: refused" in out.stderr
+    _assert_clean(ctd, "noinit")
+
+
+def test_without_a_configuration_the_shim_refuses(containerd: tuple[Containerd, str]) -> None:
+    ctd, _ = containerd
+    out = ctd.ctr("run", "--rm", "--runtime", RUNTIME, IMAGE, "noconfig", "true", timeout=120)
+    assert out.returncode != 0
+    assert "no runtime configuration" in out.stderr
+    _assert_clean(ctd, "noconfig")
+
+
+def test_start_refuses_an_id_that_would_leave_the_run_directory(tmp_path: Path) -> None:
+    bundle = tmp_path / "x"
+    bundle.mkdir()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "runtime",
+            "-namespace",
+            "default",
+            "-address",
+            "/x",
+            "-id",
+            "../x",
+            "start",
+        ],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "CONTRAST_CC_RUN_DIR": str(tmp_path / "run")},
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "invalid id '../x'" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_delete_subcommand_answers_a_delete_response(tmp_path: Path) -> None:
+    bundle = tmp_path / "t9"
+    bundle.mkdir()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "runtime",
+            "-namespace",
+            "default",
+            "-address",
+            "/x",
+            "-publish-binary",
+            "/bin/false",
+            "-id",
+            "t9",
+            "-bundle",
+            str(bundle),
+            "delete",
+        ],
+        cwd=bundle,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "CONTRAST_CC_RUN_DIR": str(tmp_path / "run")},
+    )
+    assert out.returncode == 0, out.stderr
+    reply = shim_pb2.DeleteResponse.FromString(out.stdout)
+    assert reply.exit_status == 137 and reply.exited_at.seconds > 0
+
+
+DENY_WORKLOADS = """package agent_policy
+default CreateContainerRequest := false
+default CreateSandboxRequest := true
+default StartContainerRequest := true
+default SignalProcessRequest := true
+default RemoveContainerRequest := true
+default DestroySandboxRequest := true
+default WaitProcessRequest := true
+"""
+
+
+@pytest.mark.vm
+def test_policy_denial_in_the_pod_vm_reaches_containerd(
+    containerd: tuple[Containerd, str], tmp_path: Path
+) -> None:
+    """The VM boots (TCG), the agent answers Health.Check and CreateSandbox, and the measured
+    policy from the pod's initdata annotation denies CreateContainer: ctr shows kata's text."""
+    from tools.vm.guest_tests import pod_image_dir
+    from tools.vm.qemu import qemu_available
+
+    if qemu_available():
+        pytest.skip(qemu_available() or "")
+    ctd, digest = containerd
+    image = pod_image_dir(_config_of_session())
+    config = tmp_path / "rt.toml"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "image",
+            "runtime-config",
+            "--image",
+            str(image),
+            "--out",
+            str(config),
+            "--image-mode",
+            "guest-pull",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    toml = initdata_format.encode(
+        initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": DENY_WORKLOADS})
+    )
+    out = _run(
+        ctd,
+        "denied",
+        config,
+        f"io.kubernetes.cri.image-name=docker.io/library/cc-shim-test@{digest}",
+        f"{initdata_format.ANNOTATION}={initdata_format.encode_annotation(toml)}",
+    )
+    assert out.returncode != 0
+    assert "CreateContainerRequest is blocked by policy" in out.stderr, out.stderr + ctd.log()[-3000:]
+    assert "event=vm_start" in ctd.log()
+    _assert_clean(ctd, "denied")
+
+
+_SESSION: list[pytest.Config] = []
+
+
+def _config_of_session() -> pytest.Config:
+    return _SESSION[0]
+
+
+@pytest.fixture(autouse=True)
+def _remember_config(request: pytest.FixtureRequest) -> None:
+    if not _SESSION:
+        _SESSION.append(request.config)
