@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     from common.files import atomic_write
-    from image.build.description import DESCRIPTION_NAME
+    from image.build import DESCRIPTION_NAME
 
     from .config import load_config, render
     from .errors import ConfigError

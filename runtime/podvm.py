@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attestation import initdata as initdata_format
-from image.build.description import DESCRIPTION_NAME, ImageDescription
+from image.build import DESCRIPTION_NAME, ImageDescription
 
 from .config import Config
 from .errors import ConfigError

@@ -18,7 +18,9 @@ PACKAGES = sorted(
     ["packages"]["find"]["include"])
 # Modules that are faces of their own (a file format used across packages), besides package __init__s.
 FACE_MODULES = {"attestation.initdata", "attestation.snp.idblock", "oci.mediatypes", "oci.policy",
-                "image.layers"}
+                "image.layers",
+                # the hybrid-vsock mux frames: the in-guest relay and the shim's host bridge
+                "image.build.inside.mux"}
 # What each package may import from the others (a package not named here may use every face).
 ALLOWED = {
     "common": set(),

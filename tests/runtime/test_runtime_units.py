@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from attestation import initdata as initdata_format
-from image.build.description import ImageDescription, VerityParams
+from image.build import ImageDescription, VerityParams
 from runtime import validate
 from runtime.config import Config, load_config, render
 from runtime.errors import ConfigError, InvalidInputError
