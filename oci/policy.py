@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-__all__ = ["ANCHOR", "CALL", "REGO_MODULE", "PatchError", "patch_rules", "rule_module"]
+__all__ = ["ANCHOR", "CALL", "REGO_MODULE", "PatchError", "patch_rules", "rule_body", "rule_module"]
 
 REGO_MODULE = "guest_pull.rego"
 ANCHOR = "    allow_by_anno(p_oci, i_oci, p_storages, i_storages)\n"
@@ -28,14 +28,19 @@ def rule_module() -> str:
     return resources.files(__package__).joinpath(REGO_MODULE).read_text()
 
 
+def rule_body() -> str:
+    """The rules of the module without its package and import lines (to append to a policy)."""
+    module = rule_module()
+    return module[module.index(_BODY_MARK) + len(_BODY_MARK):]
+
+
 def patch_rules(rules: str) -> str:
     if rules.count(ANCHOR) != 1:
         raise PatchError(f"rules.rego: expected exactly one line {ANCHOR.strip()!r} "
                          "in CreateContainerRequest")
     if "allow_guest_pull_image(" in rules:
         raise PatchError("rules.rego already carries allow_guest_pull_image")
-    module = rule_module()
-    body = module[module.index(_BODY_MARK) + len(_BODY_MARK):]
+    body = rule_body()
     patched = rules.replace(ANCHOR, ANCHOR + CALL)
     header = "\n\n# Image pinning for image_guest_pull storages (oci/guest_pull.rego).\n"
     return patched.rstrip("\n") + header + body
