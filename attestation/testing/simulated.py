@@ -34,6 +34,7 @@ from ..snp import abi, certs, idblock
 from ..snp.product import Product, TcbParts, compose_tcb
 from ..tdx.collateral import TdxCollateral
 from ..trust import AmdRoots
+from .simulated_crl import build_crl
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _CPUID = {
@@ -301,23 +302,16 @@ def simulated_crl(
     *,
     now: _dt.datetime | None = None,
     valid_for: _dt.timedelta = _dt.timedelta(days=1),
+    signer: rsa.RSAPrivateKey | None = None,
 ) -> bytes:
-    """A DER CRL signed by the simulated ARK (RSA-PSS/SHA-384, as KDS signs), listing `revoked`."""
+    """A DER CRL for the simulated ARK (RSA-PSS/SHA-384, as KDS signs), listing `revoked`; `signer`
+    replaces the ARK key (a forged CRL, for tests)."""
     when = now or _dt.datetime.now(_dt.UTC)
-    b = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(root.ark.subject)
-        .last_update(when - _dt.timedelta(minutes=5))
-        .next_update(when - _dt.timedelta(minutes=5) + valid_for)
+    start = when - _dt.timedelta(minutes=5)
+    return build_crl(
+        root.ark.subject, signer or root.ark_key, revoked, this_update=start, next_update=start + valid_for,
+        revoked_at=when - _dt.timedelta(hours=1), algorithm=hashes.SHA384(), rsa_padding=_PSS,
     )
-    for serial in revoked:
-        b = b.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(when - _dt.timedelta(hours=1))
-            .build()
-        )
-    return b.sign(root.ark_key, hashes.SHA384(), rsa_padding=_PSS).public_bytes(serialization.Encoding.DER)
 
 
 @dataclass

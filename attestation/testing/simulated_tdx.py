@@ -34,6 +34,7 @@ from ..tdx.quote import (
     INTEL_QE_VENDOR_ID,
     TEE_TYPE_TDX,
 )
+from .simulated_crl import build_crl
 
 QE_MRSIGNER = bytes.fromhex("dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5")
 QE_ATTRIBUTES = bytes.fromhex("1500000000000000e700000000000000")
@@ -161,20 +162,11 @@ class SimulatedIntelRoot:
         """A DER CRL from the root ("root") or the platform CA ("platform")."""
         now = now or _dt.datetime.now(_dt.UTC)
         cert, key = (self.root, self.root_key) if issuer == "root" else (self.platform_ca, self.platform_key)
-        b = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(cert.subject)
-            .last_update(now - _dt.timedelta(hours=1))
-            .next_update(now - _dt.timedelta(hours=1) + valid_for)
+        start = now - _dt.timedelta(hours=1)
+        return build_crl(
+            cert.subject, key, revoked, this_update=start, next_update=start + valid_for,
+            revoked_at=now - _dt.timedelta(hours=2), algorithm=hashes.SHA256(),
         )
-        for serial in revoked:
-            b = b.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(now - _dt.timedelta(hours=2))
-                .build()
-            )
-        return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
     def signed_document(self, key: str, body: dict[str, Any]) -> bytes:
         raw = json.dumps(body, separators=(",", ":")).encode()

@@ -33,3 +33,13 @@ def read(rel: str) -> bytes:
 
 def at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.split(" ")[0].replace("Z", "+00:00"))
+
+
+def snp_entry(measurement_hex: str, product: str = "Milan") -> dict[str, Any]:
+    """The most permissive SNP reference-value entry Contrast's rules allow, for one measurement."""
+    return {
+        "ProductName": product,
+        "TrustedMeasurement": measurement_hex,
+        "MinimumTCB": {"BootloaderVersion": 0, "TEEVersion": 0, "SNPVersion": 0, "MicrocodeVersion": 0},
+        "GuestPolicy": {"SMT": True},
+    }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attvectors import VECTORS, vector
+from attvectors import VECTORS, snp_entry, vector
 
 from attestation.cli import main
 
@@ -101,25 +101,7 @@ def test_verify_snp_failures(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     )
     assert rc == 1 and out is not None and "report_data is" in err
     rv = tmp_path / "rv.json"
-    rv.write_text(
-        json.dumps(
-            {
-                "snp": [
-                    {
-                        "ProductName": "Milan",
-                        "TrustedMeasurement": v["facts"]["measurement"],
-                        "MinimumTCB": {
-                            "BootloaderVersion": 0,
-                            "TEEVersion": 0,
-                            "SNPVersion": 0,
-                            "MicrocodeVersion": 0,
-                        },
-                        "GuestPolicy": {"SMT": True},
-                    }
-                ]
-            }
-        )
-    )
+    rv.write_text(json.dumps({"snp": [snp_entry(v["facts"]["measurement"])]}))
     rc, out, err = run(
         [
             "verify",

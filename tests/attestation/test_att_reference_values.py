@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from attvectors import CONTRAST, read, vector
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from attestation import (
@@ -28,7 +27,7 @@ from attestation import (
 )
 from attestation.snp import idblock
 from attestation.snp.product import TcbParts
-from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider
+from attestation.testing import SimulatedAmdRoot, SimulatedSnpProvider, simulated_crl
 
 MEASUREMENT = bytes.fromhex("dd" * 48)
 
@@ -316,23 +315,8 @@ def test_turin_simulated_v5(tmp_path: Any) -> None:
 def test_crl_checks_with_simulated_ark(milan_root: SimulatedAmdRoot, sim: SimulatedSnpProvider) -> None:
     now = dt.datetime.now(dt.UTC)
 
-    def crl(revoke: list[int], signer: Any = milan_root.ark_key) -> bytes:
-        b = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(milan_root.ark.subject)
-            .last_update(now - dt.timedelta(hours=1))
-            .next_update(now + dt.timedelta(days=1))
-        )
-        for serial in revoke:
-            b = b.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(now - dt.timedelta(minutes=5))
-                .build()
-            )
-        from cryptography.hazmat.primitives import serialization
-
-        return b.sign(signer, hashes.SHA384()).public_bytes(serialization.Encoding.DER)
+    def crl(revoke: list[int], signer: Any = None) -> bytes:
+        return simulated_crl(milan_root, tuple(revoke), now=now, signer=signer)
 
     ev = sim.get_evidence(b"")
     res = verify_snp_attestation(ev.report, ev.certs, trusted_roots=milan_root.roots(), crl=crl([12345]))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from attvectors import VECTORS, read, vector
+from attvectors import VECTORS, read, snp_entry, vector
 from cryptography import x509
 
 from attestation import TdxCollateral
@@ -56,23 +56,7 @@ def sim(root: SimulatedAmdRoot) -> SimulatedSnpProvider:
 
 
 def _snp_rv(sim: SimulatedSnpProvider) -> ReferenceValues:
-    return ReferenceValues.from_obj(
-        {
-            "snp": [
-                {
-                    "ProductName": "Milan",
-                    "TrustedMeasurement": sim.measurement.hex(),
-                    "MinimumTCB": {
-                        "BootloaderVersion": 0,
-                        "TEEVersion": 0,
-                        "SNPVersion": 0,
-                        "MicrocodeVersion": 0,
-                    },
-                    "GuestPolicy": {"SMT": True},
-                }
-            ]
-        }
-    )
+    return ReferenceValues.from_obj({"snp": [snp_entry(sim.measurement.hex())]})
 
 
 def test_snp_evidence_without_crl_is_refused(root: SimulatedAmdRoot, sim: SimulatedSnpProvider) -> None:
