@@ -80,7 +80,8 @@ class OciRuntime:
     def _argv(self, log_file: Path | None, args: Sequence[str]) -> list[str]:
         argv = [str(self.binary), "--root", str(self.state_root)]
         if log_file is not None:
-            argv.append(f"--log=file:{log_file}")
+            # crun takes a log driver spec; runc (timed against it by tools/bench/pod) a plain path.
+            argv += ["--log", str(log_file)] if self.binary.name == "runc" else [f"--log=file:{log_file}"]
         return argv + list(args)
 
     async def _run(self, args: Sequence[str], *, stdio: Stdio | None = None, log_file: Path | None = None,
