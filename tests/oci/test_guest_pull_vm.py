@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -33,11 +32,8 @@ from oci import Digest
 from oci import mediatypes as mt
 from oci.policy import rule_body
 from tools.vm.hvsock import BridgeThread, connect
+from tools.vm.pod import RPC_NAMES, SANDBOX_ID, Agent, container_request, pause_request
 from tools.vm.qemu import Disk, SerialPort, VirtualMachine
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
-from pod_harness import RPC_NAMES, SANDBOX_ID, Agent
-from test_backend_vm import container_request, pause_request
 
 pytestmark = [pytest.mark.vm, pytest.mark.root,
               pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
