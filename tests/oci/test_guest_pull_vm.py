@@ -36,7 +36,8 @@ from tools.vm.pod import RPC_NAMES, SANDBOX_ID, Agent, container_request, pause_
 from tools.vm.qemu import Disk, SerialPort, VirtualMachine
 
 pytestmark = [pytest.mark.vm, pytest.mark.root,
-              pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
+              pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
+              pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun for the tap")]
 
 MAC = "52:54:00:0c:10:01"
 IMAGE_KEY = "io.kubernetes.cri.image-name"
