@@ -8,6 +8,7 @@ the key (a typo must not silently fall back to a default).
     [image]
     dir = "/var/lib/contrast-cc/image"    # a directory written by `python -m image build --out`
     mode = "host-erofs"                   # or "guest-pull"
+    layer_cache = "/var/cache/confidential-guest/layers"   # host-erofs layer images, per layer digest
 
     [hypervisor]
     qemu = "qemu-system-x86_64"
@@ -58,12 +59,13 @@ class Config:
     vcpus: int = 1
     snp_guest_policy: int = 196608
     default_initdata: Path | None = None
+    layer_cache: Path = Path("/var/cache/confidential-guest/layers")
     dial_timeout: float = 120.0
     create_container_timeout: float = 60.0
 
 
 _SCHEMA: dict[str, dict[str, type]] = {
-    "image": {"dir": str, "mode": str},
+    "image": {"dir": str, "mode": str, "layer_cache": str},
     "hypervisor": {
         "qemu": str,
         "accel": str,
@@ -156,6 +158,9 @@ def load_config(path: Path) -> Config:
         vcpus=vcpus,
         snp_guest_policy=hyp.get("snp_guest_policy", 196608),
         default_initdata=_absolute(default, "initdata.default", base) if default else None,
+        layer_cache=_absolute(
+            image.get("layer_cache", "/var/cache/confidential-guest/layers"), "image.layer_cache", base
+        ),
         dial_timeout=float(agent.get("dial_timeout", 120)),
         create_container_timeout=float(agent.get("create_container_timeout", 60)),
     )

@@ -78,6 +78,7 @@ class VmLaunch:
     workdir: Path
     accel: str  # kvm or tcg (resolved)
     extra_cmdline: str = ""
+    layers: tuple[Path, ...] = ()  # host-EROFS layer images, attached read-only after the initdata disk
 
 
 def _host_timing() -> str:
@@ -183,6 +184,11 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
         f"id=initdata,file={launch.initdata_image},format=raw,if=none,readonly=on",
         "-device",
         f"{blk},drive=initdata,serial=initdata",
+    ]
+    for i, layer in enumerate(launch.layers):
+        argv += ["-drive", f"id=layer{i},file={layer},format=raw,if=none,readonly=on",
+                 "-device", f"{blk},drive=layer{i}"]
+    argv += [
         "-device",
         serial,
         *hvsock,

@@ -48,6 +48,7 @@ from .errors import (
     ShimError,
 )
 from .events import Publisher
+from .layers import ContainerdImages, ImageLayers
 from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
 from .protocols import events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .spec import spec_from_json
@@ -130,8 +131,16 @@ class Sandbox:
 
 class TaskService:
     def __init__(
-        self, *, namespace: str, publisher: Publisher, state_dir: Path, on_shutdown: Callable[[], None]
+        self,
+        *,
+        namespace: str,
+        publisher: Publisher,
+        state_dir: Path,
+        on_shutdown: Callable[[], None],
+        containerd: tuple[str, str] | None = None,  # (ctr binary, containerd address) for host-EROFS
     ) -> None:
+        self.containerd = containerd
+        self.layers: dict[str, ImageLayers] = {}
         self.namespace = namespace
         self.publisher = publisher
         self.state_dir = state_dir
@@ -253,9 +262,24 @@ class TaskService:
             proc = Proc(cid, "", req.stdin, req.stdout, req.stderr, req.terminal, spec.Process)
             container = Container(cid, bundle, proc, is_sandbox=kind == "sandbox")
             config = self._config(req.options)
+            layer_paths: tuple[Path, ...] = ()
+            if config.image_mode == "host-erofs" and kind != "sandbox":
+                if kind == "container":
+                    raise ConfigError(
+                        "host-erofs mode attaches the layers when the pod VM boots: a second "
+                        "container of a CRI pod needs disk hotplug (not implemented); use "
+                        'mode = "guest-pull"'
+                    )
+                if self.containerd is None:
+                    raise ConfigError("host-erofs mode needs containerd's address and its ctr client")
+                images = ContainerdImages(
+                    self.containerd[0], self.containerd[1], self.namespace, config.layer_cache
+                )
+                self.layers[cid] = await images.layers_of(cid)
+                layer_paths = tuple(Path(x.path) for x in self.layers[cid].layers)
             if kind in ("", "sandbox"):
                 sid = cid if kind == "sandbox" else "cc-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
-                await self._start_sandbox(sid, config, annotations, spec)
+                await self._start_sandbox(sid, config, annotations, spec, layer_paths)
             self.containers[cid] = container
             try:
                 if kind == "sandbox":
@@ -327,7 +351,12 @@ class TaskService:
             raise ConfigError(f"initdata.default {config.default_initdata}: {e.strerror}") from None
 
     async def _start_sandbox(
-        self, sid: str, config: Config, annotations: dict[str, str], spec: oci_pb2.Spec
+        self,
+        sid: str,
+        config: Config,
+        annotations: dict[str, str],
+        spec: oci_pb2.Spec,
+        layers: tuple[Path, ...] = (),
     ) -> None:
         if POLICY_ANNOTATION in annotations:
             # The policy reaches the guest only inside the measured initdata; a SetPolicy from the
@@ -349,6 +378,7 @@ class TaskService:
             initdata_image=workdir / "initdata.img",
             workdir=workdir,
             accel=resolve_accel(config),
+            layers=layers,
         )
         vm = PodVM(launch)
         agent = AgentClient(config.create_container_timeout)
@@ -424,6 +454,8 @@ class TaskService:
         ann.setdefault(CONTAINER_TYPE, "container")
         ann.setdefault(SANDBOX_ID, sid)
         image = annotations.get(IMAGE_NAME, "")
+        rootfs = f"/run/kata-containers/{c.id}/rootfs"
+        storages: list[agent_pb2.Storage] = []
         if config.image_mode == "guest-pull":
             if "@sha256:" not in image:
                 raise InvalidInputError(
@@ -432,23 +464,39 @@ class TaskService:
                     "an image reference with its digest (name@sha256:...) for guest pull",
                 )
         else:
-            raise ConfigError(
-                f"image mode {config.image_mode!r} is not implemented yet: use "
-                'mode = "guest-pull" with an image reference carrying its digest'
-            )
+            layers = self.layers[c.id]
+            image = image or layers.image
+            # Disks: vda the image, vdb the initdata, then the layers in manifest order.
+            storages = [
+                agent_pb2.Storage(
+                    driver="erofs.multi-layer",
+                    source=f"/dev/vd{chr(ord('c') + i)}",
+                    fstype="erofs",
+                    options=layer.options(),
+                    mount_point=rootfs,
+                )
+                for i, layer in enumerate(layers.layers)
+            ]
         ann[IMAGE_NAME] = image
         spec.Annotations.clear()
         spec.Annotations.update(ann)
-        rootfs = f"/run/kata-containers/{c.id}/rootfs"
         spec.Root.Path = rootfs
-        meta = json.dumps({"metadata": dict(ann)}, separators=(",", ":"), sort_keys=True)
-        storage = agent_pb2.Storage(
-            driver="image_guest_pull",
-            driver_options=[f"image_guest_pull={meta}"],
-            source=image,
-            fstype="overlay",
-            mount_point=rootfs,
-        )
+        # Kata's CoCo configuration: no guest seccomp, no host hooks, no host LSM labels.
+        spec.ClearField("Hooks")
+        spec.Linux.ClearField("Seccomp")
+        spec.Process.ApparmorProfile = ""
+        spec.Process.SelinuxLabel = ""
+        if config.image_mode == "guest-pull":
+            meta = json.dumps({"metadata": dict(ann)}, separators=(",", ":"), sort_keys=True)
+            storages = [
+                agent_pb2.Storage(
+                    driver="image_guest_pull",
+                    driver_options=[f"image_guest_pull={meta}"],
+                    source=image,
+                    fstype="overlay",
+                    mount_point=rootfs,
+                )
+            ]
         # Host paths mean nothing in the VM: the spec's bind mounts of host files are not shared
         # (shared_fs = none), so they are dropped as Kata does for mounts it cannot copy.
         keep = [m for m in spec.Mounts if m.type != "bind" or m.destination == "/dev/shm"]
@@ -457,15 +505,16 @@ class TaskService:
         for m in spec.Mounts:
             if m.destination == "/dev/shm":
                 m.type, m.source = "bind", "/run/kata-containers/sandbox/shm"
-                m.options[:] = ["rbind"]
+                del m.options[:]
+                m.options.append("rbind")
         if spec.Linux.CgroupsPath:
             spec.Linux.CgroupsPath = ""
-        spec.Linux.Namespaces[:] = [n for n in spec.Linux.Namespaces if n.Type != "network"]
-        for n in spec.Linux.Namespaces:
-            n.Path = ""
+        kept = [oci_pb2.LinuxNamespace(Type=n.Type) for n in spec.Linux.Namespaces if n.Type != "network"]
+        del spec.Linux.Namespaces[:]
+        spec.Linux.Namespaces.extend(kept)
         await self._agent().call(
             "CreateContainer",
-            agent_pb2.CreateContainerRequest(container_id=c.id, exec_id=c.id, storages=[storage], OCI=spec),
+            agent_pb2.CreateContainerRequest(container_id=c.id, exec_id=c.id, storages=storages, OCI=spec),
             empty_pb2.Empty,
         )
         c.in_agent = True

@@ -213,8 +213,13 @@ async def _serve(args: argparse.Namespace) -> int:
     directory = sock.parent
     stop = asyncio.Event()
     publisher = Publisher(args.publish_binary, args.address, args.namespace)
+    ctr = shutil.which("ctr") or str(Path(args.publish_binary).with_name("ctr"))
     service = TaskService(
-        namespace=args.namespace, publisher=publisher, state_dir=directory, on_shutdown=stop.set
+        namespace=args.namespace,
+        publisher=publisher,
+        state_dir=directory,
+        on_shutdown=stop.set,
+        containerd=(ctr, args.address) if args.address else None,
     )
     server = Server(service.handlers(), eager=False)
     await server.start(Address("unix", path=str(sock)))

@@ -9,6 +9,8 @@ each run nothing is left: no shim or QEMU process, no file in the shim's run dir
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -210,6 +212,136 @@ def test_policy_denial_in_the_pod_vm_reaches_containerd(
     assert "CreateContainerRequest is blocked by policy" in out.stderr, out.stderr + ctd.log()[-3000:]
     assert "event=vm_start" in ctd.log()
     _assert_clean(ctd, "denied")
+
+
+def _pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
+    """Every request allowed; the image's layer pinned (its erofs image built the way the shim
+    builds it, from the blob in containerd's content store)."""
+    import json
+
+    from image.layers import build_layer_image
+    from oci import LayerSource
+    from tools.vm.pod import RPC_NAMES
+
+    manifest = json.loads(ctd.ctr("content", "get", manifest_digest).stdout)
+    layer = manifest["layers"][0]
+    blob = cache.parent / "layer.blob"
+    blob.write_bytes(
+        subprocess.run(
+            ["ctr", "--address", str(ctd.socket), "content", "get", layer["digest"]],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    pin = build_layer_image(LayerSource(layer["digest"], "gzip", blob), cache).pin()
+    lines = [
+        "package agent_policy",
+        "",
+        *(f"default {n} := true" for n in RPC_NAMES),
+        "",
+        "policy_data := " + json.dumps({"containers": [{"erofs_layers": [pin]}]}),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def pod_vm(
+    containerd: tuple[Containerd, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> tuple[Containerd, Path, str]:
+    """A host-EROFS runtime configuration for the session's image and the initdata annotation whose
+    measured policy pins the test image's layer."""
+    from tools.vm.guest_tests import pod_image_dir
+    from tools.vm.qemu import qemu_available
+
+    if qemu_available():
+        pytest.skip(qemu_available() or "")
+    ctd, digest = containerd
+    work = tmp_path_factory.mktemp("hosterofs")
+    image = pod_image_dir(request.config)
+    config = work / "rt.toml"
+    made = subprocess.run(
+        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    cache = work / "layers"
+    text = config.read_text().replace('mode = "host-erofs"', f'mode = "host-erofs"\nlayer_cache = "{cache}"')
+    config.write_text(text)
+    toml = initdata_format.encode(
+        initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": _pinned_policy(ctd, digest, cache)})
+    )
+    return ctd, config, f"{initdata_format.ANNOTATION}={initdata_format.encode_annotation(toml)}"
+
+
+@pytest.mark.vm
+def test_ctr_run_prints_from_the_pod_vm_and_returns_the_exit_code(
+    pod_vm: tuple[Containerd, Path, str],
+) -> None:
+    """`ctr run` of an imported image: the layer becomes a verity-pinned erofs disk, the container
+    runs in the TCG pod VM under crun, its stdout reaches ctr through the FIFO and its exit code 7
+    comes back as the task's exit status."""
+    ctd, config, initdata_annotation = pod_vm
+    t0 = time.monotonic()
+    out = _run(ctd, "hello", config, initdata_annotation)
+    elapsed = time.monotonic() - t0
+    assert (out.returncode, out.stdout) == (7, "hi\n"), out.stderr + ctd.log()[-3000:]
+    assert "event=process_exited cid=hello exec=hello status=7" in ctd.log()
+    print(f"ctr run (boot + create + run + teardown) took {elapsed:.1f}s")
+    _assert_clean(ctd, "hello")
+
+
+@pytest.mark.vm
+def test_exec_ps_kill_and_a_killed_qemu(pod_vm: tuple[Containerd, Path, str]) -> None:
+    """A detached task: `ctr task exec` runs in the same container and returns its code and output,
+    `ctr task ps` lists the pod VM's process; then QEMU is killed from outside: containerd sees the
+    task stopped, and deleting it leaves nothing behind."""
+    ctd, config, initdata_annotation = pod_vm
+    started = ctd.ctr(
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(config),
+        "--annotation",
+        initdata_annotation,
+        IMAGE,
+        "long",
+        "sh",
+        "-c",
+        "sleep 600",
+        timeout=400,
+    )
+    assert started.returncode == 0, started.stderr + ctd.log()[-3000:]
+    try:
+        ex = ctd.ctr(
+            "task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo from-exec; exit 3", timeout=120
+        )
+        assert (ex.returncode, ex.stdout) == (3, "from-exec\n"), ex.stderr + ctd.log()[-2000:]
+        ps = ctd.ctr("task", "ps", "long")
+        assert ps.returncode == 0, ps.stderr
+        (qemu_pid_file,) = _rundir(ctd).glob("*/vm/qemu.pid")
+        qemu_pid = int(qemu_pid_file.read_text())
+        assert str(qemu_pid) in ps.stdout
+        os.kill(qemu_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "STOPPED" not in ctd.ctr("task", "ls").stdout:
+            assert time.monotonic() < deadline, ctd.ctr("task", "ls").stdout + ctd.log()[-2000:]
+            time.sleep(0.5)
+        assert "event=vm_died" in ctd.log()
+    finally:
+        ctd.ctr("task", "kill", "-s", "SIGKILL", "long")
+        ctd.ctr("task", "delete", "long")
+        ctd.ctr("container", "delete", "long")
+    _assert_clean(ctd, "long")
 
 
 _SESSION: list[pytest.Config] = []
