@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-digest blob and layer cache (default: ~/.cache/genpolicy)",
     )
     parser.add_argument(
+        "--layer-images",
+        help="host EROFS mode: build each layer's erofs + dm-verity image here and pin its root hash "
+        "(needs root; the settings must say image_layer_verification host-erofs-dm-verity)",
+    )
+    parser.add_argument(
         "--runtime-class-names",
         action="append",
         default=[],
@@ -103,7 +108,8 @@ def _image_source(args: argparse.Namespace) -> ImageSource:
         return StaticImageSource.load(args.images)
     layout = Path(args.oci_layout) if args.oci_layout else None
     registry = RegistryConfig(insecure=frozenset(args.insecure_registry))
-    return OciImageSource(Path(args.cache_dir), registry=registry, layout=layout)
+    layer_images = Path(args.layer_images) if args.layer_images else None
+    return OciImageSource(Path(args.cache_dir), registry=registry, layout=layout, layer_images=layer_images)
 
 
 def run(args: argparse.Namespace, images: ImageSource | None = None) -> int:
