@@ -9,7 +9,7 @@ for p in "${PACKAGES[@]}"; do [ -d "$p" ] && present+=("$p"); done
 echo "== ruff"
 $PY -m ruff check "${present[@]}" tools tests
 echo "== mypy --strict"
-$PY -m mypy --strict "${present[@]}"
+$PY -m mypy --strict --explicit-package-bases "${present[@]}" tools
 echo "== pytest"
 set +e
 $PY -m pytest "$@"

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from attestation.atls.platforms import SnpIssuer
 from attestation.testing import SimulatedSnpProvider
+from tests.support import run_fuzzer, shared_path
 
-FUZZ_SECONDS = int(os.environ.get("ATLS_FUZZ_SECONDS", "15"))
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / ".." / "shared" / "testdata" / "contrast" / "manifest.json"
+MANIFESTS = shared_path("contrast", "manifest.json")
 
 
 def run_target(name: str, corpus: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.atls.fuzz_atls", name, f"-max_total_time={FUZZ_SECONDS}",
-         "-max_len=8192", "-rss_limit_mb=2048", str(corpus)],
-        cwd=ROOT, capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, check=False,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_fuzzer("tests.atls.fuzz_atls", corpus, args=[name], seconds_env="ATLS_FUZZ_SECONDS", max_len=8192)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from attestation.atls.tdx import TdxValidator, decode_tdx, encode_tdx, proto_to_
 from attestation.reference_values import ReferenceValues
 from attestation.revocation import CollateralDirectory
 from attestation.tdx.quote import parse_quote
+from tests.support import shared_path
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "attestation"
+TESTDATA = shared_path("attestation")
 INDEX = json.loads((TESTDATA / "index.json").read_text())
 COLLATERAL = CollateralDirectory(TESTDATA / "tdx" / "collateral" / "gtg-2023")
 V4 = [v for v in INDEX["vectors"] if v["id"].startswith("tdx/") and v.get("quote_version") == 4]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-VECTORS = SHARED / "testdata" / "attestation"
-CONTRAST = SHARED / "testdata" / "contrast"
+from tests.support import shared_path
+
+VECTORS = shared_path("attestation")
+CONTRAST = shared_path("contrast")
 
 
 @cache

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from attvectors import CONTRAST, VECTORS
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SECONDS = int(os.environ.get("ATTESTATION_FUZZ_SECONDS", "15"))
+from tests.support import start_fuzzer
+
 SEEDS = {
     "snp_report": [
         VECTORS / "snp/gsg-milan-v2-vcek/report.bin",
@@ -35,32 +31,19 @@ SEEDS = {
 @pytest.mark.fuzz
 @pytest.mark.slow
 def test_fuzz_targets_bounded(tmp_path: Path) -> None:
-    procs = {}
+    runs = []
     for target, seeds in SEEDS.items():
         corpus = tmp_path / target
         corpus.mkdir()
         for s in seeds:
             shutil.copy(s, corpus / s.name)
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        procs[target] = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "fuzz_targets.py"),
-                target,
-                f"-max_total_time={SECONDS}",
-                "-rss_limit_mb=2048",
-                "-max_len=8192",
-                f"-artifact_prefix={tmp_path}/{target}-",
-                str(corpus),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
+        runs.append(start_fuzzer("tests.attestation.fuzz_targets", corpus, args=[target], max_len=8192,
+                                 seconds_env="ATTESTATION_FUZZ_SECONDS",
+                                 options=[f"-artifact_prefix={tmp_path}/{target}-"]))
     failures = []
-    for target, proc in procs.items():
-        out, _ = proc.communicate(timeout=SECONDS * 10 + 60)
-        if proc.returncode != 0:
-            failures.append(f"{target}: exit {proc.returncode}\n{out.decode(errors='replace')[-3000:]}")
+    for run in runs:
+        try:
+            run.wait()
+        except AssertionError as exc:
+            failures.append(str(exc))
     assert not failures, "\n\n".join(failures)

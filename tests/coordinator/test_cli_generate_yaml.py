@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from attestation import initdata
+from tests.support import shared_path
 
 REPO = Path(__file__).resolve().parents[2]
-KATA = REPO.parent / "shared" / "testdata" / "kata-policy" / "kata"
+KATA = shared_path("kata-policy", "kata")
 ANNOTATION = "io.katacontainers.config.hypervisor.cc_init_data"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from coordinator.simulation import load_or_create_root
 from tests.coordinator.harness import REPO, CoordinatorProcess, initdata
+from tests.support import free_port
 
 
 def _env() -> dict[str, str]:
@@ -83,17 +83,11 @@ def test_simulate_tee_without_initdata_is_refused_with_the_reason(tmp_path: Path
     assert "--simulate-tee --simulate-initdata" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_set_retries_while_the_coordinator_is_not_listening_yet(tmp_path: Path) -> None:
     ws, coord_doc = _generate(tmp_path)
     state = tmp_path / "state"
     load_or_create_root(state / "simulated-amd")  # the Coordinator ran before: it is restarting
-    port = _free_port()
+    port = free_port()
     setter = subprocess.Popen(
         [sys.executable, "-m", "coordinator.cli", "--workspace-dir", str(ws), "--log-level", "INFO", "set",
          "-c", f"127.0.0.1:{port}", "--simulated-root", str(state / "simulated-amd"), "--retry-for", "150"],
@@ -124,7 +118,7 @@ def test_set_retries_while_the_coordinator_is_not_listening_yet(tmp_path: Path) 
 def test_set_gives_up_after_its_deadline_naming_the_address(tmp_path: Path) -> None:
     ws, _ = _generate(tmp_path)
     load_or_create_root(tmp_path / "root")
-    port = _free_port()
+    port = free_port()
     t0 = time.monotonic()
     proc = contrast(ws, "set", "-c", f"127.0.0.1:{port}", "--simulated-root", str(tmp_path / "root"),
                     "--retry-for", "3")

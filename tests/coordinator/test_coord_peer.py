@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from cryptography import x509
 from coordinator.cli import commands
 from coordinator.cli.workspace import Workspace
 from tests.coordinator.harness import CoordinatorProcess, initdata, write_reference_values
+from tests.support import free_port
 
 
 def test_peer_recovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,9 +28,7 @@ def test_peer_recovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         mesh_a = x509.load_pem_x509_certificate(ws.path("mesh-ca.pem").read_bytes())
 
         # A peer that cannot be reached: B stays in recovery mode.
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            dead = f"127.0.0.1:{s.getsockname()[1]}"
+        dead = f"127.0.0.1:{free_port()}"
         b = CoordinatorProcess(tmp_path / "state", tmp_path / "simroot", tmp_path / "coordinator.toml",
                                extra_args=["--peer", dead])
         b.start()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-CONTRAST = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "contrast"
+from tests.support import shared_path
+
+CONTRAST = shared_path("contrast")
 
 
 def load(name: str) -> Any:

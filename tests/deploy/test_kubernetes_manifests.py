@@ -18,9 +18,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.support import shared_path
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "kubernetes"
-KATA = REPO.parent / "shared" / "testdata" / "kata-policy" / "kata"
+KATA = shared_path("kata-policy", "kata")
 KUBERNETES = "1.33"  # native sidecars (init containers with restartPolicy Always) are GA since 1.33
 
 

@@ -19,10 +19,11 @@ from genpolicy import (
     StaticImageSource,
     parse_documents,
 )
+from tests.support import shared_path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-KATA = REPO.parent / "shared" / "testdata" / "kata-policy" / "kata"
+KATA = shared_path("kata-policy", "kata")
 GENERATE = KATA / "tests" / "generate" / "testdata"
 BUSYBOX = "quay.io/prometheus/busybox:latest"
 PINNED = "registry.k8s.io/pause:3.6@sha256:3d380ca8864549e74af4b29c10f9cb0956236dfb01c40ca076fb6c37253234db"

@@ -12,9 +12,10 @@ import pytest
 from genpolicy import Generator, Settings, StaticImageSource, parse_documents
 from guest.cli import canonical_input
 from guest.policy.engine import AgentPolicy
+from tests.support import shared_path
 
 HERE = Path(__file__).resolve().parent
-KATA = HERE.parents[1].parent / "shared" / "testdata" / "kata-policy" / "kata"
+KATA = shared_path("kata-policy", "kata")
 CASES = KATA / "tests" / "policy" / "testdata"
 IMAGES = StaticImageSource.load(HERE / "images.json")
 

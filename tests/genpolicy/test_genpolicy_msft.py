@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from genpolicy import Generator, Settings, StaticImageSource, parse_documents
+from tests.support import shared_path
 
 HERE = Path(__file__).resolve().parent
-KATA_POLICY = HERE.parents[1].parent / "shared" / "testdata" / "kata-policy"
+KATA_POLICY = shared_path("kata-policy")
 MSFT = KATA_POLICY / "msft-samples"
 SAMPLES = [
     "deployment-busybox",

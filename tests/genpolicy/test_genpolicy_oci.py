@@ -15,8 +15,9 @@ from genpolicy import Generator, ImageError, Settings, parse_documents
 from genpolicy.oci_source import OciImageSource
 from oci import Digest, LayoutWriter
 from oci import mediatypes as mt
+from tests.support import shared_path
 
-KATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "kata-policy" / "kata"
+KATA = shared_path("kata-policy", "kata")
 
 
 def layer(files: dict[str, bytes]) -> tuple[bytes, str, Digest]:

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tools.gottrpc.build import go_cache_root
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SRC = HERE / "goagent" / "src"
@@ -51,21 +53,10 @@ def _key() -> str:
     return h.hexdigest()[:24]
 
 
-def _cache_root() -> Path:
-    system = Path("/var/cache/confidential-guest/goagent")
-    try:
-        system.mkdir(parents=True, exist_ok=True)
-        if os.access(system, os.W_OK):
-            return system
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "confidential-guest" / "goagent"
-
-
 def build() -> Path:
     """Return the path of the built client, building it if needed."""
     _check()
-    root = _cache_root()
+    root = go_cache_root("goagent")
     binary = root / _key() / "agentclient"
     if binary.is_file():
         return binary

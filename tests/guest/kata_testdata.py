@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+from tests.support import SHARED
+
 KATA_POLICY = SHARED / "testdata" / "kata-policy"
 KATA_TESTDATA = KATA_POLICY / "kata" / "tests" / "policy" / "testdata"
 POLICIES = KATA_POLICY / "policies"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from initializer.defaultdeny import remove_default_deny
 from initializer.files import MeshMaterial, write_done, write_mesh_files
 from initializer.run import InitializerError, Settings, StoppedError, run
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,9 +51,7 @@ def test_no_tee_names_the_initializer_flags(tmp_path: Path) -> None:
 
 def test_retries_until_sigterm_without_writing(tmp_path: Path) -> None:
     """No Coordinator listening: the initializer keeps retrying; SIGTERM ends it, nothing is written."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connection refused
+    port = free_port()  # nothing listens there: connection refused
     root = tmp_path / "simroot"
     from coordinator.simulation import load_or_create_root
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from image.measure import BootHashes, parse_firmware, snp_launch_digest
 from image.measure.reference_values import load_image_description
 from image.measure.tdx_boot import authenticode_digest, qemu_patched_kernel
 from image.measure.vmsa import VCPU_SIGNATURES
+from tests.measure.oracles import osslsigncode_digest
 from tests.measure.vectors import DEBIAN_OVMF, MEASURE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,54 +133,9 @@ def test_reference_values_for_built_image_accepted(
 
 def test_kernel_authenticode_against_osslsigncode(built: Path, tmp_path: Path) -> None:
     """The real kernel (bzImage with EFI stub): our SHA-384 Authenticode hash equals osslsigncode's."""
-    tool = shutil.which("osslsigncode")
-    if tool is None or shutil.which("openssl") is None:
-        pytest.skip("osslsigncode/openssl not installed (.ci/apt/measure.txt installs osslsigncode)")
     kernel = load_image_description(built).kernel
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            tmp_path / "k.pem",
-            "-out",
-            tmp_path / "c.pem",
-            "-subj",
-            "/CN=measure-test",
-            "-days",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            tool,
-            "sign",
-            "-certs",
-            tmp_path / "c.pem",
-            "-key",
-            tmp_path / "k.pem",
-            "-h",
-            "sha384",
-            "-in",
-            kernel,
-            "-out",
-            tmp_path / "signed.efi",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    out = subprocess.run(
-        [tool, "verify", "-in", tmp_path / "signed.efi"], capture_output=True, text=True, check=False
-    )
-    line = next(x for x in out.stdout.splitlines() if x.startswith("Calculated message digest"))
-    signed = (tmp_path / "signed.efi").read_bytes()
-    assert authenticode_digest(signed).hex() == line.split(":")[1].strip().lower()
+    digest, signed = osslsigncode_digest(kernel, tmp_path)
+    assert authenticode_digest(signed).hex() == digest
     raw = kernel.read_bytes()
     if len(raw) % 8 == 0:  # no alignment padding added by the signer: same hash as the unsigned file
         assert authenticode_digest(raw) == authenticode_digest(signed)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from image.measure.tdx_boot import (
     rtmr1,
     rtmr2,
 )
+from tests.measure.oracles import osslsigncode_digest
 from tests.measure.vectors import DEBIAN_OVMF, DEBIAN_OVMF_SHA256, MEASURE, index
 
 TDX = index()["tdx"]
@@ -247,50 +246,6 @@ def test_authenticode_against_osslsigncode(tmp_path: Path, trailer: bytes) -> No
     """Sign with osslsigncode (SHA-384) and compare its calculated digest with ours over the signed file."""
     from image.measure.tdx_boot import authenticode_digest
 
-    tool = shutil.which("osslsigncode")
-    if tool is None or shutil.which("openssl") is None:
-        pytest.skip("osslsigncode/openssl not installed (.ci/apt/measure.txt installs osslsigncode)")
     (tmp_path / "a.efi").write_bytes(_tiny_pe(trailer))
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            tmp_path / "k.pem",
-            "-out",
-            tmp_path / "c.pem",
-            "-subj",
-            "/CN=measure-test",
-            "-days",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            tool,
-            "sign",
-            "-certs",
-            tmp_path / "c.pem",
-            "-key",
-            tmp_path / "k.pem",
-            "-h",
-            "sha384",
-            "-in",
-            tmp_path / "a.efi",
-            "-out",
-            tmp_path / "s.efi",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    out = subprocess.run(
-        [tool, "verify", "-in", tmp_path / "s.efi"], capture_output=True, text=True, check=False
-    )
-    line = next(x for x in out.stdout.splitlines() if x.startswith("Calculated message digest"))
-    assert authenticode_digest((tmp_path / "s.efi").read_bytes()).hex() == line.split(":")[1].strip().lower()
+    digest, signed = osslsigncode_digest(tmp_path / "a.efi", tmp_path)
+    assert authenticode_digest(signed).hex() == digest

@@ -7,7 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+from tests.support import TESTDATA
+
 MEASURE = TESTDATA / "measure"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 DEBIAN_OVMF_SHA256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773"

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import atheris
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mesh_pki import MeshPKI
+from tests.meshproxy.mesh_pki import MeshPKI
 
 with atheris.instrument_imports():
     from meshproxy.certs import load_credentials

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -37,6 +39,13 @@ def netns_unavailable() -> str | None:
         return "cannot create network namespaces"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
     return None
+
+
+def netns_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a netns test module: root, interop, and a skip naming what is missing."""
+    reason = netns_unavailable()
+    skip = pytest.mark.skipif(reason is not None, reason=reason or "")
+    return [pytest.mark.root, pytest.mark.interop, skip]
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -192,6 +201,7 @@ __all__ = [
     "Topology",
     "meshproxy_argv",
     "metrics",
+    "netns_marks",
     "netns_unavailable",
     "sh",
     "start_proxy",

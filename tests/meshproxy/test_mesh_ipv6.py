@@ -24,17 +24,12 @@ from mesh_netns import (
     _env,
     meshproxy_argv,
     metrics,
-    netns_unavailable,
+    netns_marks,
     start_proxy,
     wait_for,
 )
 
-REASON = netns_unavailable()
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.interop,
-    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-]
+pytestmark = netns_marks()
 
 INGRESS = "plain#8081#true##tls#8082#false"
 CHAINS = ("CONTRAST_INBOUND", "CONTRAST_IN_REDIRECT")

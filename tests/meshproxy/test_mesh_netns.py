@@ -24,18 +24,13 @@ from mesh_netns import (
     go_meshclient,
     meshproxy_argv,
     metrics,
-    netns_unavailable,
+    netns_marks,
     start_proxy,
     wait_for,
 )
 from mesh_pki import MeshPKI
 
-REASON = netns_unavailable()
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.interop,
-    pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-]
+pytestmark = netns_marks()
 
 B_INGRESS = "plain#8081#true##tls#8082#false##s-server#9443#true"
 

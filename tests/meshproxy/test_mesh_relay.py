@@ -22,14 +22,9 @@ from meshproxy.certs import CredentialStore, load_credentials
 from meshproxy.config import EgressEntry, ProxyConfig
 from meshproxy.metrics import Metrics
 from meshproxy.proxy import Limits, Proxy
+from tests.support import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Harness:
@@ -50,7 +45,7 @@ async def harness_factory(tls_dirs: dict[str, Path]) -> AsyncIterator[Callable[.
         server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
         servers.append(server)
         remote_port = server.sockets[0].getsockname()[1]
-        listen = ("127.0.0.1", _free_port())
+        listen = ("127.0.0.1", free_port())
         config = ProxyConfig(
             egress=(EgressEntry("svc", listen[0], listen[1], "127.0.0.1", remote_port),),
             ingress_disabled=True,
@@ -91,7 +86,7 @@ def _threaded_echo_server(ctx: ssl.SSLContext) -> tuple[socket.socket, threading
 
 async def test_large_transfer_both_ways_with_half_close(tls_dirs: dict[str, Path]) -> None:
     listener, thread = _threaded_echo_server(load_credentials(tls_dirs["b"]).server_mtls)
-    listen = ("127.0.0.1", _free_port())
+    listen = ("127.0.0.1", free_port())
     metrics = Metrics()
     entry = EgressEntry("svc", *listen, "127.0.0.1", listener.getsockname()[1])
     proxy = Proxy(
@@ -213,7 +208,7 @@ async def test_server_from_another_mesh_is_refused(tls_dirs: dict[str, Path]) ->
 
     server = await asyncio.start_server(record, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
-    listen = ("127.0.0.1", _free_port())
+    listen = ("127.0.0.1", free_port())
     metrics = Metrics()
     proxy = Proxy(
         ProxyConfig(egress=(EgressEntry("svc", *listen, "127.0.0.1", port),), ingress_disabled=True),

@@ -11,7 +11,6 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,9 @@ from guest.policy.engine import AgentPolicy
 from guest.policy.input import from_policy_json, to_policy_json
 from guest.protocols import agent_pb2
 from oci.policy import PatchError, patch_rules, rule_module
+from tests.support import shared_path
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "kata-policy"
+SHARED = shared_path("kata-policy")
 KATA = SHARED / "kata" / "tests" / "policy" / "testdata"
 POLICIES = SHARED / "policies"
 RULES = (SHARED / "kata" / "rules.rego").read_text()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELLO = b"hello from a verity-protected layer\n"
+LAYER = HERE / "data" / "layer.erofs"
+ORACLE = HERE.parents[2] / "oracle" / "run"  # veritysetup/dmsetup, /mnt/share/oracle/run in the guest
 BLOB_SIZE = 64 * 1024
 
 

@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,15 +30,10 @@ from guest.storage import (
     verity_table,
 )
 from image import verity
+from tests.storage.make_layer import HELLO, LAYER, ORACLE, blob
 
 pytestmark = pytest.mark.vm(guest=True)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from make_layer import HELLO, blob  # noqa: E402
-
-LAYER = HERE / "data" / "layer.erofs"
-ORACLE = HERE.parents[2] / "oracle" / "run"  # /mnt/share/oracle/run in the guest
 SALT = "5a" * 32
 Layer = tuple[Path, VerityParams]
 

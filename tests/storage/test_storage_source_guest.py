@@ -20,7 +20,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,15 +36,10 @@ from guest.storage import (
     verity_table,
 )
 from image import verity
+from tests.storage.make_layer import HELLO, LAYER, ORACLE, blob
 
 pytestmark = pytest.mark.vm(guest=True)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from make_layer import HELLO, blob  # noqa: E402
-
-LAYER = HERE / "data" / "layer.erofs"
-ORACLE = HERE.parents[2] / "oracle" / "run"
 SALT = "5a" * 32
 HOST_SALT = "c3" * 32
 

@@ -5,22 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-# tools/ (the Go peers, benchmarks) is not an installed package; `python -m pytest` from the repository root
-# finds it through the working directory, a bare `pytest` through this line.
-_REPO = str(Path(__file__).resolve().parents[2])
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from guest.ttrpc import Address, Server, parse_address  # noqa: E402
-from tools.gottrpc import GoPeers, GoUnavailableError, build  # noqa: E402
-from tools.gottrpc.echo import EchoService  # noqa: E402
+from guest.ttrpc import Address, Server, parse_address
+from tools.gottrpc import GoPeers, GoUnavailableError, build
+from tools.gottrpc.echo import EchoService
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from guest.ttrpc import AddressError, parse_address
+from tests.support import run_fuzzer
 
 REPO = Path(__file__).resolve().parents[2]
 MYPY_HEADER = '# mypy: disable-error-code="type-arg"\n'
@@ -100,25 +100,10 @@ def test_demo_runs_and_exits_zero() -> None:
 
 
 @pytest.mark.slow
-def test_fuzz_decoder_bounded() -> None:
-    seconds = os.environ.get("TTRPC_FUZZ_SECONDS", "20")
-    with tempfile.TemporaryDirectory() as corpus:
-        r = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("fuzz_ttrpc_decoder.py")),
-                corpus,
-                f"-max_total_time={seconds}",
-                "-rss_limit_mb=2048",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=int(seconds) + 120,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "Done" in r.stderr or "DONE" in r.stderr, r.stderr[-2000:]
+def test_fuzz_decoder_bounded(tmp_path: Path) -> None:
+    out = run_fuzzer("tests.ttrpc.fuzz_ttrpc_decoder", tmp_path, seconds_env="TTRPC_FUZZ_SECONDS",
+                     default_seconds=20)
+    assert "Done" in out or "DONE" in out, out[-2000:]
 
 
 if __name__ == "__main__":  # regenerate the committed files: python -m tests.ttrpc.test_ttrpc_misc

@@ -11,6 +11,7 @@ import pytest
 
 from guest.ttrpc import Client, Code, Request, Server, Status, TtrpcError, encode_frame
 from guest.ttrpc.messages import decode_response, encode_request
+from tests.support import until
 
 from .conftest import RawPeer, unix
 
@@ -61,6 +62,16 @@ def handlers(log: list[str] | None = None) -> dict[tuple[str, str], object]:
     }
 
 
+def in_flight(server: Server) -> int:
+    return sum(k.in_flight for k in server._connections)
+
+
+async def finishes_within(task: asyncio.Task[bytes], window: float = 0.2) -> bool:
+    """Whether ``task`` finishes within ``window`` s: the negative check for a call that must keep waiting."""
+    done, _ = await asyncio.wait({task}, timeout=window)
+    return bool(done)
+
+
 async def start(sockdir: Path, **kw: object) -> tuple[Server, Client]:
     server = Server(handlers(), **kw)  # type: ignore[arg-type]
     addr = await server.start(unix(sockdir, "s.sock"))
@@ -108,7 +119,7 @@ async def test_eager_false_allows_timeout_before_first_await(sockdir: Path, eage
 async def test_pending_call_never_blocks_others_on_the_same_connection(sockdir: Path) -> None:
     server, c = await start(sockdir)
     waiting = asyncio.create_task(c.call(SVC, "Wait", b""))
-    await asyncio.sleep(0.05)
+    await until(lambda: in_flight(server) == 1, what="the Wait call to be running")
     results = await asyncio.wait_for(
         asyncio.gather(*(c.call(SVC, "Echo", bytes([i])) for i in range(200))), 5
     )
@@ -164,11 +175,12 @@ async def test_half_sent_frame_does_not_stall_other_connections(sockdir: Path) -
 async def test_in_flight_cap_applies_backpressure_not_failure(sockdir: Path) -> None:
     server, c = await start(sockdir, max_in_flight=8)
     waits = [asyncio.create_task(c.call(SVC, "Wait", b"")) for _ in range(8)]
-    await asyncio.sleep(0.05)
+    await until(lambda: in_flight(server) == 8, what="8 Wait calls running")
+    [conn] = list(server._connections)
+    await until(lambda: conn._read_paused, what="the server to stop reading at the cap")
     # Over the cap the server stops reading this connection: the next call waits instead of failing...
     blocked = asyncio.create_task(c.call(SVC, "Echo", b"later"))
-    await asyncio.sleep(0.1)
-    assert not blocked.done()
+    assert not await finishes_within(blocked)
     # ...while other connections are served.
     other = await Client().connect(server.addresses[0])
     await other.call(SVC, "Release", b"")
@@ -194,12 +206,10 @@ async def test_peer_that_never_reads_is_bounded(sockdir: Path) -> None:
             sent += len(frame)
 
     task = asyncio.create_task(flood())
-    await asyncio.sleep(1.0)
+    await until(lambda: any(k._read_paused for k in server._connections),
+                what="the server to stop reading the flood")
     task.cancel()
-    conn = max(
-        server._connections,
-        key=lambda c: c.conn.buffered + (c.transport.get_write_buffer_size() if c.transport else 0),
-    )
+    [conn] = [k for k in server._connections if k._read_paused]
     buffered = conn.transport.get_write_buffer_size() if conn.transport else 0
     # Flow control stops both reading and processing long before the 60+ MB the client tried to push.
     assert sent < 40_000_000
@@ -212,14 +222,13 @@ async def test_peer_that_never_reads_is_bounded(sockdir: Path) -> None:
 async def test_closing_connection_cancels_its_handlers(sockdir: Path) -> None:
     server, c = await start(sockdir)
     t = asyncio.create_task(c.call(SVC, "Wait", b""))
-    await asyncio.sleep(0.05)
+    await until(lambda: in_flight(server) == 1, what="the Wait call to be running")
     [conn] = list(server._connections)
     await c.close()
     with pytest.raises(TtrpcError) as ei:
         await t
     assert ei.value.code == Code.UNAVAILABLE
-    await asyncio.sleep(0.05)
-    assert not conn._tasks
+    await until(lambda: not conn._tasks, what="the handler to be cancelled")
     await server.close()
 
 
@@ -285,12 +294,12 @@ async def test_bytes_held_by_waiting_handlers_are_capped(sockdir: Path) -> None:
     server, c = await start(sockdir, max_in_flight_bytes=1 << 20)
     big = b"x" * 400_000
     waits = [asyncio.create_task(c.call(SVC, "Wait", big)) for _ in range(4)]
-    await asyncio.sleep(0.1)
+    await until(lambda: in_flight(server) == 3, what="3 Wait calls running")
     [conn] = [k for k in server._connections if k.in_flight]
+    await until(lambda: conn._read_paused, what="the server to stop reading at the byte cap")
     assert conn.in_flight == 3 and conn.in_flight_bytes == 1_200_000  # the 4th request is not read yet
     blocked = asyncio.create_task(c.call(SVC, "Echo", b"later"))
-    await asyncio.sleep(0.1)
-    assert not blocked.done()
+    assert not await finishes_within(blocked)
     other = await Client().connect(server.addresses[0])
     await other.call(SVC, "Release", b"")
     assert await asyncio.wait_for(asyncio.gather(*waits), 5) == [b"exited"] * 4

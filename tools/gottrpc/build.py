@@ -33,18 +33,21 @@ class GoPeers:
     client: Path
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("GOTTRPC_CACHE")
-    if env:
-        return Path(env)
-    system = Path("/var/cache/confidential-guest/gottrpc")
+def go_cache_root(name: str) -> Path:
+    """Where built Go peers are kept: the machine-wide cache if writable, else the user's."""
+    system = Path("/var/cache/confidential-guest") / name
     try:
         system.mkdir(parents=True, exist_ok=True)
         if os.access(system, os.W_OK):
             return system
     except OSError:
         pass
-    return Path.home() / ".cache" / "confidential-guest" / "gottrpc"
+    return Path.home() / ".cache" / "confidential-guest" / name
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("GOTTRPC_CACHE")
+    return Path(env) if env else go_cache_root("gottrpc")
 
 
 def _tool_versions() -> str:

@@ -38,7 +38,7 @@ if tp_port:
     total = int(gib * 1024) << 20  # whole MiB: the sink must get exactly what we send
     s = conn(tp_port)
     if mode == "tls":
-        out["tls"] = f"{s.version()} {s.cipher()[0]}"  # type: ignore[attr-defined, index]
+        out["tls"] = f"{s.version()} {s.cipher()[0]}"  # type: ignore[attr-defined]
     chunk = b"\0" * (1 << 20)
     t0 = time.perf_counter()
     s.sendall(struct.pack("!Q", total))

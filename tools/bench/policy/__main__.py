@@ -190,7 +190,10 @@ async def _proxy_rows(decisions: int) -> list[list[str]]:
 def _table(rows: list[list[str]]) -> str:
     head = ["measurement", "agent median / p95 (ms)", "floor median / p95 (ms)", "ratio", "target", "ok"]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 

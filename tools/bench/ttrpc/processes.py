@@ -36,7 +36,7 @@ def run(main: Callable[[], Awaitable[None]], use_uvloop: bool) -> None:
     if use_uvloop:
         import uvloop  # optional; only for the comparison rows
 
-        uvloop.run(main())  # type: ignore[arg-type]
+        uvloop.run(main())
     else:
         asyncio.run(main())  # type: ignore[arg-type]
 

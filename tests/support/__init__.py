@@ -1,0 +1,24 @@
+"""Test utilities shared by every area: shared-data paths, free loopback ports, the atheris launcher,
+polling with a deadline.
+
+Import as ``from tests.support import ...`` (pyproject's pytest ``pythonpath`` puts the repository root
+on ``sys.path``).
+"""
+
+from tests.support.fuzz import run_fuzzer, start_fuzzer
+from tests.support.net import free_port
+from tests.support.paths import REPO, SHARED, TESTDATA, load_json, shared_path
+from tests.support.wait import until, wait_until
+
+__all__ = [
+    "REPO",
+    "SHARED",
+    "TESTDATA",
+    "free_port",
+    "load_json",
+    "run_fuzzer",
+    "shared_path",
+    "start_fuzzer",
+    "until",
+    "wait_until",
+]
