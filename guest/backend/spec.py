@@ -69,8 +69,18 @@ def oci_process(p: oci_pb2.Process, *, default_caps: Mapping[str, list[str]] | N
     return out
 
 
+def _bind_source_allowed(src: Path, container_id: str) -> bool:
+    """Only what the agent provides: CopyFile'd files, the sandbox shm and resolv.conf, the
+    container's own bundle — never another container's rootfs, the shared layers or agent state."""
+    kata = Path("/run/kata-containers")
+    if src in (kata / "sandbox/resolv.conf", kata / "sandbox/shm"):
+        return True
+    shared = kata / "shared/containers"
+    own = kata / container_id
+    return (src != shared and src.is_relative_to(shared)) or src.is_relative_to(own)
+
+
 def _mounts(mounts: Any, layout: Layout, container_id: str) -> list[dict[str, Any]]:
-    allowed_sources = (layout.kata_run, )
     out = []
     for m in mounts:
         if not m.destination.startswith("/") or "/../" in f"{m.destination}/":
@@ -80,10 +90,10 @@ def _mounts(mounts: Any, layout: Layout, container_id: str) -> list[dict[str, An
             raise InvalidRequestError("Mount.type", m.type, f"one of {sorted(_MOUNT_TYPES)}")
         if kind == "bind":
             src = Path(m.source)
-            if (not m.source.startswith("/") or "/../" in f"{m.source}/"
-                    or not any(src.is_relative_to(a) for a in allowed_sources)):
-                raise InvalidRequestError("Mount.source", m.source,
-                                          f"a bind source under {layout.kata_run} (CopyFile'd or a storage)")
+            if (not m.source.startswith("/") or "/../" in f"{m.source}/" or "/./" in f"{m.source}/"
+                    or not _bind_source_allowed(src, container_id)):
+                raise InvalidRequestError("Mount.source", m.source, "a CopyFile'd file, the sandbox shm or "
+                                          "resolv.conf, or a path in the container's own bundle")
         out.append({"destination": m.destination, "type": kind, "source": m.source,
                     "options": list(m.options)})
     return out

@@ -62,12 +62,28 @@ def test_rootfs_must_be_the_bundle_rootfs() -> None:
 
 
 @pytest.mark.parametrize("source", ["/", "/etc", "/run/kata-containers/../../etc",
-                                    "/dev/vda", "relative/path"])
+                                    "/dev/vda", "relative/path",
+                                    # another container's rootfs, the shared verity layers, the agent's state
+                                    "/run/kata-containers/" + "d" * 64 + "/rootfs",
+                                    "/run/kata-containers/sandbox/layers", "/run/kata-containers",
+                                    "/run/kata-containers/sandbox/resolv.conf.d"])
 def test_bind_sources_outside_the_agent_trees_are_refused(source: str) -> None:
     s = spec()
     s.Mounts.add(destination="/host", type="bind", source=source, options=["rbind"])
     with pytest.raises(InvalidRequestError, match=r"Mount\.source"):
         oci_spec(s, layout=LAYOUT, container_id=CID, namespaces=NS, sandbox_container=False)
+
+
+def test_bind_sources_the_agent_provides_are_kept() -> None:
+    s = spec()
+    sandbox = "/run/kata-containers/sandbox"
+    s.Mounts.add(destination="/dev/shm", type="bind", source=f"{sandbox}/shm", options=["rbind"])
+    s.Mounts.add(destination="/etc/resolv.conf", type="bind", source=f"{sandbox}/resolv.conf")
+    s.Mounts.add(destination="/scratch", type="bind", source=f"/run/kata-containers/{CID}/scratch")
+    out = oci_spec(s, layout=LAYOUT, container_id=CID, namespaces=NS, sandbox_container=False)
+    assert [m["source"] for m in out["mounts"][-3:]] == ["/run/kata-containers/sandbox/shm",
+                                                          "/run/kata-containers/sandbox/resolv.conf",
+                                                          f"/run/kata-containers/{CID}/scratch"]
 
 
 def test_unknown_mount_types_seccomp_and_user_namespaces_are_refused() -> None:
