@@ -18,18 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from containerd_harness import (
+
+from attestation import initdata as initdata_format
+from runtime.protocols import shim_pb2
+from tools.vm.containerd import (
     REPO,
     RUNTIME,
     Containerd,
     busybox_image_archive,
     containerd_missing,
+    host_erofs_config,
+    pinned_policy,
     running_containerd,
     shim_processes,
 )
-
-from attestation import initdata as initdata_format
-from runtime.protocols import shim_pb2
 
 pytestmark = pytest.mark.root
 
@@ -166,7 +168,7 @@ default WaitProcessRequest := true
 
 @pytest.mark.vm
 def test_policy_denial_in_the_pod_vm_reaches_containerd(
-    containerd: tuple[Containerd, str], tmp_path: Path
+    containerd: tuple[Containerd, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The VM boots (TCG), the agent answers Health.Check and CreateSandbox, and the measured
     policy from the pod's initdata annotation denies CreateContainer: ctr shows kata's text."""
@@ -176,7 +178,7 @@ def test_policy_denial_in_the_pod_vm_reaches_containerd(
     if qemu_available():
         pytest.skip(qemu_available() or "")
     ctd, digest = containerd
-    image = pod_image_dir(_config_of_session())
+    image = pod_image_dir(request.config)
     config = tmp_path / "rt.toml"
     made = subprocess.run(
         [
@@ -214,38 +216,6 @@ def test_policy_denial_in_the_pod_vm_reaches_containerd(
     _assert_clean(ctd, "denied")
 
 
-def _pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
-    """Every request allowed; the image's layer pinned (its erofs image built the way the shim
-    builds it, from the blob in containerd's content store)."""
-    import json
-
-    from image.layers import build_layer_image
-    from oci import LayerSource
-    from tools.vm.pod import RPC_NAMES
-
-    manifest = json.loads(ctd.ctr("content", "get", manifest_digest).stdout)
-    layer = manifest["layers"][0]
-    blob = cache.parent / "layer.blob"
-    blob.write_bytes(
-        subprocess.run(
-            ["ctr", "--address", str(ctd.socket), "content", "get", layer["digest"]],
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    )
-    pin = build_layer_image(LayerSource(layer["digest"], "gzip", blob), cache).pin()
-    lines = [
-        "package agent_policy",
-        "",
-        *(f"default {n} := true" for n in RPC_NAMES),
-        "",
-        "policy_data := " + json.dumps({"containers": [{"erofs_layers": [pin]}]}),
-        "",
-    ]
-    return "\n".join(lines)
-
-
 @pytest.fixture(scope="module")
 def pod_vm(
     containerd: tuple[Containerd, str],
@@ -261,22 +231,10 @@ def pod_vm(
         pytest.skip(qemu_available() or "")
     ctd, digest = containerd
     work = tmp_path_factory.mktemp("hosterofs")
-    image = pod_image_dir(request.config)
-    config = work / "rt.toml"
-    made = subprocess.run(
-        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    config = host_erofs_config(pod_image_dir(request.config), work)
     cache = work / "layers"
-    text = config.read_text().replace('mode = "host-erofs"', f'mode = "host-erofs"\nlayer_cache = "{cache}"')
-    config.write_text(text)
     toml = initdata_format.encode(
-        initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": _pinned_policy(ctd, digest, cache)})
+        initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": pinned_policy(ctd, digest, cache)})
     )
     return ctd, config, f"{initdata_format.ANNOTATION}={initdata_format.encode_annotation(toml)}"
 
@@ -344,14 +302,36 @@ def test_exec_ps_kill_and_a_killed_qemu(pod_vm: tuple[Containerd, Path, str]) ->
     _assert_clean(ctd, "long")
 
 
-_SESSION: list[pytest.Config] = []
-
-
-def _config_of_session() -> pytest.Config:
-    return _SESSION[0]
-
-
-@pytest.fixture(autouse=True)
-def _remember_config(request: pytest.FixtureRequest) -> None:
-    if not _SESSION:
-        _SESSION.append(request.config)
+@pytest.mark.vm
+def test_ctr_task_kill_reaches_the_container(pod_vm: tuple[Containerd, Path, str]) -> None:
+    """`ctr task kill -s SIGKILL` becomes SignalProcess in the VM; the task exits 137 (128 + 9)."""
+    ctd, config, initdata_annotation = pod_vm
+    started = ctd.ctr(
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(config),
+        "--annotation",
+        initdata_annotation,
+        IMAGE,
+        "killme",
+        "sh",
+        "-c",
+        "sleep 600",
+        timeout=400,
+    )
+    assert started.returncode == 0, started.stderr + ctd.log()[-3000:]
+    try:
+        killed = ctd.ctr("task", "kill", "-s", "SIGKILL", "killme")
+        assert killed.returncode == 0, killed.stderr
+        deadline = time.monotonic() + 60
+        while "event=process_exited cid=killme exec=killme status=137" not in ctd.log():
+            assert time.monotonic() < deadline, ctd.log()[-2000:]
+            time.sleep(0.5)
+        assert "STOPPED" in ctd.ctr("task", "ls").stdout
+    finally:
+        ctd.ctr("task", "delete", "killme")
+        ctd.ctr("container", "delete", "killme")
+    _assert_clean(ctd, "killme")

@@ -1,5 +1,6 @@
-"""A containerd of the test's own: temporary root, state and socket, in a network namespace of its
-own (``unshare --net``), with this checkout's shim first on its PATH; an offline OCI image to import."""
+"""A containerd of our own for tests and benchmarks: temporary root, state and socket, in a network
+namespace of its own (``unshare --net``), with this checkout's shim first on its PATH; an offline OCI
+image (static busybox) to import, and the initdata policy that pins its layer for host-EROFS runs."""
 
 from __future__ import annotations
 
@@ -208,3 +209,53 @@ def shim_processes(rundir: Path) -> list[int]:
                 if needle in (entry / "cmdline").read_bytes():
                     out.append(int(entry.name))
     return out
+
+
+def pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
+    """Every request allowed; the image's layer pinned (its erofs image built the way the shim
+    builds it, from the blob in containerd's content store, into ``cache``)."""
+    from image.layers import build_layer_image
+    from oci import LayerSource
+    from tools.vm.pod import RPC_NAMES
+
+    manifest = json.loads(ctd.ctr("content", "get", manifest_digest).stdout)
+    layer = manifest["layers"][0]
+    blob = cache.parent / "layer.blob"
+    blob.write_bytes(
+        subprocess.run(
+            ["ctr", "--address", str(ctd.socket), "content", "get", layer["digest"]],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    pin = build_layer_image(LayerSource(layer["digest"], "gzip", blob), cache).pin()
+    lines = [
+        "package agent_policy",
+        "",
+        *(f"default {n} := true" for n in RPC_NAMES),
+        "",
+        "policy_data := " + json.dumps({"containers": [{"erofs_layers": [pin]}]}),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def host_erofs_config(image: Path, work: Path) -> Path:
+    """``python -m image runtime-config`` for ``image`` with the layer cache in ``work``."""
+    config = work / "rt.toml"
+    made = subprocess.run(
+        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise RuntimeError(made.stderr)
+    text = config.read_text().replace(
+        'mode = "host-erofs"', f'mode = "host-erofs"\nlayer_cache = "{work / "layers"}"'
+    )
+    config.write_text(text)
+    return config
