@@ -7,11 +7,13 @@ package's sync test regenerates into a temporary directory and compares byte for
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "STUB_HEADER", "ProtocError", "compile_protos"]
+__all__ = ["REPO_ROOT", "STUB_HEADER", "ProtoSet", "ProtocError", "compile_protos"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # protoc's stubs are not --strict clean (bare Mapping; a field named like its message type shadows the
@@ -46,8 +48,22 @@ def compile_protos(protos: Sequence[str], out_root: Path, repo_root: Path = REPO
     return written
 
 
-def main(protos: Sequence[str], argv: Sequence[str]) -> int:
-    """``python -m <package>.proto.generate [OUT_ROOT]``: regenerate into OUT_ROOT (default: the repo)."""
-    for path in compile_protos(protos, Path(argv[0]) if argv else REPO_ROOT):
-        print(path)
-    return 0
+@dataclass(frozen=True)
+class ProtoSet:
+    """The .proto files of one package: ``generate`` compiles them, ``main`` is the package's command line
+    (``python -m <package>.generate [OUT_ROOT]``; OUT_ROOT defaults to the repository root)."""
+
+    protos: tuple[str, ...]
+
+    @classmethod
+    def named(cls, directory: str, names: Sequence[str]) -> ProtoSet:
+        return cls(tuple(f"{directory}/{name}.proto" for name in names))
+
+    def generate(self, out_root: Path) -> list[Path]:
+        return compile_protos(self.protos, out_root)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        args = sys.argv[1:] if argv is None else argv
+        for path in self.generate(Path(args[0]) if args else REPO_ROOT):
+            print(path)
+        return 0
