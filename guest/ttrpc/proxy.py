@@ -28,7 +28,7 @@ from .errors import LocalProtocolError
 from .frames import MAX_MESSAGE_SIZE
 from .messages import EnvelopeError, Request, Response
 from .status import Code, Status
-from .transport import connect, listen, listening_address
+from .transport import connect, listen, listening_address, shut_down
 
 INTERCEPTOR_FAILED_TEXT = "ttrpc proxy: request could not be checked"
 RESPONSE_HOOK_FAILED_TEXT = "ttrpc proxy: response could not be checked"
@@ -274,6 +274,12 @@ class _Downstream(FramedProtocol):
             self.up.close()
 
 
+def _abort_both(c: _Downstream) -> None:
+    if c.up is not None:
+        c.up.abort()
+    c.abort()
+
+
 class Proxy:
     def __init__(
         self,
@@ -303,19 +309,7 @@ class Proxy:
         return bound
 
     async def close(self) -> None:
-        for listener in self._listeners:
-            listener.close()
-        for c in list(self._connections):
-            if c.up is not None:
-                c.up.abort()
-            c.abort()
-        for listener in self._listeners:
-            await listener.wait_closed()
-        self._listeners.clear()
-        for _ in range(10):
-            if not self._connections:
-                break
-            await asyncio.sleep(0)
+        await shut_down(self._listeners, self._connections, _abort_both)
 
     async def __aenter__(self) -> Proxy:
         return self

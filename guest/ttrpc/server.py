@@ -31,7 +31,7 @@ from .errors import TtrpcError
 from .frames import MAX_MESSAGE_SIZE
 from .messages import Request, Response
 from .status import Code, Status
-from .transport import listen, listening_address
+from .transport import listen, listening_address, shut_down
 
 Handler = Callable[[Request], Awaitable[bytes]]
 
@@ -167,18 +167,7 @@ class Server:
         return bound
 
     async def close(self) -> None:
-        for listener in self._listeners:
-            listener.close()
-        for c in list(self._connections):
-            c.abort()
-        for listener in self._listeners:
-            await listener.wait_closed()
-        self._listeners.clear()
-        # connection_lost runs from the loop: give it the turns it needs so nothing outlives close().
-        for _ in range(10):
-            if not self._connections:
-                break
-            await asyncio.sleep(0)
+        await shut_down(self._listeners, self._connections, lambda c: c.abort())
 
     async def __aenter__(self) -> Server:
         return self

@@ -7,7 +7,8 @@ import contextlib
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import TypeVar
 
 from .address import Address
 
@@ -69,3 +70,24 @@ def listening_address(server: asyncio.Server, requested: Address) -> Address:
     if requested.scheme == "tcp":
         return Address("tcp", host=requested.host, port=int(name[1]))
     return Address("vsock", cid=requested.cid, port=int(name[1]))
+
+
+_Conn = TypeVar("_Conn")
+
+
+async def shut_down(
+    listeners: list[asyncio.Server], connections: Collection[_Conn], abort: Callable[[_Conn], None]
+) -> None:
+    """Stop listening, abort every connection, and wait for the listeners to close."""
+    for listener in listeners:
+        listener.close()
+    for c in list(connections):
+        abort(c)
+    for listener in listeners:
+        await listener.wait_closed()
+    listeners.clear()
+    # connection_lost runs from the loop: give it the turns it needs so nothing outlives the close.
+    for _ in range(10):
+        if not connections:
+            break
+        await asyncio.sleep(0)
