@@ -14,16 +14,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.simulation import SIMULATED_SNP_REFERENCE_VALUES
+
 REPO = Path(__file__).resolve().parents[2]
-SIMULATED_REFERENCE_VALUES = {
-    "snp": [{
-        "Platform": "Simulated-SNP",
-        "ProductName": "Milan",
-        "TrustedMeasurement": "00" * 48,
-        "MinimumTCB": {"BootloaderVersion": 0, "TEEVersion": 0, "SNPVersion": 0, "MicrocodeVersion": 0},
-        "GuestPolicy": {"ABIMinor": 0, "ABIMajor": 0, "SMT": True},
-    }]
-}
+SIMULATED_REFERENCE_VALUES = SIMULATED_SNP_REFERENCE_VALUES  # what `contrast generate --simulate-tee` writes
 
 
 def initdata(name: str) -> bytes:

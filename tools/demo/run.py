@@ -22,6 +22,8 @@ from types import FrameType
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
+from coordinator.simulation import SIMULATED_SNP_REFERENCE_VALUES
+
 from .errors import StepFailedError
 from .processes import Children, start_coordinator
 from .report import Narrator
@@ -31,17 +33,7 @@ REPO = HERE.parents[1]
 POLICY = HERE / "policy.rego"
 DEFAULT_POLICY = HERE / "default-policy.rego"
 
-# Reference values for the simulated platform: the Coordinator accepts simulated evidence only for
-# entries marked "Simulated-SNP"; the simulator launches with an all-zero measurement by default.
-SIMULATED_REFERENCE_VALUES = {
-    "snp": [{
-        "Platform": "Simulated-SNP",
-        "ProductName": "Milan",
-        "TrustedMeasurement": "00" * 48,
-        "MinimumTCB": {"BootloaderVersion": 0, "TEEVersion": 0, "SNPVersion": 0, "MicrocodeVersion": 0},
-        "GuestPolicy": {"ABIMinor": 0, "ABIMajor": 0, "SMT": True},
-    }]
-}
+SIMULATED_REFERENCE_VALUES = SIMULATED_SNP_REFERENCE_VALUES  # what `contrast generate --simulate-tee` writes
 
 
 def initdata_for(workload: str, policy: str) -> bytes:

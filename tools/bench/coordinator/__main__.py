@@ -29,18 +29,10 @@ from typing import Any
 
 from cryptography import x509
 
+from coordinator.simulation import SIMULATED_SNP_REFERENCE_VALUES
+
 REPO = Path(__file__).resolve().parents[3]
-RV = {
-    "snp": [
-        {
-            "Platform": "Simulated-SNP",
-            "ProductName": "Milan",
-            "TrustedMeasurement": "00" * 48,
-            "MinimumTCB": {"BootloaderVersion": 0, "TEEVersion": 0, "SNPVersion": 0, "MicrocodeVersion": 0},
-            "GuestPolicy": {"ABIMinor": 0, "ABIMajor": 0, "SMT": True},
-        }
-    ]
-}
+RV = SIMULATED_SNP_REFERENCE_VALUES  # what `contrast generate --simulate-tee` writes
 
 
 def initdata(name: str) -> bytes:
