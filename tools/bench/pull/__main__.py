@@ -1,6 +1,6 @@
 """Benchmark: pulling a 100 MiB image by digest from a local registry, ``oci`` vs ``skopeo copy``.
 
-    .venv/bin/python -m tools.bench.pull [--size-mib 100] [--layers 4] [--repeat 3]
+    .venv/bin/python -m tools.bench.pull [--size-mib 100] [--layers 4] [--repeat 3] [--vm]
 
 Debian's docker-registry serves on 127.0.0.1 (a free port); an image of ``--layers`` gzip layers of
 random bytes (about ``--size-mib`` MiB compressed) is written with oci.layout and pushed with skopeo.
@@ -13,7 +13,7 @@ Each round runs, as fresh processes with empty destinations and interleaved:
 
 Destinations are on tmpfs (/dev/shm), as in the guest (encrypted RAM). The table shows best and
 median wall time, throughput and the ratio from the best, and the best CPU time (user+sys, robust
-on a loaded machine).
+on a loaded machine). ``--vm`` runs the pull comparison inside the TCG pod VM (vm.py, guest_bench.py).
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=100)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--vm", action="store_true", help="run the comparison inside the TCG pod VM instead")
     ap.add_argument("--one", nargs=3, metavar=("REF", "CACHE", "UNPACK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -93,6 +94,12 @@ def main() -> None:
     registry, skopeo = shutil.which("docker-registry"), shutil.which("skopeo")
     if not registry or not skopeo:
         sys.exit("needs Debian's docker-registry and skopeo (.ci/apt/oci.txt)")
+    if args.vm:
+        from .vm import print_vm, run_vm
+
+        with tempfile.TemporaryDirectory(prefix="bench-pull-vm-") as tmp:
+            print_vm(run_vm(Path(tmp), args.size_mib, args.layers, args.repeat))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     # the guest keeps pulled blobs and the rootfs in (encrypted) memory: destinations on tmpfs
     dest_base = "/dev/shm" if os.path.isdir("/dev/shm") else str(work)
