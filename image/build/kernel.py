@@ -24,6 +24,8 @@ __all__ = ["GUEST_MODULES", "Kernel", "find_kernel", "module_load_order"]
 # (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so no virtio vsock
 # transport — every module costs a signature check under TCG.) virtio_net: the pod network device,
 # configured only by UpdateInterface/UpdateRoutes. cgroup v2 is built into the kernel.
+# dm-crypt and dm-integrity with the ecb, xts and authenc templates serve guest/storage/crypt.py
+# (sha256, hmac, aes are built in).
 GUEST_MODULES: tuple[str, ...] = (
     "virtio_mmio",
     "virtio_blk",
@@ -34,6 +36,7 @@ GUEST_MODULES: tuple[str, ...] = (
     "loop",
     "vsock_loopback",
     "virtio_net",
+    *("dm_crypt", "dm_integrity", "ecb", "xts", "authenc"),  # encrypted volumes: LUKS2 aes-xts + hmac-sha256
 )
 
 

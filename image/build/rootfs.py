@@ -40,6 +40,10 @@ _STDLIB_SKIP = re.compile(
     r"[^/]*/tests?|unittest/test)(/|$)|/__pycache__/"
 )
 _DIST_PACKAGES = "usr/lib/python3/dist-packages"
+# Encrypted volumes (guest/storage/crypt.py): Debian's cryptsetup (LUKS2, dm-integrity) and the ext4
+# tools that format and check the volume's filesystem; their libraries come with the ldd closure.
+STORAGE_TOOLS = (Path("/usr/sbin/cryptsetup"), Path("/usr/sbin/mke2fs"), Path("/usr/sbin/e2fsck"))
+_STORAGE_TOOL_LINKS = {"usr/sbin/mkfs.ext4": "mke2fs", "usr/sbin/fsck.ext4": "e2fsck"}
 _RPC = re.compile(r"rpc\s+\w+\s*\(\s*([\w.]+)\s*\)")
 
 
@@ -207,6 +211,11 @@ def build_rootfs_tree(repo: Path, *, testing: bool = False) -> FileTree:
                   data=default_policy(repo / "guest" / "protocols" / "agent.proto"))
     elves = _add_python(tree)
     elves += _add_container_tools(tree)
+    for tool in STORAGE_TOOLS:
+        tree.add_host_file(tool, str(tool).lstrip("/"))
+        elves.append(tool)
+    for link, target in _STORAGE_TOOL_LINKS.items():
+        tree.add_symlink(link, target)
     more, venv_roots = _add_distributions(tree, runtime_distributions(repo / "pyproject.toml"))
     elves += more
     _add_project(tree, repo, testing)

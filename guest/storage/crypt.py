@@ -1,0 +1,304 @@
+"""Encrypted, integrity-protected block volumes: LUKS2 with dm-crypt over dm-integrity.
+
+Every volume is ``aes-xts-plain64`` with a keyed MAC per 4 KiB sector (``hmac-sha256``, kept by
+dm-integrity next to the data), so a sector the host altered, moved between volumes or made up
+reads as EIO instead of garbage. HMAC over XTS rather than AEAD (``aes-gcm-random``): GCM's 96-bit
+random nonce bounds one key to about 2^32 sector writes before a nonce repeat reveals the
+authentication key, and a persistent volume keyed by a long-lived workload secret can reach that;
+an HMAC tag has no such bound. The dm-integrity journal is on by default: without it a crash (or
+the host killing the VM) between writing a sector and its tag leaves that sector unreadable.
+
+The passphrase is never on a command line, in the environment or in a log: cryptsetup reads it
+from its standard input (``--key-file=-``). The device is a :class:`BlockDevice` resolved from the
+kernel, never a host string; the device-mapper name is built here from hex digits.
+
+A device without a LUKS header is formatted (first use). A device with one is only ever opened:
+if the key does not open it, :class:`VolumeKeyError` and nothing is written. The host writes the
+header, so after opening the live device-mapper tables are checked to be exactly the cipher and
+MAC above (a forged header with ``cipher_null`` keyslots would open with any key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .dm import DeviceMapper
+from .errors import DeviceMapperError, StorageError
+from .mount import MS_NODEV, MS_NOSUID, mount, umount
+from .source import BlockDevice
+
+__all__ = [
+    "CIPHER", "INTEGRITY", "KEY_BYTES", "CryptSettings", "CryptVolume", "CryptsetupError",
+    "EncryptedVolumeError", "VolumeKeyError", "close_volume", "ephemeral_key",
+    "key_from_workload_secret", "mapper_name", "open_volume",
+]
+
+log = logging.getLogger("guest.storage")
+
+CIPHER = "aes-xts-plain64"
+INTEGRITY = "hmac-sha256"
+KEY_BYTES = 64  # the passphrase: HKDF output or random; full entropy, so no slow PBKDF is needed
+SECTOR_SIZE = 4096
+CRYPTSETUP = "cryptsetup"
+MKFS_EXT4 = "mkfs.ext4"
+# The live tables a correct volume has: dm-crypt with the authenc(hmac(sha256), xts(aes)) AEAD of
+# 32-byte tags over a dm-integrity device with 32-byte tags and no internal hash (the MAC is dm-crypt's).
+_CRYPT_CIPHER = "capi:authenc(hmac(sha256),xts(aes))-plain64"
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")
+_EXT4_MAGIC_OFFSET = 1080
+_EXT4_MAGIC = b"\x53\xef"
+_LUKS_MAGIC = b"LUKS\xba\xbe"
+_HKDF_INFO = b"confidential-guest/storage/luks2-passphrase/v1"
+DEFAULT_TIMEOUT = 600.0
+
+
+class EncryptedVolumeError(StorageError):
+    """The volume could not be opened or set up; nothing this call created is left behind."""
+
+
+class VolumeKeyError(EncryptedVolumeError):
+    """The device has a LUKS header that the key does not open: refused, never reformatted."""
+
+
+class CryptsetupError(EncryptedVolumeError):
+    """cryptsetup (or mkfs) exited non-zero; ``stderr`` is its message (it never contains the key)."""
+
+    def __init__(self, action: str, returncode: int, stderr: str) -> None:
+        self.action = action
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(f"{action}: exit {returncode}: {stderr.strip()[-500:]}")
+
+
+def key_from_workload_secret(secret: bytes, purpose: str = "secure-pv") -> bytes:
+    """The volume passphrase: HKDF-SHA256 of the workload secret, bound to ``purpose``.
+
+    The same workload (same secret, any node, any restart) derives the same key; a workload with
+    another secret cannot.
+    """
+    if len(secret) < 32:
+        raise EncryptedVolumeError(f"workload secret has {len(secret)} bytes, expected at least 32")
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", purpose):
+        raise EncryptedVolumeError(f"key purpose {purpose!r}: expected [a-z0-9-]{{1,64}}")
+    info = _HKDF_INFO + b"\0" + purpose.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
+
+
+def ephemeral_key() -> bytes:
+    """A random passphrase born in the VM; it is never written anywhere, so the data dies with it."""
+    return os.urandom(KEY_BYTES)
+
+
+def mapper_name(device_path: str, mount_point: str) -> str:
+    """Contrast's name: hex of the first 8 bytes of SHA-256(device path ‖ mount point)."""
+    return hashlib.sha256((device_path + mount_point).encode()).digest()[:8].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class CryptSettings:
+    journal: bool = True  # dm-integrity journal: crash-safe data+tag writes, costs write bandwidth
+    timeout: float = DEFAULT_TIMEOUT
+    cryptsetup: str = CRYPTSETUP
+    mkfs: str = MKFS_EXT4
+
+
+@dataclass
+class CryptVolume:
+    """An open volume: ``/dev/mapper/<name>`` (checked to be the kernel's device) mounted or not."""
+
+    name: str
+    device: BlockDevice
+    mapper: Path
+    formatted: bool  # this call wrote a new LUKS header
+    created_filesystem: bool
+    mount_point: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def close(self, settings: CryptSettings = CryptSettings()) -> None:
+        close_volume(self, settings)
+
+
+def _env() -> dict[str, str]:
+    # No udev in the pod VM: libdevmapper creates /dev/mapper nodes itself.
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DM_DISABLE_UDEV": "1", "LC_ALL": "C"}
+
+
+def _run(argv: Sequence[str], action: str, settings: CryptSettings, *, key: bytes | None = None,
+         ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.run(list(argv), input=key if key is not None else b"", capture_output=True,
+                              env=_env(), timeout=settings.timeout, check=False)
+    except FileNotFoundError as e:
+        raise EncryptedVolumeError(f"{action}: {argv[0]} is not installed ({e.strerror})") from None
+    except subprocess.TimeoutExpired:
+        raise EncryptedVolumeError(f"{action}: no answer from {argv[0]} within {settings.timeout}s") from None
+    if proc.returncode not in ok:
+        raise CryptsetupError(action, proc.returncode, proc.stderr.decode(errors="replace"))
+    return proc
+
+
+def _device_path(device: BlockDevice) -> str:
+    if not isinstance(device, BlockDevice):
+        raise TypeError("encrypted volumes take a resolved BlockDevice")
+    return f"/dev/{device.name}"
+
+
+def _read_at(path: Path | str, offset: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+def _has_luks_header(device: BlockDevice, settings: CryptSettings) -> bool:
+    dev = _device_path(device)
+    rc = _run([settings.cryptsetup, "isLuks", "--type", "luks2", dev], "checking for a LUKS2 header",
+              settings, ok=(0, 1)).returncode
+    if rc == 0:
+        return True
+    if _read_at(dev, 0, len(_LUKS_MAGIC)) == _LUKS_MAGIC:
+        # A LUKS magic that cryptsetup does not accept as LUKS2 (damaged, or LUKS1): never format over it.
+        raise EncryptedVolumeError(f"{dev} starts with a LUKS header that is not a usable LUKS2 header; "
+                                   "refusing to format over it")
+    return False
+
+
+def _format(device: BlockDevice, key: bytes, settings: CryptSettings) -> None:
+    _run([settings.cryptsetup, "luksFormat", "--batch-mode", "--type", "luks2", "--cipher", CIPHER,
+          "--key-size", "512", "--integrity", INTEGRITY, "--sector-size", str(SECTOR_SIZE),
+          "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha256",
+          "--disable-external-tokens", "--key-file=-", _device_path(device)],
+         "formatting LUKS2", settings, key=key)
+
+
+def _open(device: BlockDevice, name: str, key: bytes, settings: CryptSettings) -> None:
+    argv = [settings.cryptsetup, "open", "--type", "luks2", "--disable-external-tokens", "--key-file=-"]
+    if not settings.journal:
+        argv.append("--integrity-no-journal")
+    try:
+        _run([*argv, _device_path(device), name], "opening LUKS2", settings, key=key)
+    except CryptsetupError as e:
+        if e.returncode == 2:  # cryptsetup: "No key available with this passphrase."
+            raise VolumeKeyError(f"{_device_path(device)}: the key does not open this volume's LUKS2 "
+                                 "header (another workload's volume?); it is left as it is") from None
+        raise
+
+
+def _check_tables(name: str, device: BlockDevice, dm: DeviceMapper) -> Path:
+    """The live tables are dm-crypt with our AEAD over dm-integrity over ``device``; the node."""
+    devices = dm.list_devices()
+    if name not in devices or f"{name}_dif" not in devices:
+        raise EncryptedVolumeError(f"volume {name}: expected mappings {name} and {name}_dif, "
+                                   f"the kernel has {sorted(d for d in devices if d.startswith(name))}")
+    major, minor = devices[f"{name}_dif"]
+    integrity = dm.table(f"{name}_dif")
+    crypt = dm.table(name)
+    # Only types and cipher words are compared and reported: the crypt table carries key material.
+    if len(integrity) != 1 or integrity[0].type != "integrity":
+        raise EncryptedVolumeError(f"volume {name}: integrity mapping has targets "
+                                   f"{[t.type for t in integrity]}, expected one integrity target")
+    iwords = integrity[0].params.split()
+    if len(iwords) < 4 or iwords[0] != device.number or iwords[2] != "32" or iwords[3] not in ("J", "D"):
+        raise EncryptedVolumeError(f"volume {name}: integrity target over {iwords[:1]} with tag size "
+                                   f"{iwords[2:3]} mode {iwords[3:4]}, expected {device.number}, 32, J or D")
+    if len(crypt) != 1 or crypt[0].type != "crypt":
+        raise EncryptedVolumeError(f"volume {name}: crypt mapping has targets {[t.type for t in crypt]}, "
+                                   "expected one crypt target")
+    cwords = crypt[0].params.split()
+    if len(cwords) < 5 or cwords[0] != _CRYPT_CIPHER or cwords[3] != f"{major}:{minor}":
+        raise EncryptedVolumeError(f"volume {name}: crypt target cipher {cwords[:1]} over {cwords[3:4]}, "
+                                   f"expected {_CRYPT_CIPHER} over {major}:{minor}")
+    opts = cwords[5:]
+    if "integrity:32:aead" not in opts or f"sector_size:{SECTOR_SIZE}" not in opts:
+        raise EncryptedVolumeError(f"volume {name}: crypt options {[o for o in opts if ':' in o]}, "
+                                   f"expected integrity:32:aead and sector_size:{SECTOR_SIZE}")
+    cmajor, cminor = devices[name]
+    node = Path(f"/dev/dm-{cminor}")
+    st = os.stat(node)
+    if os.major(st.st_rdev) != cmajor or os.minor(st.st_rdev) != cminor:
+        raise EncryptedVolumeError(f"volume {name}: {node} is not device {cmajor}:{cminor}")
+    return node
+
+
+def _remove(name: str, settings: CryptSettings) -> None:
+    try:
+        _run([settings.cryptsetup, "close", name], "closing LUKS2", settings)
+    except EncryptedVolumeError:
+        dm = DeviceMapper()
+        for n in (name, f"{name}_dif"):
+            with contextlib.suppress(DeviceMapperError):
+                dm.remove(n)
+
+
+def open_volume(device: BlockDevice, name: str, key: bytes, *, mount_point: Path | None = None,
+                create: bool = True, settings: CryptSettings = CryptSettings()) -> CryptVolume:
+    """Open (formatting on first use when ``create``) and optionally mount the volume on ``device``.
+
+    Raises :class:`VolumeKeyError` for a volume the key does not open, :class:`EncryptedVolumeError`
+    otherwise; on any failure the mappings this call made are removed.
+    """
+    if not _NAME.fullmatch(name):
+        raise EncryptedVolumeError(f"volume name {name!r}: expected {_NAME.pattern}")
+    if len(key) != KEY_BYTES:
+        raise EncryptedVolumeError(f"volume key has {len(key)} bytes, expected {KEY_BYTES}")
+    dm = DeviceMapper()
+    if name in dm.list_devices():
+        raise EncryptedVolumeError(f"volume {name}: a device-mapper device of that name exists already")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    formatted = False
+    if not _has_luks_header(device, settings):
+        if not create:
+            raise EncryptedVolumeError(f"{_device_path(device)} has no LUKS2 header and formatting "
+                                       "was not asked")
+        _format(device, key, settings)
+        formatted = True
+        timings["format"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    _open(device, name, key, settings)
+    timings["open"] = time.perf_counter() - t1
+    try:
+        node = _check_tables(name, device, dm)
+        created_fs = False
+        if _read_at(node, _EXT4_MAGIC_OFFSET, 2) != _EXT4_MAGIC:
+            # Authenticated data without an ext4 superblock: a volume formatted by a holder of the key
+            # that never got its filesystem (or a fresh one). Make it.
+            t2 = time.perf_counter()
+            _run([settings.mkfs, "-q", "-F", "-E", "nodiscard", "-L", "secure-volume", str(node)],
+                 "creating ext4", settings)
+            timings["mkfs"] = time.perf_counter() - t2
+            created_fs = True
+        vol = CryptVolume(name, device, node, formatted, created_fs, timings=timings)
+        if mount_point is not None:
+            mount_point.mkdir(parents=True, exist_ok=True)
+            mount(str(node), mount_point, "ext4", MS_NOSUID | MS_NODEV)
+            vol.mount_point = mount_point
+    except BaseException:
+        _remove(name, settings)
+        raise
+    timings["total"] = time.perf_counter() - t0
+    log.info("event=volume_opened name=%s device=%s formatted=%s mkfs=%s journal=%s total_ms=%.0f", name,
+             device.number, formatted, created_fs, settings.journal, timings["total"] * 1000)
+    return vol
+
+
+def close_volume(vol: CryptVolume, settings: CryptSettings = CryptSettings()) -> None:
+    """Unmount (if mounted) and close both mappings."""
+    if vol.mount_point is not None:
+        umount(vol.mount_point)
+        vol.mount_point = None
+    _run([settings.cryptsetup, "close", vol.name], "closing LUKS2", settings)
+    log.info("event=volume_closed name=%s", vol.name)
