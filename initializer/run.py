@@ -19,8 +19,11 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_fix
 
 from attestation.atls import ClientConfig, Issuer, SnpIssuer, call, issuer_for, split_host_port
 from coordinator.proto import NEW_MESH_CERT, meshapi_pb2
+from guest.storage.errors import StorageError
+from guest.storage.source import block_device_at
 from initializer.defaultdeny import remove_default_deny
 from initializer.files import MeshMaterial, write_done, write_mesh_files
+from initializer.securepv import SecurePvError, serve_secure_pv
 
 log = logging.getLogger("initializer")
 
@@ -42,6 +45,7 @@ class StoppedError(Exception):
 class Settings:
     out_dir: Path = Path("/contrast")
     done_file: Path = Path("/done")
+    state_dir: Path = Path("/state")
     simulate_tee: bool = False
     simulate_initdata: Path | None = None
     simulate_measurement: bytes = bytes(48)
@@ -117,8 +121,12 @@ def run(settings: Settings, stop: threading.Event) -> dict[str, float]:
         except Exception as exc:
             raise InitializerError("removing default-deny rule", exc) from exc
         log.info("event=default_deny_removed removed=%s", removed)
-    if env.get("CRYPTSETUP_DEVICE"):
-        raise InitializerError("setting up encrypted volume", "CRYPTSETUP_DEVICE is not supported")
+    device = env.get("CRYPTSETUP_DEVICE", "")
+    if device:  # a device that is not there fails now, not after the Coordinator answered
+        try:
+            block_device_at(Path(device))
+        except StorageError as exc:
+            raise InitializerError("setting up encrypted volume", exc) from exc
     address = env.get("COORDINATOR_HOST", "")
     if not address:
         raise InitializerError("reading environment", "COORDINATOR_HOST is not set")
@@ -142,6 +150,16 @@ def run(settings: Settings, stop: threading.Event) -> dict[str, float]:
         write_mesh_files(settings.out_dir, key, material)
     except OSError as exc:
         raise InitializerError("writing mesh files", exc) from exc
+    if device:
+        # Contrast's secure-pv: mount at /state, then /done, then hold the mount until SIGTERM.
+        if not material.workload_secret:
+            raise InitializerError("setting up encrypted volume", "the Coordinator sent no workload secret")
+        try:
+            serve_secure_pv(device, settings.state_dir, material.workload_secret, settings.done_file, stop)
+        except SecurePvError as exc:
+            raise InitializerError(exc.step, exc) from exc
+        timings["total"] = time.perf_counter() - t0
+        return timings
     try:
         write_done(settings.done_file)
     except OSError as exc:

@@ -6,7 +6,12 @@
   (guest/backend/guestpull.py) — until that module is present the driver fails closed;
 - ``erofs.multi-layer``: each storage one dm-verity mapped erofs layer (guest/storage, parameters
   pinned by the policy), mounted once per sandbox and shared (refcounted) by the containers using
-  it; the container's rootfs an overlay of its layers with its own tmpfs upper dir.
+  it; the container's rootfs an overlay of its layers with its own tmpfs upper dir;
+- ``mmioblk`` (``blk``/``scsi`` name PCI/SCSI addresses, not resolvable on virtio-mmio): genpolicy's
+  block-encrypted emptyDir, ``driver_options`` ``encryption_key=ephemeral`` (required: a block
+  storage is never mounted in plaintext) and ``create_filesystem``: a LUKS2 volume with a key born
+  in the VM (guest/storage/encrypted.py) at ``/run/kata-containers/sandbox/storage/<b64url(source)>``,
+  mounted once and shared (refcounted) by the containers naming it.
 
 Every mount point must be the container's own (``/run/kata-containers/<cid>/...``) or the sandbox
 shm; a layer's source string is resolved to a block device by guest/storage (the dm table names
@@ -15,6 +20,7 @@ the kernel's device, never the request's string).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import json
@@ -38,6 +44,8 @@ from guest.storage import (
     pinned_for,
     resolve_source,
 )
+from guest.storage.crypt import CryptVolume
+from guest.storage.encrypted import open_ephemeral_volume, parse_block_driver_options
 from guest.storage.mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount
 from guest.storage.verity import device_name
 
@@ -129,6 +137,13 @@ class _SharedLayer:
     refs: int = 0
 
 
+@dataclass
+class _SharedVolume:
+    volume: CryptVolume
+    path: Path
+    refs: int = 0
+
+
 class Storages:
     def __init__(self, layout: Layout, *, pinned_layers: Callable[[], Sequence[Mapping[str, str]]],
                  pause_binary: Path = PAUSE_BINARY) -> None:
@@ -136,6 +151,7 @@ class Storages:
         self.pinned_layers = pinned_layers
         self.pause_binary = pause_binary
         self._layers: dict[str, _SharedLayer] = {}
+        self._volumes: dict[str, _SharedVolume] = {}
 
     def _guest_path(self, path: Path) -> Path:
         """A guest path of a request mapped below the layout root (identity in the VM)."""
@@ -184,9 +200,12 @@ class Storages:
                     layer_dir, release = self._shared_layer(s)
                     mounted.append(MountedStorage(s.driver, layer_dir, [release]))
                     layers.append(layer_dir)
+                elif s.driver in ("mmioblk", "blk", "scsi"):
+                    path, release = self._encrypted_block(s)
+                    mounted.append(MountedStorage(s.driver, path, [release]))
                 else:
                     raise InvalidRequestError("storage.driver", s.driver,
-                                              "ephemeral, image_guest_pull or erofs.multi-layer")
+                                              "ephemeral, image_guest_pull, erofs.multi-layer or mmioblk")
             if layers:
                 if rootfs is not None:
                     raise InvalidRequestError("storages", "erofs.multi-layer", "one rootfs source")
@@ -224,6 +243,42 @@ class Storages:
                 shared.mount.close()
                 with contextlib.suppress(OSError):
                     shared.path.rmdir()
+
+        return shared.path, release
+
+    def _encrypted_block(self, s: agent_pb2.Storage) -> tuple[Path, Callable[[], None]]:
+        """A block-encrypted emptyDir, formatted with an ephemeral key on first use in this sandbox."""
+        if s.driver != "mmioblk":
+            raise InvalidRequestError("storage.driver", s.driver,
+                                      "mmioblk (PCI and SCSI addresses are not resolved on this VM)")
+        storage_dir = Path("/run/kata-containers/sandbox/storage")
+        expected = storage_dir / base64.urlsafe_b64encode(s.source.encode()).decode()
+        if s.mount_point != str(expected):
+            raise InvalidRequestError("storage.mount_point", s.mount_point, str(expected))
+        if s.fstype != "ext4":
+            raise InvalidRequestError("storage.fstype", s.fstype, "ext4")
+        if list(s.options):
+            raise InvalidRequestError("storage.options", list(s.options), "no mount options")
+        try:
+            opts = parse_block_driver_options(list(s.driver_options))
+            if not opts.encrypted or not opts.create_filesystem:
+                raise InvalidRequestError("storage.driver_options", list(s.driver_options),
+                                          "encryption_key=ephemeral and create_filesystem")
+            shared = self._volumes.get(s.mount_point)
+            if shared is None:
+                target = self._guest_path(expected)
+                vol = open_ephemeral_volume(resolve_source(s.source), target)
+                shared = self._volumes[s.mount_point] = _SharedVolume(vol, target)
+        except StorageError as e:
+            raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
+        shared.refs += 1
+        key = s.mount_point
+
+        def release() -> None:
+            shared.refs -= 1
+            if shared.refs == 0:
+                del self._volumes[key]
+                shared.volume.close()
 
         return shared.path, release
 

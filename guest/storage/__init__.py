@@ -3,6 +3,8 @@
 - :mod:`.dm`: device-mapper ioctls (create/load/resume/remove/list/table) in Python.
 - :mod:`.source`: a storage's host-supplied ``source`` resolved to a kernel block device number.
 - :mod:`.verity`: verity tables and mounts with exactly the parameters the policy pinned.
+- :mod:`.crypt`: LUKS2 volumes with authenticated encryption (aes-xts + hmac-sha256), cryptsetup.
+- :mod:`.encrypted`: kata's block-encrypted emptyDir and the secure image store (ephemeral keys).
 - :mod:`.layers`: kata's ``erofs.multi-layer`` ``X-kata.dmverity.*`` options; the Rego module
   ``erofs_layers.rego`` that pins them per layer in policy_data.
 """

@@ -40,7 +40,7 @@ from .mount import MS_NODEV, MS_NOSUID, mount, umount
 from .source import BlockDevice
 
 __all__ = [
-    "CIPHER", "INTEGRITY", "KEY_BYTES", "CryptSettings", "CryptVolume", "CryptsetupError",
+    "CIPHER", "DEFAULT_SETTINGS", "INTEGRITY", "KEY_BYTES", "CryptSettings", "CryptVolume", "CryptsetupError",
     "EncryptedVolumeError", "VolumeKeyError", "close_volume", "ephemeral_key",
     "key_from_workload_secret", "mapper_name", "open_volume",
 ]
@@ -126,8 +126,11 @@ class CryptVolume:
     mount_point: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
-    def close(self, settings: CryptSettings = CryptSettings()) -> None:
-        close_volume(self, settings)
+    def close(self, settings: CryptSettings | None = None) -> None:
+        close_volume(self, settings or DEFAULT_SETTINGS)
+
+
+DEFAULT_SETTINGS = CryptSettings()
 
 
 def _env() -> dict[str, str]:
@@ -244,8 +247,12 @@ def _remove(name: str, settings: CryptSettings) -> None:
 
 
 def open_volume(device: BlockDevice, name: str, key: bytes, *, mount_point: Path | None = None,
-                create: bool = True, settings: CryptSettings = CryptSettings()) -> CryptVolume:
+                create: bool = True, fresh: bool = False,
+                settings: CryptSettings = DEFAULT_SETTINGS) -> CryptVolume:
     """Open (formatting on first use when ``create``) and optionally mount the volume on ``device``.
+
+    ``fresh`` formats whatever the device holds (ephemeral volumes: their key was just born, so no
+    earlier header can be theirs).
 
     Raises :class:`VolumeKeyError` for a volume the key does not open, :class:`EncryptedVolumeError`
     otherwise; on any failure the mappings this call made are removed.
@@ -260,7 +267,7 @@ def open_volume(device: BlockDevice, name: str, key: bytes, *, mount_point: Path
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     formatted = False
-    if not _has_luks_header(device, settings):
+    if fresh or not _has_luks_header(device, settings):
         if not create:
             raise EncryptedVolumeError(f"{_device_path(device)} has no LUKS2 header and formatting "
                                        "was not asked")
@@ -295,7 +302,7 @@ def open_volume(device: BlockDevice, name: str, key: bytes, *, mount_point: Path
     return vol
 
 
-def close_volume(vol: CryptVolume, settings: CryptSettings = CryptSettings()) -> None:
+def close_volume(vol: CryptVolume, settings: CryptSettings = DEFAULT_SETTINGS) -> None:
     """Unmount (if mounted) and close both mappings."""
     if vol.mount_point is not None:
         umount(vol.mount_point)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import StorageSourceError
 
-__all__ = ["DEV", "SOURCE_PATTERN", "SYS_CLASS_BLOCK", "BlockDevice", "resolve_source"]
+__all__ = ["DEV", "SOURCE_PATTERN", "SYS_CLASS_BLOCK", "BlockDevice", "block_device_at", "resolve_source"]
 
 # virtio-blk and SCSI disks (optionally a partition), loop devices. The same text is in
 # erofs_layers.rego (erofs_source_pattern); a test keeps them equal.
@@ -98,4 +98,36 @@ def resolve_source(source: str, *, dev: Path = DEV, sys_class_block: Path = SYS_
         got = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
         raise StorageSourceError(source, f"the node is device {got}, the kernel's {name} is {device.number}",
                                  f"a block node for {device.number}")
+    return device
+
+
+def block_device_at(node: Path, *, sys_dev_block: Path = Path("/sys/dev/block"),
+                    dev: Path = DEV, sys_class_block: Path = SYS_CLASS_BLOCK) -> BlockDevice:
+    """The block device behind the node ``node`` (e.g. a pod's volumeDevice ``/dev/csi0``).
+
+    The node must be a block node (``lstat``: never a symbolic link); the kernel names the device
+    by its number (``/sys/dev/block/<major:minor>/uevent``), and that name is then resolved like a
+    storage source, so the result is the kernel's ``/dev/<name>`` with the same number.
+    """
+    try:
+        st = os.lstat(node)
+    except OSError as e:
+        raise StorageSourceError(str(node), f"the device node is missing: {e.strerror}",
+                                 "a block node") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise StorageSourceError(str(node), f"not a block device (mode {stat.filemode(st.st_mode)})",
+                                 "a block node")
+    number = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    try:
+        uevent = (sys_dev_block / number / "uevent").read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise StorageSourceError(str(node), f"the kernel has no block device {number}: {e}",
+                                 "an existing block device") from None
+    names = [line[len("DEVNAME="):] for line in uevent.splitlines() if line.startswith("DEVNAME=")]
+    if len(names) != 1:
+        raise StorageSourceError(str(node), f"device {number} has no single kernel name", "DEVNAME=<name>")
+    device = resolve_source(f"/dev/{names[0]}", dev=dev, sys_class_block=sys_class_block)
+    if device.number != number:
+        raise StorageSourceError(str(node), f"node is {number}, /dev/{names[0]} is {device.number}",
+                                 "the same device")
     return device

@@ -27,8 +27,8 @@ def test_missing_coordinator_host(tmp_path: Path) -> None:
         run(Settings(out_dir=tmp_path, environ={}), threading.Event())
 
 
-def test_cryptsetup_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(InitializerError, match="encrypted volume"):
+def test_cryptsetup_device_that_is_no_block_device_fails_before_the_coordinator(tmp_path: Path) -> None:
+    with pytest.raises(InitializerError, match=r"setting up encrypted volume: .*/dev/csi0"):
         run(Settings(out_dir=tmp_path, environ={"COORDINATOR_HOST": "x", "CRYPTSETUP_DEVICE": "/dev/csi0"}),
             threading.Event())
 
