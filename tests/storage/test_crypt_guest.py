@@ -1,0 +1,144 @@
+"""Inside the pod VM (the shared boot): encrypted volumes on loop devices over tmpfs files.
+
+The backing file plays the host's disk: what the test reads from it is what the host would see.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guest.backend.errors import InvalidRequestError
+from guest.backend.layout import Layout
+from guest.backend.storages import Storages
+from guest.protocols import agent_pb2
+from guest.storage import DeviceMapper, resolve_source
+from guest.storage.crypt import (
+    EncryptedVolumeError,
+    key_from_workload_secret,
+    open_volume,
+)
+from guest.storage.encrypted import open_image_store
+
+pytestmark = [pytest.mark.vm(guest=True), pytest.mark.encrypted_storage]
+
+SIZE = 48 << 20
+MARKER = b"EMPTYDIR-PLAINTEXT " * 64
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    backing = Path("/tmp") / f"crypt-{os.getpid()}-{tmp_path.name}.img"
+    with open(backing, "wb") as f:
+        f.truncate(SIZE)
+    dev = subprocess.run(["losetup", "-f"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["losetup", dev, str(backing)], check=True)
+    try:
+        yield dev, backing
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+        backing.unlink()
+
+
+def _mappings() -> list[str]:
+    return sorted(n for n in DeviceMapper().list_devices() if n != "dm-verity")
+
+
+def _emptydir(source: str, driver_options: list[str]) -> agent_pb2.Storage:
+    mount_point = "/run/kata-containers/sandbox/storage/" + base64.urlsafe_b64encode(source.encode()).decode()
+    return agent_pb2.Storage(driver="mmioblk", driver_options=driver_options, source=source, fstype="ext4",
+                             mount_point=mount_point)
+
+
+async def test_encrypted_emptydir_key_is_born_in_the_vm_and_data_dies_with_it(
+        loop: tuple[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    dev, backing = loop
+    caplog.set_level(logging.DEBUG)
+    storages = Storages(Layout(), pinned_layers=list)
+    s = _emptydir(dev, ["encryption_key=ephemeral", "create_filesystem"])
+    mounted, rootfs = await storages.mount_container("c1", [s], sandbox_container=False)
+    assert rootfs is None
+    path = mounted[0].mount_point
+    (path / "data").write_bytes(MARKER)
+    # A second container naming the same emptyDir shares the mounted volume.
+    mounted2, _ = await storages.mount_container("c2", [s], sandbox_container=False)
+    assert (mounted2[0].mount_point / "data").read_bytes() == MARKER
+    name = f"ephemeral-{dev.removeprefix('/dev/')}"
+    crypt = DeviceMapper().table(name)[0].params.split()
+    assert crypt[0] == "capi:authenc(hmac(sha256),xts(aes))-plain64"
+    assert crypt[1].startswith(":") and ":logon:" in crypt[1]  # the key sits in the kernel keyring
+    os.sync()
+    mounted2[0].release()
+    assert (path / "data").read_bytes() == MARKER  # still held by c1
+    mounted[0].release()
+    assert _mappings() == []
+    raw = backing.read_bytes()
+    assert raw[:6] == b"LUKS\xba\xbe" and MARKER[:19] not in raw
+    assert "EMPTYDIR" not in caplog.text
+    # The next pod's emptyDir on the same device is a new volume: the old key is gone with the old one.
+    mounted, _ = await storages.mount_container("c3", [s], sandbox_container=False)
+    assert not (mounted[0].mount_point / "data").exists()
+    mounted[0].release()
+    assert _mappings() == []
+
+
+@pytest.mark.parametrize("driver_options", [
+    ["create_filesystem"], [], ["encryption_key=ephemeral"], ["encryption_key=host", "create_filesystem"],
+    ["encryption_key=ephemeral", "create_filesystem", "create_filesystem"],
+])
+async def test_block_storage_without_an_ephemeral_key_is_refused(loop: tuple[str, Path],
+                                                                 driver_options: list[str]) -> None:
+    dev, backing = loop
+    storages = Storages(Layout(), pinned_layers=list)
+    with pytest.raises(Exception) as e:
+        await storages.mount_container("c1", [_emptydir(dev, driver_options)], sandbox_container=False)
+    assert isinstance(e.value, InvalidRequestError) or "driver_options" in str(e.value)
+    assert _mappings() == []
+    assert backing.read_bytes() == bytes(SIZE), "a refused request wrote to the device"
+
+
+def test_secure_image_store_is_an_encrypted_volume(loop: tuple[str, Path], tmp_path: Path) -> None:
+    dev, backing = loop
+    vol = open_image_store(resolve_source(dev), tmp_path / "store")
+    try:
+        (tmp_path / "store" / "layer.tar").write_bytes(MARKER)
+        assert os.stat(tmp_path / "store").st_dev == os.stat(vol.mapper).st_rdev
+    finally:
+        vol.close()
+    assert MARKER[:19] not in backing.read_bytes()
+
+
+def test_a_volume_keyed_right_but_without_integrity_is_refused(loop: tuple[str, Path]) -> None:
+    dev, backing = loop
+    key = key_from_workload_secret(b"\7" * 64)
+    subprocess.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+                    "--pbkdf-force-iterations", "1000", "--key-file=-", dev], input=key, check=True,
+                   capture_output=True)
+    before = hashlib.sha256(backing.read_bytes()).digest()
+    with pytest.raises(EncryptedVolumeError, match="expected mappings"):
+        open_volume(resolve_source(dev), "nointegrity", key)
+    assert _mappings() == []
+    assert hashlib.sha256(backing.read_bytes()).digest() == before
+
+
+def test_a_damaged_luks_header_is_never_reformatted(loop: tuple[str, Path]) -> None:
+    dev, backing = loop
+    key = key_from_workload_secret(b"\7" * 64)
+    vol = open_volume(resolve_source(dev), "damaged", key)
+    vol.close()
+    with open(backing, "r+b") as f:  # both LUKS2 headers' JSON areas, the primary's magic kept
+        for off in (4096, 16384 + 4096):
+            f.seek(off)
+            f.write(b"\xff" * 4096)
+    before = hashlib.sha256(backing.read_bytes()).digest()
+    with pytest.raises(EncryptedVolumeError):  # whoever notices (cryptsetup or our magic check)
+        open_volume(resolve_source(dev), "damaged", key)
+    assert _mappings() == []
+    assert hashlib.sha256(backing.read_bytes()).digest() == before
