@@ -14,18 +14,18 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from image.layers import LayerImage, build_layer_image
-from oci import Digest, DigestVerifier, LayerSource, OciError
-from oci.mediatypes import INDEX_TYPES, LAYER_COMPRESSION, MANIFEST_TYPES
+from .errors import FailedPreconditionError, InvalidInputError, ShimError
 
-from .errors import FailedPreconditionError, InvalidInputError
+if TYPE_CHECKING:
+    from oci import Digest
 
-__all__ = ["ContainerdImages", "ImageLayers"]
+__all__ = ["ContainerdImages", "ImageLayers", "LayerDisk", "fetch_layers"]
 
 log = logging.getLogger("runtime.layers")
 
@@ -35,9 +35,46 @@ MAX_LAYER = 8 << 30
 
 
 @dataclass(frozen=True)
+class LayerDisk:
+    """A built layer image and the storage options that name its verity parameters."""
+
+    path: str
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ImageLayers:
-    image: str
-    layers: tuple[LayerImage, ...]
+    image: str  # name@digest of the manifest
+    layers: tuple[LayerDisk, ...]
+
+
+FETCH_TIMEOUT = 600.0
+
+
+async def fetch_layers(ctr: str, address: str, namespace: str, cache: Path, container_id: str) -> ImageLayers:
+    """The layers of ``container_id``'s image, prepared in a child process: the image and OCI code
+    (and their memory) stay out of the long-running shim daemon."""
+    argv = [sys.executable, "-P", "-m", "runtime.layers", ctr, address, namespace, str(cache), container_id]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), FETCH_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise FailedPreconditionError(
+            f"preparing the image layers took more than {FETCH_TIMEOUT:.0f}s"
+        ) from None
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise FailedPreconditionError(lines[-1] if lines else f"layer preparation exited {proc.returncode}")
+    doc = json.loads(out)
+    return ImageLayers(doc["image"], tuple(LayerDisk(x["path"], tuple(x["options"])) for x in doc["layers"]))
 
 
 class ContainerdImages:
@@ -79,6 +116,9 @@ class ContainerdImages:
         return doc
 
     async def layers_of(self, container_id: str) -> ImageLayers:
+        from oci import Digest, OciError
+        from oci.mediatypes import INDEX_TYPES, LAYER_COMPRESSION, MANIFEST_TYPES
+
         info = json.loads(await self._run("containers", "info", container_id))
         image = info.get("Image", "") if isinstance(info, dict) else ""
         if not isinstance(image, str) or not image:
@@ -119,7 +159,10 @@ class ContainerdImages:
             )
         return ImageLayers(f"{image.split(':')[0].split('@')[0]}@{digest}", tuple(built))
 
-    async def _layer(self, digest: Digest, size: int, compression: str) -> LayerImage:
+    async def _layer(self, digest: Digest, size: int, compression: str) -> LayerDisk:
+        from image.layers import build_layer_image
+        from oci import LayerSource, OciError
+
         if not 0 <= size <= MAX_LAYER:
             raise InvalidInputError("layer size", size, f"0..{MAX_LAYER}")
         self.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -130,7 +173,8 @@ class ContainerdImages:
             fd = -1
             await asyncio.to_thread(_verify, Path(tmp), digest, size)
             source = LayerSource(str(digest), compression, Path(tmp))
-            return await asyncio.to_thread(build_layer_image, source, self.cache)
+            built = await asyncio.to_thread(build_layer_image, source, self.cache)
+            return LayerDisk(built.path, tuple(built.options()))
         except OciError as e:
             raise InvalidInputError("layer", str(digest), f"a blob matching its descriptor ({e})") from None
         finally:
@@ -141,8 +185,28 @@ class ContainerdImages:
 
 
 def _verify(path: Path, digest: Digest, size: int) -> None:
+    from oci import DigestVerifier
+
     verifier = DigestVerifier(digest, size)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             verifier.update(chunk)
     verifier.finish()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m runtime.layers CTR ADDRESS NAMESPACE CACHE CONTAINER_ID``: JSON of the layers."""
+    from dataclasses import asdict
+
+    ctr, address, namespace, cache, container_id = argv
+    try:
+        result = asyncio.run(ContainerdImages(ctr, address, namespace, Path(cache)).layers_of(container_id))
+    except ShimError as e:
+        print(e.message, file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

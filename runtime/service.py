@@ -48,7 +48,7 @@ from .errors import (
     ShimError,
 )
 from .events import Publisher
-from .layers import ContainerdImages, ImageLayers
+from .layers import ImageLayers, fetch_layers
 from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
 from .protocols import events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .spec import spec_from_json
@@ -272,10 +272,8 @@ class TaskService:
                     )
                 if self.containerd is None:
                     raise ConfigError("host-erofs mode needs containerd's address and its ctr client")
-                images = ContainerdImages(
-                    self.containerd[0], self.containerd[1], self.namespace, config.layer_cache
-                )
-                self.layers[cid] = await images.layers_of(cid)
+                ctr, address = self.containerd
+                self.layers[cid] = await fetch_layers(ctr, address, self.namespace, config.layer_cache, cid)
                 layer_paths = tuple(Path(x.path) for x in self.layers[cid].layers)
             if kind in ("", "sandbox"):
                 sid = cid if kind == "sandbox" else "cc-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
@@ -472,7 +470,7 @@ class TaskService:
                     driver="erofs.multi-layer",
                     source=f"/dev/vd{chr(ord('c') + i)}",
                     fstype="erofs",
-                    options=layer.options(),
+                    options=list(layer.options),
                     mount_point=rootfs,
                 )
                 for i, layer in enumerate(layers.layers)
