@@ -59,21 +59,19 @@ def has_local_route(mark: int, table: int = DEFAULT_TABLE) -> bool:
     return _off_loop(lambda: _has(mark, table))
 
 
+def _local_route(ipr: IPRoute, op: str, family: socket.AddressFamily, everything: str, table: int) -> None:
+    """``ip route <op> local <everything> dev lo table <table>``: marked packets are delivered locally."""
+    ipr.route(op, family=family, dst=everything, type="local", scope=_SCOPE_HOST,
+              oif=ipr.link_lookup(ifname="lo")[0], table=table)
+
+
 def _install(mark: int, table: int) -> None:
     with IPRoute() as ipr:
         for family, everything in _families():
             try:
                 if not ipr.get_rules(family=family, fwmark=mark, table=table):
                     ipr.rule("add", family=family, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-                ipr.route(
-                    "replace",
-                    family=family,
-                    dst=everything,
-                    type="local",
-                    scope=_SCOPE_HOST,
-                    oif=ipr.link_lookup(ifname="lo")[0],
-                    table=table,
-                )
+                _local_route(ipr, "replace", family, everything, table)
             except NetlinkError as exc:
                 raise RoutingError(
                     f"installing fwmark {mark:#x} -> local table {table} ({family.name}): {exc}"
@@ -86,15 +84,7 @@ def _remove(mark: int, table: int) -> None:
             try:
                 for _ in ipr.get_rules(family=family, fwmark=mark, table=table):
                     ipr.rule("del", family=family, fwmark=mark, fwmask=mark, table=table, priority=_PRIORITY)
-                ipr.route(
-                    "del",
-                    family=family,
-                    dst=everything,
-                    type="local",
-                    scope=_SCOPE_HOST,
-                    oif=ipr.link_lookup(ifname="lo")[0],
-                    table=table,
-                )
+                _local_route(ipr, "del", family, everything, table)
             except NetlinkError as exc:
                 if exc.code not in (errno.ENOENT, errno.ESRCH):
                     raise RoutingError(
