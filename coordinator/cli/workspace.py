@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -27,6 +28,8 @@ LATEST_TRANSITION = "latest-transition"
 COLLATERAL_CACHE = "collateral-cache"  # fetched CRLs / TDX collateral (signed documents, re-verified on use)
 
 
+_Key = TypeVar("_Key", ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
+
 class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -42,38 +45,31 @@ class Workspace:
 
     # -- keys ----------------------------------------------------------------------------------------
     def workload_owner_key(self, create: bool) -> ec.EllipticCurvePrivateKey | None:
-        path = self.path(WORKLOAD_OWNER_KEY)
-        if not path.exists():
-            if not create:
-                return None
-            key = ec.generate_private_key(ec.SECP384R1())
-            pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-            self.write(WORKLOAD_OWNER_KEY, pem, 0o600)
-            return key
-        key_obj = serialization.load_pem_private_key(path.read_bytes(), None)
-        if not isinstance(key_obj, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{path} is not an ECDSA private key")
-        return key_obj
+        return self._owner_key(WORKLOAD_OWNER_KEY, create, ec.EllipticCurvePrivateKey, "an ECDSA",
+                               lambda: ec.generate_private_key(ec.SECP384R1()))
 
     def seedshare_owner_key(self, create: bool, bits: int = 4096) -> rsa.RSAPrivateKey | None:
-        path = self.path(SEEDSHARE_OWNER_KEY)
+        return self._owner_key(SEEDSHARE_OWNER_KEY, create, rsa.RSAPrivateKey, "an RSA",
+                               lambda: rsa.generate_private_key(public_exponent=65537, key_size=bits))
+
+    def _owner_key(self, name: str, create: bool, kind: type, what: str,
+                   generate: Callable[[], _Key]) -> _Key | None:
+        """The key in ``name``; without one, None, or (``create``) a new key written with mode 0600."""
+        path = self.path(name)
         if not path.exists():
             if not create:
                 return None
-            key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+            key = generate()
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                 serialization.NoEncryption(),
             )
-            self.write(SEEDSHARE_OWNER_KEY, pem, 0o600)
+            self.write(name, pem, 0o600)
             return key
         key_obj = serialization.load_pem_private_key(path.read_bytes(), None)
-        if not isinstance(key_obj, rsa.RSAPrivateKey):
-            raise ValueError(f"{path} is not an RSA private key")
-        return key_obj
+        if not isinstance(key_obj, kind):
+            raise ValueError(f"{path} is not {what} private key")
+        return cast(_Key, key_obj)
 
     # -- documents -------------------------------------------------------------------------------------
     def store_initdata(self, raw: bytes) -> str:
