@@ -20,7 +20,7 @@ import argparse
 import datetime as _dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -139,6 +139,27 @@ def _revocation_note(out: dict[str, Any], args: argparse.Namespace) -> None:
         out["revocation"] = "checked"
 
 
+def _claims_checked(
+    out: dict[str, Any], checks: list[str], args: argparse.Namespace, rv: ReferenceValues | None,
+    report_data: bytes, check: Callable[[ReferenceValues], object],
+) -> dict[str, Any]:
+    """After the signature checks: the reference values (which cover report_data), or else just the
+    expected report_data; each check passed is named in ``checks``, a failure names what differed."""
+    if rv is None and args.report_data is not None:
+        if report_data != args.report_data:
+            raise _FailedCheckError(
+                out, checks, f"report_data is {report_data.hex()}, expected {args.report_data.hex()}")
+        checks.append("report_data")
+    if rv is not None:
+        try:
+            check(rv)
+        except AttestationError as exc:
+            raise _FailedCheckError(out, checks, str(exc)) from None
+        checks.append("reference_values")
+    out["checks"] = checks
+    return out
+
+
 def _verify_snp(args: argparse.Namespace) -> dict[str, Any]:
     certs = [_read(p) for p in args.cert]
     table = _read(args.cert_table) if args.cert_table else None
@@ -156,20 +177,8 @@ def _verify_snp(args: argparse.Namespace) -> dict[str, Any]:
         "claims": snp_claims(res.report, res.product),
     }
     _revocation_note(out, args)
-    if args.report_data is not None and rv is None and res.report.report_data != args.report_data:
-        raise _FailedCheckError(
-            out, checks, f"report_data is {res.report.report_data.hex()}, expected {args.report_data.hex()}"
-        )
-    if args.report_data is not None and rv is None:
-        checks.append("report_data")
-    if rv is not None:
-        try:
-            check_snp(res, rv, report_data=args.report_data)
-        except AttestationError as exc:
-            raise _FailedCheckError(out, checks, str(exc)) from None
-        checks.append("reference_values")
-    out["checks"] = checks
-    return out
+    return _claims_checked(out, checks, args, rv, res.report.report_data,
+                           lambda ref: check_snp(res, ref, report_data=args.report_data))
 
 
 def _verify_tdx(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,22 +201,8 @@ def _verify_tdx(args: argparse.Namespace) -> dict[str, Any]:
     if res.tcb is not None:
         out["tcb_date"] = res.tcb.tcb_date.isoformat()
         out["qe_tcb_status"] = res.qe_tcb_status
-    if args.report_data is not None and rv is None:
-        if res.quote.body.report_data != args.report_data:
-            raise _FailedCheckError(
-                out,
-                checks,
-                f"report_data is {res.quote.body.report_data.hex()}, expected {args.report_data.hex()}",
-            )
-        checks.append("report_data")
-    if rv is not None:
-        try:
-            check_tdx(res, rv, report_data=args.report_data)
-        except AttestationError as exc:
-            raise _FailedCheckError(out, checks, str(exc)) from None
-        checks.append("reference_values")
-    out["checks"] = checks
-    return out
+    return _claims_checked(out, checks, args, rv, res.quote.body.report_data,
+                           lambda ref: check_tdx(res, ref, report_data=args.report_data))
 
 
 def _tdx_window(quote: bytes, revocation: RevocationSource | None, at: _dt.datetime | None) -> str:
