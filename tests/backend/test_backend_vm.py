@@ -27,6 +27,7 @@ from tools.vm.pod import (
     Agent,
     build_busybox_layer,
     container_request,
+    corrupt_copy,
     initdata_disk,
     pause_request,
     pod_policy,
@@ -104,8 +105,10 @@ class Pod:
 def pod(pod_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     work = tmp_path_factory.mktemp("pod")
     layer, pin = build_busybox_layer(work)
+    corrupt_copy(layer, work / "busybox-flipped.img")  # same verity parameters, one flipped bit
     initdata, hostdata = initdata_disk(work, pod_policy(pin))
-    with running_pod(pod_image, work, pod_policy(pin), layer, hostdata, initdata) as (vm, agent):
+    with running_pod(pod_image, work, pod_policy(pin), layer, hostdata, initdata,
+                     extra_disks=(work / "busybox-flipped.img",)) as (vm, agent):
         assert "event=measured_config_installed" in vm.text()
         yield Pod(vm, agent, pin)
 
@@ -248,6 +251,30 @@ def test_removed_containers_leave_no_process(pod: Pod) -> None:
     for cid in ("c1", "c3", "c3b", "c4"):
         assert re.search(rf"event=container_removed container={cid} mounts_left=0 cgroup_left=false "
                          r"bundle_left=false", pod.vm.text()), cid
+
+
+def test_flipped_bit_in_a_verity_layer_reads_as_eio(pod: Pod) -> None:
+    """The host flips one bit of the layer disk (the pinned root hash is unchanged): busybox's
+    pages fail verification, the program never runs from tampered bytes."""
+    hosts = pod.copy_file("c9", "hosts", b"")
+    req = container_request("c9", ["sh", "-c", "echo from-tampered-layer"], pod.pin, hosts=hosts,
+                            source="/dev/vdd")
+    created = started = False
+    try:
+        pod.call("CreateContainer", req)
+        created = True
+        pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c9"))
+        started = True
+    except TtrpcError:
+        pass  # the runtime may already fail reading the binary
+    if started:
+        out = pod.read_all("c9", "c9")
+        assert b"from-tampered-layer" not in out
+        assert pod.wait("c9") != 0
+    pod.vm.wait_for(r"device-mapper: verity: .* data block \d+ is corrupted", 60)
+    if created:
+        pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c9"))
+    assert "sleep 100000" in pod.ps()  # the other container is unaffected
 
 
 def test_policy_denied_create_container_runs_nothing(pod: Pod) -> None:

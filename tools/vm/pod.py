@@ -75,6 +75,24 @@ def build_busybox_layer(work: Path) -> tuple[Path, dict[str, str]]:
     return disk, {"roothash": root.group(1), "salt": salt, "hashoffset": str(size), "no-superblock": "true"}
 
 
+def corrupt_copy(layer: Path, out: Path) -> int:
+    """``layer`` with one bit flipped in busybox's first block (its ELF header: every exec reads
+    it), the verity tree unchanged; returns the offset."""
+    import shutil as _shutil
+
+    data = layer.read_bytes()
+    marker = Path("/bin/busybox").read_bytes()[:64]  # the only ELF file in the layer
+    offset = data.find(marker)
+    assert offset > 0, "busybox data not found in the layer image"
+    _shutil.copyfile(layer, out)
+    with open(out, "r+b") as f:
+        f.seek(offset + 16)
+        byte = f.read(1)
+        f.seek(offset + 16)
+        f.write(bytes([byte[0] ^ 0x01]))
+    return offset + 16
+
+
 def layer_options(pin: dict[str, str]) -> list[str]:
     return ["X-kata.dmverity-enabled=true", *(f"X-kata.dmverity.{k}={v}" for k, v in sorted(pin.items()))]
 
@@ -144,9 +162,11 @@ async def _close(client: Client) -> None:
 
 @contextlib.contextmanager
 def running_pod(image: Path, work: Path, policy: str, layer: Path, hostdata: str,
-                initdata: Path) -> Iterator[tuple[VirtualMachine, Agent]]:
+                initdata: Path, extra_disks: tuple[Path, ...] = ()) -> Iterator[tuple[VirtualMachine, Agent]]:
+    """initdata is /dev/vdb, the layer /dev/vdc, ``extra_disks`` /dev/vdd onwards."""
     vm = VirtualMachine(image, extra_cmdline=f"cg.test.hostdata={hostdata}", memory_mib=1024,
-                        disks=[Disk(initdata), Disk(layer)], ports=[SerialPort("cg.hvsock")],
+                        disks=[Disk(initdata), Disk(layer), *(Disk(d) for d in extra_disks)],
+                        ports=[SerialPort("cg.hvsock")],
                         extra_args=NIC_ARGS, workdir=work / "vm")
     assert vm.workdir is not None
     vm.workdir.mkdir(exist_ok=True)
@@ -175,9 +195,10 @@ def running_pod(image: Path, work: Path, policy: str, layer: Path, hostdata: str
 
 
 def container_request(cid: str, args: list[str], pin: dict[str, str], *, hosts: str, memory: int = 0,
-                      tty: bool = False, root: str | None = None) -> agent_pb2.CreateContainerRequest:
+                      tty: bool = False, root: str | None = None,
+                      source: str = "/dev/vdc") -> agent_pb2.CreateContainerRequest:
     req = agent_pb2.CreateContainerRequest(container_id=cid, exec_id=cid)
-    req.storages.add(driver="erofs.multi-layer", source="/dev/vdc", fstype="erofs",
+    req.storages.add(driver="erofs.multi-layer", source=source, fstype="erofs",
                      options=layer_options(pin),
                      mount_point=f"/run/kata-containers/{cid}/rootfs")
     oci = req.OCI
