@@ -19,8 +19,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_fix
 
 from attestation.atls import ClientConfig, Issuer, SnpIssuer, call, issuer_for, split_host_port
 from coordinator.proto import NEW_MESH_CERT, meshapi_pb2
-from guest.storage.errors import StorageError
-from guest.storage.source import block_device_at
+from guest.storage import StorageError, block_device_at
 from initializer.defaultdeny import remove_default_deny
 from initializer.files import MeshMaterial, write_done, write_mesh_files
 from initializer.securepv import SecurePvError, serve_secure_pv

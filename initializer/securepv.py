@@ -16,9 +16,14 @@ import threading
 from pathlib import Path
 
 from common.files import atomic_write
-from guest.storage.crypt import CryptVolume, key_from_workload_secret, mapper_name, open_volume
-from guest.storage.errors import StorageError
-from guest.storage.source import block_device_at
+from guest.storage import (
+    CryptVolume,
+    StorageError,
+    block_device_at,
+    key_from_workload_secret,
+    mapper_name,
+    open_volume,
+)
 
 __all__ = ["SecurePvError", "open_secure_pv", "read_workload_secret", "serve_secure_pv"]
 

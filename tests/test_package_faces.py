@@ -1,6 +1,7 @@
 """Each package's face: other packages import only the names its ``__init__`` (or a declared face module)
 lists in ``__all__``, and the layering holds (common and attestation import nothing above them; the
-initializer links only the aTLS client, the MeshAPI protos, the mesh proxy's rule helpers and common)."""
+initializer links only the aTLS client, the MeshAPI protos, the mesh proxy's rule helpers,
+guest.storage (secure persistent volumes) and common)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ ALLOWED = {
     "common": set(),
     "attestation": {"common"},
     "initializer": {"common", "attestation", "attestation.atls", "attestation.testing", "coordinator.proto",
-                    "meshproxy"},
+                    "meshproxy", "guest.storage"},
 }
 
 

@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
+from .crypt import CryptVolume, key_from_workload_secret, mapper_name, open_volume
 from .dm import DeviceMapper, MappedDevice, Target
 from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError, StorageSourceError
 from .layers import mount_layer_storage, params_from_options, params_from_pin, pinned_for, rego_module
-from .source import SOURCE_PATTERN, BlockDevice, resolve_source
+from .source import SOURCE_PATTERN, BlockDevice, block_device_at, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
 __all__ = [
     "SOURCE_PATTERN",
     "BlockDevice",
+    "CryptVolume",
     "DeviceMapper",
     "DeviceMapperError",
     "MappedDevice",
@@ -30,10 +32,14 @@ __all__ = [
     "Target",
     "VerityMount",
     "VerityParams",
+    "block_device_at",
     "check_pinned",
+    "key_from_workload_secret",
+    "mapper_name",
     "mount_layer_storage",
     "mount_verity",
     "open_verity",
+    "open_volume",
     "params_from_options",
     "params_from_pin",
     "pinned_for",
