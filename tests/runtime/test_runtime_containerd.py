@@ -247,9 +247,27 @@ def test_ctr_run_prints_from_the_pod_vm_and_returns_the_exit_code(
     runs in the TCG pod VM under crun, its stdout reaches ctr through the FIFO and its exit code 7
     comes back as the task's exit status."""
     ctd, config, initdata_annotation = pod_vm
-    t0 = time.monotonic()
-    out = _run(ctd, "hello", config, initdata_annotation)
-    elapsed = time.monotonic() - t0
+    events = subprocess.Popen(
+        ["ctr", "--address", str(ctd.socket), "events"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ctd.env,
+    )
+    try:
+        t0 = time.monotonic()
+        out = _run(ctd, "hello", config, initdata_annotation)
+        elapsed = time.monotonic() - t0
+        time.sleep(1)
+    finally:
+        events.terminate()
+        seen, _ = events.communicate(timeout=30)
+    topics = [
+        w for line in seen.splitlines() if '"hello"' in line for w in line.split() if w.startswith("/tasks/")
+    ]
+    # what the shim publishes, in the order the shim v2 protocol requires
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], seen
+    assert '"exit_status":7' in seen
     assert (out.returncode, out.stdout) == (7, "hi\n"), out.stderr + ctd.log()[-3000:]
     assert "event=process_exited cid=hello exec=hello status=7" in ctd.log()
     print(f"ctr run (boot + create + run + teardown) took {elapsed:.1f}s")
