@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from attestation import initdata as initdata_format
@@ -50,7 +50,7 @@ from .errors import (
 from .events import Publisher
 from .layers import ImageLayers, fetch_layers
 from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
-from .protocols import events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
+from .protocols import cgroups_pb2, events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .spec import spec_from_json
 from .stdio import copy_input, copy_output
 
@@ -73,6 +73,34 @@ SHM_STORAGE = agent_pb2.Storage(
     options=["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
 )
 VM_EXIT_STATUS = 255
+
+
+def metrics_from_agent(reply: agent_pb2.StatsContainerResponse) -> cgroups_pb2.Metrics:
+    """The agent's cgroup statistics (v1-shaped, nanoseconds) as containerd's cgroup v2 metrics."""
+    cg = reply.cgroup_stats
+    cpu, thr, mem = cg.cpu_stats.cpu_usage, cg.cpu_stats.throttling_data, cg.memory_stats
+    st = mem.stats
+    own = ("usage", "max_usage", "usage_limit", "swap_usage", "swap_limit")
+    memory = cgroups_pb2.MemoryStat(
+        usage=mem.usage.usage,
+        max_usage=mem.usage.max_usage,
+        usage_limit=mem.usage.limit,
+        swap_usage=mem.swap_usage.usage,
+        swap_limit=mem.swap_usage.limit,
+        **{k: st[k] for k in cgroups_pb2.MemoryStat.DESCRIPTOR.fields_by_name if k in st and k not in own},
+    )
+    return cgroups_pb2.Metrics(
+        pids=cgroups_pb2.PidsStat(current=cg.pids_stats.current, limit=cg.pids_stats.limit),
+        cpu=cgroups_pb2.CPUStat(
+            usage_usec=cpu.total_usage // 1000,
+            user_usec=cpu.usage_in_usermode // 1000,
+            system_usec=cpu.usage_in_kernelmode // 1000,
+            nr_periods=thr.periods,
+            nr_throttled=thr.throttled_periods,
+            throttled_usec=thr.throttled_time // 1000,
+        ),
+        memory=memory,
+    )
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -652,9 +680,16 @@ class TaskService:
         return shim_pb2.PidsResponse(processes=[task_pb2.ProcessInfo(pid=self._pid())] if c else [])
 
     async def stats(self, req: shim_pb2.StatsRequest) -> shim_pb2.StatsResponse:
-        self._container(req.id)
-        raise TtrpcError(
-            Status(Code.UNIMPLEMENTED, "Stats: container metrics are not implemented by this shim")
+        c = self._container(req.id)
+        target = self.sandbox.id if c.is_sandbox and self.sandbox is not None else c.id
+        reply = await self._agent().call(
+            "StatsContainer",
+            agent_pb2.StatsContainerRequest(container_id=target),
+            agent_pb2.StatsContainerResponse,
+        )
+        metrics = metrics_from_agent(reply)
+        return shim_pb2.StatsResponse(
+            stats=any_pb2.Any(type_url=metrics.DESCRIPTOR.full_name, value=metrics.SerializeToString())
         )
 
     async def connect(self, req: shim_pb2.ConnectRequest) -> shim_pb2.ConnectResponse:

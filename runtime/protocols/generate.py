@@ -3,7 +3,7 @@
 
 from common.protoc import ProtoSet
 
-PROTOS = ProtoSet.named("runtime/protocols", ("mount", "task", "shim", "events", "runtimeoptions"))
+PROTOS = ProtoSet.named("runtime/protocols", ("mount", "task", "shim", "events", "runtimeoptions", "cgroups"))
 generate = PROTOS.generate
 
 if __name__ == "__main__":

@@ -277,7 +277,8 @@ def test_ctr_run_prints_from_the_pod_vm_and_returns_the_exit_code(
 @pytest.mark.vm
 def test_exec_ps_kill_and_a_killed_qemu(pod_vm: tuple[Containerd, Path, str]) -> None:
     """A detached task: `ctr task exec` runs in the same container and returns its code and output,
-    `ctr task ps` lists the pod VM's process; then QEMU is killed from outside: containerd sees the
+    `ctr task metrics` shows the container's cgroup in the VM, `ctr task ps` lists the pod VM's
+    process; then QEMU is killed from outside: containerd sees the
     task stopped, and deleting it leaves nothing behind."""
     ctd, config, initdata_annotation = pod_vm
     started = ctd.ctr(
@@ -302,6 +303,11 @@ def test_exec_ps_kill_and_a_killed_qemu(pod_vm: tuple[Containerd, Path, str]) ->
             "task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo from-exec; exit 3", timeout=120
         )
         assert (ex.returncode, ex.stdout) == (3, "from-exec\n"), ex.stderr + ctd.log()[-2000:]
+        metrics = ctd.ctr("task", "metrics", "long")
+        assert metrics.returncode == 0, metrics.stderr
+        rows = dict(line.split(None, 1) for line in metrics.stdout.splitlines()[1:] if line.strip())
+        assert int(rows["pids.current"]) >= 1, metrics.stdout  # sh and sleep in the container's cgroup
+        assert int(rows["memory.usage"]) > 0, metrics.stdout
         ps = ctd.ctr("task", "ps", "long")
         assert ps.returncode == 0, ps.stderr
         (qemu_pid_file,) = _rundir(ctd).glob("*/vm/qemu.pid")

@@ -233,3 +233,23 @@ def test_events_are_anys_named_by_their_full_name() -> None:
     msg = any_pb2.Any.FromString(raw)
     assert msg.type_url == "containerd.events.TaskExit"
     assert events_pb2.TaskExit.FromString(msg.value).exit_status == 7
+
+
+def test_agent_stats_become_cgroup_v2_metrics() -> None:
+    from guest.protocols import agent_pb2
+    from runtime.service import metrics_from_agent
+
+    reply = agent_pb2.StatsContainerResponse()
+    cg = reply.cgroup_stats
+    cg.cpu_stats.cpu_usage.total_usage = 5_000_000  # ns
+    cg.cpu_stats.cpu_usage.usage_in_usermode = 3_000_000
+    cg.memory_stats.usage.usage = 4096
+    cg.memory_stats.usage.limit = 1 << 20
+    cg.memory_stats.stats["anon"] = 1234
+    cg.memory_stats.stats["not_a_v2_field"] = 9
+    cg.pids_stats.current = 2
+    m = metrics_from_agent(reply)
+    assert (m.cpu.usage_usec, m.cpu.user_usec) == (5000, 3000)
+    assert (m.memory.usage, m.memory.usage_limit, m.memory.anon) == (4096, 1 << 20, 1234)
+    assert m.pids.current == 2
+    assert m.DESCRIPTOR.full_name == "io.containerd.cgroups.v2.Metrics"
