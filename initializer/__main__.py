@@ -21,6 +21,18 @@ from initializer.securepv import SECRET_FILE, SecurePvError, read_workload_secre
 log = logging.getLogger("initializer")
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM or SIGINT sets: the long-running steps return when it is set."""
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def cryptsetup_main(argv: list[str]) -> int:
     p = ArgumentParser(prog="python -m initializer cryptsetup", description=(
         "Open the encrypted persistent volume on DEVICE (LUKS2, aes-xts + hmac-sha256, keyed from "
@@ -34,13 +46,7 @@ def cryptsetup_main(argv: list[str]) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     try:
         serve_secure_pv(args.device_path, args.mount_point, read_workload_secret(args.secret_file),
                         args.done_file, stop)
@@ -67,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     setup_logging(args.log_level)
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     settings = Settings(
         out_dir=args.out_dir, done_file=args.done_file, simulate_tee=args.simulate_tee,
         simulate_initdata=args.simulate_initdata,

@@ -180,13 +180,19 @@ class Relay:
             if m < len(plain):
                 return
 
-    def _send_plain(self, data: memoryview) -> None:
+    def _send(self, sock: socket.socket, data: memoryview) -> int | None:
+        """Bytes the socket took (0 when it is full); None after a socket error, which aborts the relay."""
         try:
-            sent = self._plain.send(data)
+            return sock.send(data)
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            return 0
         except OSError:
             self.abort()
+            return None
+
+    def _send_plain(self, data: memoryview) -> None:
+        sent = self._send(self._plain, data)
+        if sent is None:
             return
         if sent < len(data):
             # data lives in the shared buffer: keep a private copy of the rest
@@ -197,12 +203,8 @@ class Relay:
         pending = self._plain_pending
         if pending is None:
             return
-        try:
-            sent = self._plain.send(pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.abort()
+        sent = self._send(self._plain, pending)
+        if sent is None:
             return
         if sent < len(pending):
             self._plain_pending = pending[sent:]
@@ -260,12 +262,8 @@ class Relay:
             self._shutdown_tls()
 
     def _send_tls(self, data: memoryview) -> None:
-        try:
-            sent = self._tls.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.abort()
+        sent = self._send(self._tls, data)
+        if sent is None:
             return
         if sent < len(data):
             self._tls_pending = data[sent:]
@@ -275,12 +273,8 @@ class Relay:
         pending = self._tls_pending
         if pending is None:
             return
-        try:
-            sent = self._tls.send(pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.abort()
+        sent = self._send(self._tls, pending)
+        if sent is None:
             return
         if sent < len(pending):
             self._tls_pending = pending[sent:]
