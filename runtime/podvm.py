@@ -35,7 +35,7 @@ from .config import Config
 from .errors import ConfigError
 from .hvsock import HybridVsockBridge
 
-__all__ = ["HVSOCK_PORT", "PodVM", "VmLaunch", "kvm_usable", "qemu_argv"]
+__all__ = ["HVSOCK_PORT", "PodVM", "VmLaunch", "host_timing_arg", "kvm_usable", "qemu_argv"]
 
 log = logging.getLogger("runtime.podvm")
 
@@ -81,7 +81,8 @@ class VmLaunch:
     layers: tuple[Path, ...] = ()  # host-EROFS layer images, attached read-only after the initdata disk
 
 
-def _host_timing() -> str:
+def host_timing_arg() -> str:
+    """``tsc_early_khz=<host TSC rate>`` for TCG boots (empty if unknown)."""
     # Under TCG on a loaded host the guest's PIT-based TSC calibration can fail and stall the boot;
     # giving the host's TSC rate avoids it (the value is not secret and only affects timing).
     try:
@@ -101,7 +102,7 @@ def kernel_cmdline(launch: VmLaunch) -> str:
     if launch.config.tee == "simulated":
         words.append(f"cg.test.hostdata={launch.initdata_digest.hex()}")
         if launch.accel == "tcg":
-            words.append(_host_timing())
+            words.append(host_timing_arg())
     if launch.extra_cmdline:
         words.append(launch.extra_cmdline)
     return " ".join(w for w in words if w)

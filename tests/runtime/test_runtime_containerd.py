@@ -359,3 +359,84 @@ def test_ctr_task_kill_reaches_the_container(pod_vm: tuple[Containerd, Path, str
         ctd.ctr("task", "delete", "killme")
         ctd.ctr("container", "delete", "killme")
     _assert_clean(ctd, "killme")
+
+
+async def test_shim_daemon_refuses_hostile_create_requests(tmp_path: Path) -> None:
+    """The daemon as containerd's clients could drive it (ttrpc on its socket, no containerd): a bundle
+    outside the task's directory, a host file as stdout, a foreign runtime-options type, an undecodable
+    request and checkpoints are refused with INVALID_ARGUMENT, nothing is written; Shutdown ends the
+    daemon and removes its directory."""
+    import asyncio
+    import os as _os
+
+    from google.protobuf import any_pb2
+
+    from guest.ttrpc import Client, Code, TtrpcError, parse_address
+    from runtime.protocols import shim_pb2 as pb
+
+    run = tmp_path / "run"
+    directory = run / "d1"
+    directory.mkdir(parents=True)
+    sock = directory / "shim.sock"
+    env = {**_os.environ, "PYTHONPATH": str(REPO), "CONTRAST_CC_RUN_DIR": str(run)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-P",
+        "-m",
+        "runtime",
+        "-namespace",
+        "default",
+        "-address",
+        "",
+        "-id",
+        "t1",
+        "-socket",
+        str(sock),
+        "serve",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        client = await Client().connect(parse_address(f"unix://{sock}"))
+        bundle = tmp_path / "t1"
+        bundle.mkdir()
+        (bundle / "config.json").write_text('{"ociVersion": "1.0.2", "process": {"args": ["true"]}}')
+        precious = tmp_path / "precious"
+        precious.write_text("keep")
+        fifo = tmp_path / "out.fifo"
+        _os.mkfifo(fifo)
+        hostile = [
+            pb.CreateTaskRequest(id="t1", bundle=f"{tmp_path}/x/../t1"),
+            pb.CreateTaskRequest(id="../t1", bundle=str(bundle)),
+            pb.CreateTaskRequest(id="t1", bundle=str(bundle), stdout=str(precious)),
+            pb.CreateTaskRequest(id="t1", bundle=str(bundle), stdout=str(fifo), checkpoint="/etc"),
+            pb.CreateTaskRequest(
+                id="t1",
+                bundle=str(bundle),
+                stdout=str(fifo),
+                options=any_pb2.Any(type_url="containerd.runc.v1.Options", value=b""),
+            ),
+        ]
+        for req in hostile:
+            with pytest.raises(TtrpcError) as info:
+                await client.call("containerd.task.v2.Task", "Create", req.SerializeToString(), timeout=30)
+            assert info.value.code == Code.INVALID_ARGUMENT, (req, info.value.status)
+        with pytest.raises(TtrpcError) as info:
+            await client.call("containerd.task.v2.Task", "Create", b"\xff\xff\xff", timeout=30)
+        assert info.value.code == Code.INVALID_ARGUMENT
+        assert precious.read_text() == "keep"
+        assert sorted(p.name for p in directory.iterdir()) == ["shim.sock"]
+        await client.call(
+            "containerd.task.v2.Task", "Shutdown", pb.ShutdownRequest(id="t1").SerializeToString(), timeout=30
+        )
+        await client.close()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert not directory.exists()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -44,15 +44,11 @@ def host_timing_args() -> str:
 
     Under TCG on a loaded host the guest's PIT-based TSC calibration fails now and then, and the
     kernel then stalls for tens of seconds calibrating its delay loop without a reference clock.
+    The pod-VM launcher (runtime.podvm) adds the same argument.
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return f"tsc_early_khz={int(float(line.split(':')[1]) * 1000)}"
-    except (OSError, ValueError):
-        pass
-    return ""
+    from runtime.podvm import host_timing_arg
+
+    return host_timing_arg()
 
 
 @dataclass(frozen=True, slots=True)
