@@ -72,6 +72,25 @@ def pem(cert: x509.Certificate) -> bytes:
 
 
 
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: PublicKey, now: datetime.datetime,
+    validity: datetime.timedelta, *, ca: bool,
+) -> x509.CertificateBuilder:
+    """What every certificate of the Coordinator has: names, key, a fresh serial, validity from a
+    backdated start, basic constraints and key usage."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=ca), critical=True)
+    )
+
+
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     """Signatures only; a CA also signs certificates."""
     return x509.KeyUsage(
@@ -113,15 +132,7 @@ class Authority:
         issuer_ski: x509.SubjectKeyIdentifier | None,
     ) -> x509.Certificate:
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(public_key)
-            .serial_number(_serial())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
+            _builder(subject, issuer, public_key, now, CA_VALIDITY, ca=True)
             .add_extension(ski, critical=False)
         )
         if issuer_ski is not None:
@@ -143,15 +154,7 @@ class Authority:
         dns = [g.value for g in general if isinstance(g, x509.DNSName)]
         subject = _name(dns[0]) if dns else x509.Name([])
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(_name(INTERMEDIATE_CN))
-            .public_key(public_key)
-            .serial_number(_serial())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + LEAF_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(cert_sign=False), critical=True)
+            _builder(subject, _name(INTERMEDIATE_CN), public_key, now, LEAF_VALIDITY, ca=False)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
                 critical=False,
