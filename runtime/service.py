@@ -169,6 +169,7 @@ class TaskService:
     ) -> None:
         self.containerd = containerd
         self.layers: dict[str, ImageLayers] = {}
+        self.attached: list[str] = []  # layer images on the VM's disks vdc, vdd, ... in this order
         self.namespace = namespace
         self.publisher = publisher
         self.state_dir = state_dir
@@ -291,18 +292,25 @@ class TaskService:
             container = Container(cid, bundle, proc, is_sandbox=kind == "sandbox")
             config = self._config(req.options)
             layer_paths: tuple[Path, ...] = ()
-            if config.image_mode == "host-erofs" and kind != "sandbox":
-                if kind == "container":
-                    raise ConfigError(
-                        "host-erofs mode attaches the layers when the pod VM boots: a second "
-                        "container of a CRI pod needs disk hotplug (not implemented); use "
-                        'mode = "guest-pull"'
-                    )
+            if config.image_mode == "host-erofs":
                 if self.containerd is None:
                     raise ConfigError("host-erofs mode needs containerd's address and its ctr client")
                 ctr, address = self.containerd
                 self.layers[cid] = await fetch_layers(ctr, address, self.namespace, config.layer_cache, cid)
-                layer_paths = tuple(Path(x.path) for x in self.layers[cid].layers)
+                if kind == "container":
+                    # Disks are attached when the VM boots (microvm has no hotplug): a container can
+                    # use only layers the pod's VM already has, those of the sandbox's image.
+                    missing = [x.path for x in self.layers[cid].layers if x.path not in self.attached]
+                    if missing:
+                        raise ConfigError(
+                            f"host-erofs: container {cid} needs layers the pod VM was not booted with "
+                            f"({len(missing)} of {len(self.layers[cid].layers)}); attaching disks to a "
+                            "running pod VM (hotplug) is not implemented: use the sandbox's image or "
+                            'mode = "guest-pull"'
+                        )
+                else:
+                    self.attached = [x.path for x in self.layers[cid].layers]
+                    layer_paths = tuple(Path(p) for p in self.attached)
             if kind in ("", "sandbox"):
                 sid = cid if kind == "sandbox" else "cc-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
                 await self._start_sandbox(sid, config, annotations, spec, layer_paths)
@@ -492,16 +500,16 @@ class TaskService:
         else:
             layers = self.layers[c.id]
             image = image or layers.image
-            # Disks: vda the image, vdb the initdata, then the layers in manifest order.
+            # Disks: vda the image, vdb the initdata, then the attached layers.
             storages = [
                 agent_pb2.Storage(
                     driver="erofs.multi-layer",
-                    source=f"/dev/vd{chr(ord('c') + i)}",
+                    source=f"/dev/vd{chr(ord('c') + self.attached.index(layer.path))}",
                     fstype="erofs",
                     options=list(layer.options),
                     mount_point=rootfs,
                 )
-                for i, layer in enumerate(layers.layers)
+                for layer in layers.layers
             ]
         ann[IMAGE_NAME] = image
         spec.Annotations.clear()

@@ -440,3 +440,63 @@ async def test_shim_daemon_refuses_hostile_create_requests(tmp_path: Path) -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.vm
+def test_a_pod_of_two_containers_shares_one_pod_vm(pod_vm: tuple[Containerd, Path, str]) -> None:
+    """CRI's annotations through ctr: a sandbox task (the guest's pause container) and two workload
+    containers naming it by io.kubernetes.cri.sandbox-id are served by one shim and one pod VM;
+    killing and deleting the sandbox ends the VM and leaves nothing."""
+    ctd, config, initdata_annotation = pod_vm
+    common = ["--runtime", RUNTIME, "--runtime-config-path", str(config), "--annotation", initdata_annotation]
+    sandbox = ctd.ctr(
+        "run",
+        "-d",
+        *common,
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        IMAGE,
+        "pod1",
+        "/pause",
+        timeout=400,
+    )
+    assert sandbox.returncode == 0, sandbox.stderr + ctd.log()[-3000:]
+    member = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod1",
+    ]
+    try:
+        one = ctd.ctr(
+            "run", "--rm", *common, *member, IMAGE, "c1", "sh", "-c", "echo one; exit 3", timeout=200
+        )
+        two = ctd.ctr(
+            "run", "--rm", *common, *member, IMAGE, "c2", "sh", "-c", "echo two; exit 4", timeout=200
+        )
+        assert (one.returncode, one.stdout) == (3, "one\n"), one.stderr + ctd.log()[-3000:]
+        assert (two.returncode, two.stdout) == (4, "two\n"), two.stderr + ctd.log()[-3000:]
+        assert len(list(_rundir(ctd).glob("*/vm/qemu.pid"))) == 1  # one pod VM for the pod
+        assert ctd.log().count("event=vm_start") == ctd.log().count("event=sandbox_destroyed") + 1
+        orphan = ctd.ctr(
+            "run",
+            "--rm",
+            *common,
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=nopod",
+            IMAGE,
+            "c3",
+            "true",
+            timeout=200,
+        )
+        assert orphan.returncode != 0 and "sandbox nopod has no running shim" in orphan.stderr
+    finally:
+        ctd.ctr("task", "kill", "-s", "SIGKILL", "pod1")
+        deadline = time.monotonic() + 60
+        while "STOPPED" not in ctd.ctr("task", "ls").stdout and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ctd.ctr("task", "delete", "pod1")
+        ctd.ctr("container", "delete", "pod1")
+    _assert_clean(ctd, "pod1")
