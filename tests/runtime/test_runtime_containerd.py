@@ -303,6 +303,30 @@ def test_exec_ps_kill_and_a_killed_qemu(pod_vm: tuple[Containerd, Path, str]) ->
             "task", "exec", "--exec-id", "e1", "long", "sh", "-c", "echo from-exec; exit 3", timeout=120
         )
         assert (ex.returncode, ex.stdout) == (3, "from-exec\n"), ex.stderr + ctd.log()[-2000:]
+        piped = subprocess.run(
+            [
+                "ctr",
+                "--address",
+                str(ctd.socket),
+                "task",
+                "exec",
+                "--exec-id",
+                "e2",
+                "long",
+                "sh",
+                "-c",
+                "cat; echo done",
+            ],
+            input="through stdin\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=ctd.env,
+            check=False,
+        )
+        assert (piped.returncode, piped.stdout) == (0, "through stdin\ndone\n"), (
+            piped.stderr + ctd.log()[-2000:]
+        )
         metrics = ctd.ctr("task", "metrics", "long")
         assert metrics.returncode == 0, metrics.stderr
         rows = dict(line.split(None, 1) for line in metrics.stdout.splitlines()[1:] if line.strip())
@@ -500,3 +524,46 @@ def test_a_pod_of_two_containers_shares_one_pod_vm(pod_vm: tuple[Containerd, Pat
         ctd.ctr("task", "delete", "pod1")
         ctd.ctr("container", "delete", "pod1")
     _assert_clean(ctd, "pod1")
+
+
+@pytest.mark.vm
+def test_ctr_run_with_a_terminal(pod_vm: tuple[Containerd, Path, str]) -> None:
+    """`ctr run -t` (under `script`, which gives ctr a pty): the container gets a terminal in the VM, its
+    output comes back through the one stdout stream and the exit code is returned."""
+    import shlex
+    import shutil
+
+    if shutil.which("script") is None:
+        pytest.skip("script (util-linux) not installed")
+    ctd, config, initdata_annotation = pod_vm
+    cmd = [
+        "ctr",
+        "--address",
+        str(ctd.socket),
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(config),
+        "--annotation",
+        initdata_annotation,
+        IMAGE,
+        "tty1",
+        "sh",
+        "-c",
+        "test -t 0 && echo is-a-tty; exit 5",
+    ]
+    out = subprocess.run(
+        ["script", "-qec", shlex.join(cmd), "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=ctd.env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert out.returncode == 5, out.stdout + out.stderr + ctd.log()[-3000:]
+    assert "is-a-tty" in out.stdout
+    _assert_clean(ctd, "tty1")
