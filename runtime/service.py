@@ -51,6 +51,7 @@ from .events import Publisher
 from .layers import ImageLayers, fetch_layers
 from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
 from .protocols import cgroups_pb2, events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
+from .share import share_bind_mounts
 from .spec import spec_from_json
 from .stdio import copy_input, copy_output
 
@@ -531,11 +532,8 @@ class TaskService:
                     mount_point=rootfs,
                 )
             ]
-        # Host paths mean nothing in the VM: the spec's bind mounts of host files are not shared
-        # (shared_fs = none), so they are dropped as Kata does for mounts it cannot copy.
-        keep = [m for m in spec.Mounts if m.type != "bind" or m.destination == "/dev/shm"]
-        del spec.Mounts[:]
-        spec.Mounts.extend(keep)
+        # No shared filesystem: bind-mounted host files are copied into the guest (CopyFile).
+        await share_bind_mounts(self._agent().call, c.id, spec)
         for m in spec.Mounts:
             if m.destination == "/dev/shm":
                 m.type, m.source = "bind", "/run/kata-containers/sandbox/shm"

@@ -567,3 +567,51 @@ def test_ctr_run_with_a_terminal(pod_vm: tuple[Containerd, Path, str]) -> None:
     assert out.returncode == 5, out.stdout + out.stderr + ctd.log()[-3000:]
     assert "is-a-tty" in out.stdout
     _assert_clean(ctd, "tty1")
+
+
+@pytest.mark.vm
+def test_bind_mounts_are_copied_into_the_pod_vm(pod_vm: tuple[Containerd, Path, str], tmp_path: Path) -> None:
+    """No shared filesystem: a bind-mounted host directory (file, subdirectory, symbolic link, a file of
+    2.5 MiB sent in 1 MiB chunks) and a single file arrive in the container through CopyFile."""
+    ctd, config, initdata_annotation = pod_vm
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a").write_text("alpha\n")
+    (data / "sub" / "b").write_text("beta\n")
+    (data / "link").symlink_to("sub/b")
+    big = bytes(range(256)) * (10 * 1024)  # 2.5 MiB
+    (data / "big").write_bytes(big)
+    single = tmp_path / "greeting"
+    single.write_text("hello from the host\n")
+    script = "cat /data/a /data/sub/b /data/link /etc/greeting; md5sum /data/big; exit 0"
+    out = ctd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(config),
+        "--annotation",
+        initdata_annotation,
+        "--mount",
+        f"type=bind,src={data},dst=/data,options=rbind:ro",
+        "--mount",
+        f"type=bind,src={single},dst=/etc/greeting,options=rbind:ro",
+        IMAGE,
+        "binds",
+        "sh",
+        "-c",
+        script,
+        timeout=400,
+    )
+    import hashlib
+
+    assert out.returncode == 0, out.stderr + ctd.log()[-3000:]
+    assert out.stdout.splitlines() == [
+        "alpha",
+        "beta",
+        "beta",
+        "hello from the host",
+        f"{hashlib.md5(big).hexdigest()}  /data/big",
+    ]
+    _assert_clean(ctd, "binds")
