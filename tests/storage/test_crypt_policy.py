@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +17,7 @@ import pytest
 from guest.cli import canonical_input
 from guest.policy.engine import AgentPolicy
 from guest.storage.encrypted import EPHEMERAL_KEY, parse_block_driver_options
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "genpolicy"))
-from test_genpolicy_kata import CASES, KATA, generate_for
+from tests.genpolicy.test_genpolicy_kata import CASES, KATA, generate_for
 
 pytestmark = pytest.mark.encrypted_storage
 

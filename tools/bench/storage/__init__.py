@@ -1,0 +1,1 @@
+"""Storage benchmark: the encrypted volume against the same device plain, inside one pod VM."""
