@@ -43,6 +43,7 @@ _DIST_PACKAGES = "usr/lib/python3/dist-packages"
 # Encrypted volumes (guest/storage/crypt.py): Debian's cryptsetup (LUKS2, dm-integrity) and the ext4
 # tools that format and check the volume's filesystem; their libraries come with the ldd closure.
 STORAGE_TOOLS = (Path("/usr/sbin/cryptsetup"), Path("/usr/sbin/mke2fs"), Path("/usr/sbin/e2fsck"))
+STORAGE_PACKAGES = ("cryptsetup-bin", "e2fsprogs")
 _STORAGE_TOOL_LINKS = {"usr/sbin/mkfs.ext4": "mke2fs", "usr/sbin/fsck.ext4": "e2fsck"}
 _RPC = re.compile(r"rpc\s+\w+\s*\(\s*([\w.]+)\s*\)")
 
@@ -73,7 +74,8 @@ PAUSE_DEST = "usr/libexec/confidential-guest/pause"
 CONTAINER_PACKAGES = ("crun", "catatonit", "busybox-static")
 
 
-def package_versions(packages: tuple[str, ...] = (*CONTAINER_PACKAGES, *PYTHON_PACKAGES)) -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = (*CONTAINER_PACKAGES, *STORAGE_PACKAGES, *PYTHON_PACKAGES),
+                     ) -> dict[str, str]:
     """What image.json reports as the image's Debian contents: package → installed version."""
     argv = ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
