@@ -8,14 +8,22 @@ authentication key, and a persistent volume keyed by a long-lived workload secre
 an HMAC tag has no such bound. The dm-integrity journal is on by default: without it a crash (or
 the host killing the VM) between writing a sector and its tag leaves that sector unreadable.
 
-The passphrase is never on a command line, in the environment or in a log: cryptsetup reads it
-from its standard input (``--key-file=-``). The device is a :class:`BlockDevice` resolved from the
-kernel, never a host string; the device-mapper name is built here from hex digits.
+The host writes the LUKS2 header, keyslots included. cryptsetup before 2.8.1 accepts a keyslot
+encrypted with ``cipher_null``, which "opens" with any passphrase and hands over a volume key the
+host chose. So the volume key itself is ours (derived or random) and is given to cryptsetup at
+every open (``--volume-key-file``); cryptsetup checks it against the header's digest, which only
+a holder of the key can have made, and never reads a keyslot. The keyslot (passphrase derived
+from the volume key) exists for standard tools only. Keys are never on a command line, in the
+environment or in a log: they travel through a pipe (``/proc/self/fd/N``) and stdin.
+
+The device is a :class:`BlockDevice` resolved from the kernel, never a host string; the
+device-mapper name is built here from hex digits.
 
 A device without a LUKS header is formatted (first use). A device with one is only ever opened:
-if the key does not open it, :class:`VolumeKeyError` and nothing is written. The host writes the
-header, so after opening the live device-mapper tables are checked to be exactly the cipher and
-MAC above (a forged header with ``cipher_null`` keyslots would open with any key).
+if the key does not open it, :class:`VolumeKeyError` and nothing is written. The header also
+names the data cipher, so after opening the live device-mapper tables are checked to be exactly
+the cipher and MAC above (a header with another cipher, ``cipher_null`` or no integrity is closed
+and refused).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ log = logging.getLogger("guest.storage")
 
 CIPHER = "aes-xts-plain64"
 INTEGRITY = "hmac-sha256"
-KEY_BYTES = 64  # the passphrase: HKDF output or random; full entropy, so no slow PBKDF is needed
+KEY_BYTES = 96  # the volume key: 64 bytes for aes-xts-512 and 32 for hmac-sha256
 SECTOR_SIZE = 4096
 CRYPTSETUP = "cryptsetup"
 MKFS_EXT4 = "mkfs.ext4"
@@ -60,7 +68,8 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")
 _EXT4_MAGIC_OFFSET = 1080
 _EXT4_MAGIC = b"\x53\xef"
 _LUKS_MAGIC = b"LUKS\xba\xbe"
-_HKDF_INFO = b"confidential-guest/storage/luks2-passphrase/v1"
+_HKDF_INFO = b"confidential-guest/storage/luks2-volume-key/v1"
+_KEYSLOT_INFO = b"confidential-guest/storage/luks2-keyslot-passphrase/v1"
 DEFAULT_TIMEOUT = 600.0
 
 
@@ -83,7 +92,7 @@ class CryptsetupError(EncryptedVolumeError):
 
 
 def key_from_workload_secret(secret: bytes, purpose: str = "secure-pv") -> bytes:
-    """The volume passphrase: HKDF-SHA256 of the workload secret, bound to ``purpose``.
+    """The volume key: HKDF-SHA256 of the workload secret, bound to ``purpose``.
 
     The same workload (same secret, any node, any restart) derives the same key; a workload with
     another secret cannot.
@@ -97,7 +106,7 @@ def key_from_workload_secret(secret: bytes, purpose: str = "secure-pv") -> bytes
 
 
 def ephemeral_key() -> bytes:
-    """A random passphrase born in the VM; it is never written anywhere, so the data dies with it."""
+    """A random volume key born in the VM; it is never written anywhere, so the data dies with it."""
     return os.urandom(KEY_BYTES)
 
 
@@ -139,14 +148,29 @@ def _env() -> dict[str, str]:
 
 
 def _run(argv: Sequence[str], action: str, settings: CryptSettings, *, key: bytes | None = None,
-         ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[bytes]:
+         volume_key: bytes | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv``; ``key`` goes to stdin, ``volume_key`` through a pipe named by the argument
+    ``--volume-key-file=/proc/self/fd/N`` that this function inserts after the action."""
+    fds: tuple[int, ...] = ()
+    argv = list(argv)
+    if volume_key is not None:
+        r, w = os.pipe()
+        try:
+            os.write(w, volume_key)  # 96 bytes: far below a pipe's capacity
+        finally:
+            os.close(w)
+        fds = (r,)
+        argv.insert(2, f"--volume-key-file=/proc/self/fd/{r}")
     try:
-        proc = subprocess.run(list(argv), input=key if key is not None else b"", capture_output=True,
-                              env=_env(), timeout=settings.timeout, check=False)
+        proc = subprocess.run(argv, input=key if key is not None else b"", capture_output=True,
+                              env=_env(), timeout=settings.timeout, check=False, pass_fds=fds)
     except FileNotFoundError as e:
         raise EncryptedVolumeError(f"{action}: {argv[0]} is not installed ({e.strerror})") from None
     except subprocess.TimeoutExpired:
         raise EncryptedVolumeError(f"{action}: no answer from {argv[0]} within {settings.timeout}s") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
     if proc.returncode not in ok:
         raise CryptsetupError(action, proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
@@ -179,22 +203,26 @@ def _has_luks_header(device: BlockDevice, settings: CryptSettings) -> bool:
     return False
 
 
+def _keyslot_passphrase(volume_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_KEYSLOT_INFO).derive(volume_key)
+
+
 def _format(device: BlockDevice, key: bytes, settings: CryptSettings) -> None:
     _run([settings.cryptsetup, "luksFormat", "--batch-mode", "--type", "luks2", "--cipher", CIPHER,
           "--key-size", "512", "--integrity", INTEGRITY, "--sector-size", str(SECTOR_SIZE),
           "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha256",
           "--disable-external-tokens", "--key-file=-", _device_path(device)],
-         "formatting LUKS2", settings, key=key)
+         "formatting LUKS2", settings, key=_keyslot_passphrase(key), volume_key=key)
 
 
 def _open(device: BlockDevice, name: str, key: bytes, settings: CryptSettings) -> None:
-    argv = [settings.cryptsetup, "open", "--type", "luks2", "--disable-external-tokens", "--key-file=-"]
+    argv = [settings.cryptsetup, "open", "--type", "luks2", "--disable-external-tokens"]
     if not settings.journal:
         argv.append("--integrity-no-journal")
     try:
-        _run([*argv, _device_path(device), name], "opening LUKS2", settings, key=key)
+        _run([*argv, _device_path(device), name], "opening LUKS2", settings, volume_key=key)
     except CryptsetupError as e:
-        if e.returncode == 2:  # cryptsetup: "No key available with this passphrase."
+        if e.returncode == 2:  # cryptsetup: "Volume key does not match the volume."
             raise VolumeKeyError(f"{_device_path(device)}: the key does not open this volume's LUKS2 "
                                  "header (another workload's volume?); it is left as it is") from None
         raise

@@ -22,6 +22,7 @@ from guest.protocols import agent_pb2
 from guest.storage import DeviceMapper, resolve_source
 from guest.storage.crypt import (
     EncryptedVolumeError,
+    VolumeKeyError,
     key_from_workload_secret,
     open_volume,
 )
@@ -115,12 +116,33 @@ def test_secure_image_store_is_an_encrypted_volume(loop: tuple[str, Path], tmp_p
     assert MARKER[:19] not in backing.read_bytes()
 
 
+def _pipe(data: bytes) -> int:
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    return r
+
+
+def _luks_format(dev: str, *extra: str, volume_key: bytes | None = None, passphrase: bytes = b"host") -> None:
+    argv = ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+            "--pbkdf-force-iterations", "1000", "--key-file=-", *extra]
+    fds: tuple[int, ...] = ()
+    if volume_key is not None:
+        fds = (_pipe(volume_key),)
+        argv.append(f"--volume-key-file=/proc/self/fd/{fds[0]}")
+    try:
+        subprocess.run([*argv, dev], input=passphrase, check=True, capture_output=True, pass_fds=fds,
+                       env={"PATH": "/usr/sbin:/usr/bin", "DM_DISABLE_UDEV": "1"})
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_a_volume_keyed_right_but_without_integrity_is_refused(loop: tuple[str, Path]) -> None:
     dev, backing = loop
     key = key_from_workload_secret(b"\7" * 64)
-    subprocess.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
-                    "--pbkdf-force-iterations", "1000", "--key-file=-", dev], input=key, check=True,
-                   capture_output=True)
+    # Our volume key's first 64 bytes as a plain aes-xts volume key: it opens, but the table is wrong.
+    _luks_format(dev, "--cipher", "aes-xts-plain64", "--key-size", "512", volume_key=key[:64])
     before = hashlib.sha256(backing.read_bytes()).digest()
     with pytest.raises(EncryptedVolumeError, match="expected mappings"):
         open_volume(resolve_source(dev), "nointegrity", key)
@@ -142,3 +164,29 @@ def test_a_damaged_luks_header_is_never_reformatted(loop: tuple[str, Path]) -> N
         open_volume(resolve_source(dev), "damaged", key)
     assert _mappings() == []
     assert hashlib.sha256(backing.read_bytes()).digest() == before
+
+
+def test_a_forged_header_whose_keyslot_opens_with_any_passphrase_is_refused(loop: tuple[str, Path]) -> None:
+    """The host formats the device itself with a cipher_null keyslot around a volume key it knows
+    and the right cipher and MAC: cryptsetup 2.6 then unlocks it with any passphrase (shown below);
+    our open gives our own volume key, which the header's digest does not match."""
+    dev, backing = loop
+    try:
+        _luks_format(dev, "--cipher", "aes-xts-plain64", "--integrity", "hmac-sha256",
+                     "--integrity-no-wipe", "--sector-size", "4096",
+                     "--keyslot-cipher", "cipher_null-ecb", "--keyslot-key-size", "256")
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"cryptsetup here will not write a cipher_null keyslot: {e.stderr!r}")
+    anyone = subprocess.run(["cryptsetup", "open", "--type", "luks2", "--key-file=-", dev, "forged-probe"],
+                            input=b"any passphrase at all", capture_output=True,
+                            env={"PATH": "/usr/sbin:/usr/bin", "DM_DISABLE_UDEV": "1"})
+    if anyone.returncode == 0:
+        subprocess.run(["cryptsetup", "close", "forged-probe"], check=True,
+                       env={"PATH": "/usr/sbin:/usr/bin", "DM_DISABLE_UDEV": "1"})
+    before = hashlib.sha256(backing.read_bytes()).digest()
+    with pytest.raises(VolumeKeyError):
+        open_volume(resolve_source(dev), "forged", key_from_workload_secret(b"\7" * 64))
+    assert _mappings() == []
+    assert hashlib.sha256(backing.read_bytes()).digest() == before
+    # Recorded so the report shows whether the passphrase path would have been fooled here.
+    print(f"passphrase open of the forged header: exit {anyone.returncode}")

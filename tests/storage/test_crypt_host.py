@@ -50,7 +50,7 @@ def test_bad_volume_names_are_refused_before_anything(name: str) -> None:
 
 
 def test_wrong_key_length_is_refused() -> None:
-    with pytest.raises(EncryptedVolumeError, match="64"):
+    with pytest.raises(EncryptedVolumeError, match="96"):
         open_volume(BlockDevice("vdb", 254, 16), "ok", bytes(32))
 
 
