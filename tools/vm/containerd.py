@@ -123,6 +123,7 @@ class Containerd:
     base: Path
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
+    namespace: str = "default"
 
     @property
     def socket(self) -> Path:
@@ -130,7 +131,7 @@ class Containerd:
 
     def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ctr", "--address", str(self.socket), *args],
+            ["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -144,7 +145,10 @@ class Containerd:
 
 
 @contextlib.contextmanager
-def running_containerd() -> Iterator[Containerd]:
+def running_containerd(cri_runtime_config: Path | None = None) -> Iterator[Containerd]:
+    """Without ``cri_runtime_config`` the CRI plugin is off; with it, CRI serves on the same socket with
+    the runtime handler ``contrast-cc`` (our shim, that ConfigPath, kata's pod annotations passed
+    through) and this module's busybox image as the sandbox image; no CNI (host-network pods only)."""
     base = Path(tempfile.mkdtemp(prefix=f"cg-ctd-{os.getpid()}-", dir="/tmp"))
     bindir = base / "bin"
     bindir.mkdir()
@@ -153,14 +157,33 @@ def running_containerd() -> Iterator[Containerd]:
     launcher.chmod(0o755)
     rundir = base / "run"
     config = base / "config.toml"
-    config.write_text(
+    disabled = [
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.aufs",
+    ]
+    if cri_runtime_config is None:
+        disabled.append("io.containerd.grpc.v1.cri")
+    text = (
         f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",'
-        ' "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",'
-        ' "io.containerd.snapshotter.v1.aufs"]\n'
+        f"disabled_plugins = {json.dumps(disabled)}\n"
         f'[grpc]\n  address = "{base}/c.sock"\n[ttrpc]\n  address = "{base}/c.sock.ttrpc"\n'
         f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{base}/opt"\n'
     )
+    if cri_runtime_config is not None:
+        (base / "cni-conf").mkdir()
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        text += (
+            f'[{cri}]\n  sandbox_image = "{IMAGE_NAME}"\n  disable_apparmor = true\n'
+            f'[{cri}.cni]\n  bin_dir = "{base}/cni-bin"\n  conf_dir = "{base}/cni-conf"\n'
+            f'[{cri}.containerd]\n  snapshotter = "overlayfs"\n  default_runtime_name = "runc"\n'
+            f'[{cri}.containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
+            f'[{cri}.containerd.runtimes.contrast-cc]\n  runtime_type = "{RUNTIME}"\n'
+            '  pod_annotations = ["io.katacontainers.*"]\n'
+            f'[{cri}.containerd.runtimes.contrast-cc.options]\n  ConfigPath = "{cri_runtime_config}"\n'
+        )
+    config.write_text(text)
     env = {
         **os.environ,
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -223,7 +246,16 @@ def pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
     blob = cache.parent / "layer.blob"
     blob.write_bytes(
         subprocess.run(
-            ["ctr", "--address", str(ctd.socket), "content", "get", layer["digest"]],
+            [
+                "ctr",
+                "--address",
+                str(ctd.socket),
+                "--namespace",
+                ctd.namespace,
+                "content",
+                "get",
+                layer["digest"],
+            ],
             capture_output=True,
             check=True,
             timeout=60,

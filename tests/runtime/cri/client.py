@@ -1,0 +1,48 @@
+"""A small CRI client (what kubelet calls) over containerd's gRPC socket, from tests/runtime/cri/cri.proto.
+
+The proto is compiled when first used (grpc_tools, a dev dependency) into a temporary directory, so no
+generated code is committed for a test-only API."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from common.protoc import compile_protos
+
+HERE = Path(__file__).resolve().parent
+SERVICE = "/runtime.v1.RuntimeService/"
+_module: Any = None
+
+
+def messages() -> Any:
+    global _module
+    if _module is None:
+        out = Path(tempfile.mkdtemp(prefix="cg-cri-proto-"))
+        compile_protos(["cri.proto"], out, repo_root=HERE)
+        sys.path.insert(0, str(out))
+        _module = importlib.import_module("cri_pb2")
+    return _module
+
+
+class CriClient:
+    def __init__(self, socket: Path) -> None:
+        self.channel = grpc.insecure_channel(f"unix://{socket}")
+        self.pb = messages()
+
+    def call(self, method: str, request: Any, timeout: float = 300) -> Any:
+        reply_type = getattr(self.pb, f"{method}Response")
+        rpc = self.channel.unary_unary(
+            SERVICE + method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=reply_type.FromString,
+        )
+        return rpc(request, timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
