@@ -20,6 +20,7 @@ the kernel's device, never the request's string).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import importlib
@@ -152,6 +153,7 @@ class Storages:
         self.pause_binary = pause_binary
         self._layers: dict[str, _SharedLayer] = {}
         self._volumes: dict[str, _SharedVolume] = {}
+        self._volume_lock = asyncio.Lock()
 
     def _guest_path(self, path: Path) -> Path:
         """A guest path of a request mapped below the layout root (identity in the VM)."""
@@ -201,7 +203,10 @@ class Storages:
                     mounted.append(MountedStorage(s.driver, layer_dir, [release]))
                     layers.append(layer_dir)
                 elif s.driver in ("mmioblk", "blk", "scsi"):
-                    path, release = self._encrypted_block(s)
+                    # Formatting wipes the whole device (seconds to minutes): off the event loop,
+                    # one at a time so two containers naming one emptyDir share one volume.
+                    async with self._volume_lock:
+                        path, release = await asyncio.to_thread(self._encrypted_block, s)
                     mounted.append(MountedStorage(s.driver, path, [release]))
                 else:
                     raise InvalidRequestError("storage.driver", s.driver,

@@ -5,6 +5,7 @@ The backing file plays the host's disk: what the test reads from it is what the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -88,6 +89,22 @@ async def test_encrypted_emptydir_key_is_born_in_the_vm_and_data_dies_with_it(
     mounted, _ = await storages.mount_container("c3", [s], sandbox_container=False)
     assert not (mounted[0].mount_point / "data").exists()
     mounted[0].release()
+    assert _mappings() == []
+
+
+async def test_two_containers_asking_at_once_share_one_emptydir_volume(loop: tuple[str, Path]) -> None:
+    dev, _backing = loop
+    storages = Storages(Layout(), pinned_layers=list)
+    s = _emptydir(dev, ["encryption_key=ephemeral", "create_filesystem"])
+    (m1, _), (m2, _) = await asyncio.gather(storages.mount_container("c1", [s], sandbox_container=False),
+                                            storages.mount_container("c2", [s], sandbox_container=False))
+    assert m1[0].mount_point == m2[0].mount_point
+    (m1[0].mount_point / "x").write_bytes(b"shared")
+    assert (m2[0].mount_point / "x").read_bytes() == b"shared"
+    assert _mappings() == sorted([f"ephemeral-{dev.removeprefix('/dev/')}",
+                                  f"ephemeral-{dev.removeprefix('/dev/')}_dif"])
+    m1[0].release()
+    m2[0].release()
     assert _mappings() == []
 
 
