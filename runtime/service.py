@@ -437,7 +437,7 @@ class TaskService:
                 raise FailedPreconditionError(
                     f"Failed to Check if grpc server is working: {e.status.message}"
                 ) from None
-            hostname = (spec.Hostname or sid)[:64]
+            hostname = spec.Hostname[:64]  # as Kata: the spec's, cut to 64; none stays none
             await agent.call(
                 "CreateSandbox",
                 agent_pb2.CreateSandboxRequest(
@@ -445,7 +445,7 @@ class TaskService:
                 ),
                 empty_pb2.Empty,
             )
-            await agent.call("CreateContainer", self._pause_request(sid), empty_pb2.Empty)
+            await agent.call("CreateContainer", self._pause_request(sid, hostname), empty_pb2.Empty)
             self.sandbox.pause_created = True
             await agent.call(
                 "StartContainer", agent_pb2.StartContainerRequest(container_id=sid), empty_pb2.Empty
@@ -454,7 +454,7 @@ class TaskService:
             await self._teardown_sandbox()
             raise
 
-    def _pause_request(self, sid: str) -> agent_pb2.CreateContainerRequest:
+    def _pause_request(self, sid: str, hostname: str) -> agent_pb2.CreateContainerRequest:
         annotations = {CONTAINER_TYPE: "sandbox", SANDBOX_ID: sid}
         meta = json.dumps({"metadata": annotations}, separators=(",", ":"))
         storage = agent_pb2.Storage(
@@ -466,7 +466,7 @@ class TaskService:
         )
         spec = oci_pb2.Spec(
             Version="1.1.0",
-            Hostname=sid[:64],
+            Hostname=hostname,
             Annotations=annotations,
             Root=oci_pb2.Root(Path=f"/run/kata-containers/{sid}/rootfs", Readonly=True),
             Process=oci_pb2.Process(

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cri.client import CriClient
 
 from attestation import initdata as initdata_format
 from tools.vm.containerd import (
@@ -26,6 +25,7 @@ from tools.vm.containerd import (
     running_containerd,
     shim_processes,
 )
+from tools.vm.cri.client import CriClient
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 

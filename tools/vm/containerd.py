@@ -63,7 +63,7 @@ def busybox_image_archive(path: Path) -> str:
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sleep", "3600"]},
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
     ).encode()

@@ -1,11 +1,13 @@
-"""A small CRI client (what kubelet calls) over containerd's gRPC socket, from tests/runtime/cri/cri.proto.
+"""A small CRI client (what kubelet calls) over containerd's gRPC socket, from tools/vm/cri/cri.proto.
 
 The proto is compiled when first used (grpc_tools, a dev dependency) into a temporary directory, so no
 generated code is committed for a test-only API."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +26,7 @@ def messages() -> Any:
     global _module
     if _module is None:
         out = Path(tempfile.mkdtemp(prefix="cg-cri-proto-"))
+        atexit.register(shutil.rmtree, out, True)
         compile_protos(["cri.proto"], out, repo_root=HERE)
         sys.path.insert(0, str(out))
         _module = importlib.import_module("cri_pb2")
