@@ -17,6 +17,7 @@ Run: ``.venv/bin/python -m tools.bench.runtime [--rounds 3]`` (root). Prints one
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import statistics
@@ -139,6 +140,7 @@ def main() -> int:
     from image.build import BuildOptions, build_image, default_cache_dir
 
     image_dir = Path(tempfile.mkdtemp(prefix="cg-bench-image-"))
+    atexit.register(shutil.rmtree, image_dir, True)
     build_image(BuildOptions(out=image_dir, repo=REPO, cache_dir=default_cache_dir(), quiet=True))
     with running_containerd() as ctd:
         image = image_dir
@@ -221,7 +223,6 @@ def main() -> int:
         while (left := shim_processes(rundir)) and time.monotonic() < deadline:
             time.sleep(0.2)
     pod_ours, pod_runc = _cri_rounds(image_dir, args.rounds)
-    shutil.rmtree(image_dir, ignore_errors=True)
     med_ours, med_runc = statistics.median(ours), statistics.median(runc)
     print("| measure | contrast-cc shim (TCG pod VM) | runc shim (host) | ratio |")
     print("|---|---|---|---|")
