@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
+import grpc  # type: ignore[import-untyped]
 
 from attestation import initdata as initdata_format
 from tools.vm.containerd import (
