@@ -39,9 +39,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from .dm import DeviceMapper
 from .errors import DeviceMapperError, StorageError
 from .mount import MS_NODEV, MS_NOSUID, mount, umount
@@ -102,7 +99,16 @@ def key_from_workload_secret(secret: bytes, purpose: str = "secure-pv") -> bytes
     if not re.fullmatch(r"[a-z0-9-]{1,64}", purpose):
         raise EncryptedVolumeError(f"key purpose {purpose!r}: expected [a-z0-9-]{{1,64}}")
     info = _HKDF_INFO + b"\0" + purpose.encode()
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
+    return _hkdf(secret, KEY_BYTES, info)
+
+
+def _hkdf(key: bytes, length: int, info: bytes) -> bytes:
+    # Imported here, not at module load: cryptography costs the agent's boot ~14 MiB and its import
+    # time under TCG, and only pods with encrypted storage derive keys.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(key)
 
 
 def ephemeral_key() -> bytes:
@@ -204,7 +210,7 @@ def _has_luks_header(device: BlockDevice, settings: CryptSettings) -> bool:
 
 
 def _keyslot_passphrase(volume_key: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=_KEYSLOT_INFO).derive(volume_key)
+    return _hkdf(volume_key, 64, _KEYSLOT_INFO)
 
 
 def _format(device: BlockDevice, key: bytes, settings: CryptSettings) -> None:
