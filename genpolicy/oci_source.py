@@ -135,11 +135,12 @@ class OciImageSource:
         found, pins = [], []
         for desc in manifest.layers:
             cached = self._cached_users(desc.digest)
-            layer = None
-            if cached is None or self.layer_images is not None:
-                layer = self._layout_layer(desc)
-            found.append(cached if cached is not None else self._scan(layer))  # type: ignore[arg-type]
-            if self.layer_images is not None and layer is not None:
+            if cached is not None and self.layer_images is None:
+                found.append(cached)  # warm: the layer is not read at all
+                continue
+            layer = self._layout_layer(desc)
+            found.append(cached if cached is not None else self._scan(layer))
+            if self.layer_images is not None:
                 pins.append(json.dumps(build_layer_image(layer, self.layer_images).pin(), sort_keys=True))
         return ref.require_digest(), config, found, pins
 

@@ -232,3 +232,4 @@ def build_rootfs_tree(repo: Path, *, testing: bool = False) -> FileTree:
 # Shared with image.containers, which builds the container images of our own parts from the same parts.
 add_python = _add_python
 add_distributions = _add_distributions
+dpkg_files = _dpkg_files

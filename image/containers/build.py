@@ -19,7 +19,7 @@ from pathlib import Path
 
 from image.build.elf import is_elf, library_closure
 from image.build.initramfs import BUSYBOX, merged_usr_links
-from image.build.rootfs import add_distributions, add_python, project_files, runtime_distributions
+from image.build.rootfs import add_distributions, add_python, dpkg_files, project_files, runtime_distributions
 from image.build.tree import FileTree
 from oci import Descriptor, Digest, LayoutWriter
 from oci import mediatypes as mt
@@ -84,13 +84,10 @@ def _project_tree(repo: Path) -> FileTree:
 
 def _iptables_tree(base: FileTree) -> FileTree:
     """iptables and ip6tables (legacy and nft front ends) with their extensions, for the mesh proxy."""
-    import subprocess
-
     tree = FileTree()
     binaries = []
     for package in IPTABLES_PACKAGES:
-        listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=True).stdout
-        for path in listing.splitlines():
+        for path in dpkg_files(package):
             host = Path(path)
             rel = path.lstrip("/")
             if host.is_symlink():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from image.layers import LAYER_SALT, build_layer_image
+from oci import UnpackError
 from oci.unpack import LayerSource
 
 pytestmark = pytest.mark.skipif(
@@ -103,3 +104,20 @@ def test_layer_keeps_whiteouts_for_overlayfs(tmp_path: Path) -> None:
         check=False,
     )
     assert dump.returncode == 0 and "xattr" in dump.stdout.lower(), dump.stdout
+
+
+@pytest.mark.parametrize("name", ["etc/.wh..", "etc/.wh.", "../.wh.x", "/etc/.wh.passwd"])
+def test_hostile_whiteout_in_a_layer_is_refused_and_nothing_cached(tmp_path: Path, name: str) -> None:
+    """A host-supplied layer whose whiteout would reach outside its directory: clear error, no image."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        tar.addfile(info, io.BytesIO(b""))
+    blob = gzip.compress(raw.getvalue(), mtime=0)
+    (tmp_path / "bad.tar.gz").write_bytes(blob)
+    layer = LayerSource("sha256:" + hashlib.sha256(blob).hexdigest(), "gzip", tmp_path / "bad.tar.gz")
+    with pytest.raises(UnpackError) as info_:
+        build_layer_image(layer, tmp_path / "cache")
+    assert name.lstrip("/").split("/")[-1] in str(info_.value) or name in str(info_.value)
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert not list((tmp_path / "cache").glob(".*"))  # the work directory is gone too
