@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --simulate-tee, required: the Coordinator's initdata (the file given to "
                         "'contrast generate --coordinator-initdata'); its digest is the simulated HOST_DATA "
                         "the CLI pins")
+    p.add_argument("--simulate-host-data-from-cmdline", action="store_true",
+                   help="with --simulate-tee, instead of --simulate-initdata: HOST_DATA is the kernel "
+                        "command line's cg.test.hostdata (a TEE-less pod VM of the contrast-cc shim's "
+                        "simulated mode)")
     p.add_argument("--simulate-measurement", default="00" * 48, help="simulated launch measurement (hex)")
     p.add_argument("--listen-host", default="0.0.0.0", help="address for all listeners")  # noqa: S104
     p.add_argument("--user-port", type=int, default=1313)
@@ -68,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="refetch revocation data older than this; refuse evidence if that fails")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
-    if args.simulate_tee and args.simulate_initdata is None:
+    if args.simulate_tee and args.simulate_initdata is None and not args.simulate_host_data_from_cmdline:
         # Without it HOST_DATA would be zeros, which no manifest's coordinator policy hash matches.
         p.error("--simulate-tee needs --simulate-initdata FILE: the Coordinator's initdata, the same file "
                 "given to 'contrast generate --coordinator-initdata'")
@@ -93,11 +97,12 @@ def build_config(args: argparse.Namespace) -> Config:
     initdata: bytes | None = args.initdata.read_bytes() if args.initdata else None
     revocation = revocation_source(args)
     if args.simulate_tee:
-        simulated = args.simulate_initdata.read_bytes()
+        simulated = args.simulate_initdata.read_bytes() if args.simulate_initdata else None
         initdata = initdata if initdata is not None else simulated
         measurement = bytes.fromhex(args.simulate_measurement)
         root_dir = simulation.root_dir(state_dir / "simulated-amd")
-        prov = simulation.provider(root_dir, simulated, measurement)
+        host_data = simulation.host_data_from_cmdline() if args.simulate_host_data_from_cmdline else None
+        prov = simulation.provider(root_dir, simulated, measurement, host_data)
         simulated_roots = prov.trusted_roots()
         revocation = SimulatedCrlSource(prov.root, fallback=revocation)
         issuer = SnpIssuer(prov)

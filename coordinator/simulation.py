@@ -8,6 +8,7 @@ from __future__ import annotations
 from attestation.testing import (
     SIMULATED_ROOT_ENV,
     host_data_for,
+    host_data_from_cmdline,
     load_or_create_root,
     load_root,
     load_trusted_roots,
@@ -17,7 +18,8 @@ from attestation.testing import snp_provider as provider
 from coordinator.verifiers import SIMULATED_PLATFORM
 
 __all__ = [
-    "SIMULATED_ROOT_ENV", "SIMULATED_SNP_REFERENCE_VALUES", "host_data_for", "load_or_create_root",
+    "SIMULATED_ROOT_ENV", "SIMULATED_SNP_REFERENCE_VALUES", "host_data_for", "host_data_from_cmdline",
+    "load_or_create_root",
     "load_root", "load_trusted_roots", "provider", "root_dir",
 ]
 

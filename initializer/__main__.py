@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--simulate-tee", action="store_true",
                    help="allow the simulated SNP provider (root from ATTESTATION_SIMULATED_ROOT)")
     p.add_argument("--simulate-initdata", type=Path, help="initdata to derive simulated HOST_DATA")
+    p.add_argument("--simulate-host-data-from-cmdline", action="store_true",
+                   help="simulated HOST_DATA from the kernel command line's cg.test.hostdata (a TEE-less pod "
+                        "VM of the contrast-cc shim's simulated mode) instead of --simulate-initdata")
     p.add_argument("--simulate-measurement", default="00" * 48)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         out_dir=args.out_dir, done_file=args.done_file, simulate_tee=args.simulate_tee,
         simulate_initdata=args.simulate_initdata,
+        simulate_host_data_from_cmdline=args.simulate_host_data_from_cmdline,
         simulate_measurement=bytes.fromhex(args.simulate_measurement),
     )
     try:

@@ -47,6 +47,7 @@ class Settings:
     state_dir: Path = Path("/state")
     simulate_tee: bool = False
     simulate_initdata: Path | None = None
+    simulate_host_data_from_cmdline: bool = False
     simulate_measurement: bytes = bytes(48)
     retry_interval: float = RETRY_INTERVAL
     call_timeout: float = 30.0
@@ -61,7 +62,13 @@ def build_issuer(settings: Settings) -> Issuer:
         if not root:
             raise InitializerError("creating issuer", f"--simulate-tee needs {testing.SIMULATED_ROOT_ENV}")
         initdata = settings.simulate_initdata.read_bytes() if settings.simulate_initdata else None
-        return SnpIssuer(testing.snp_provider(Path(root), initdata, settings.simulate_measurement))
+        host_data = None
+        if settings.simulate_host_data_from_cmdline:
+            try:
+                host_data = testing.host_data_from_cmdline()
+            except (OSError, testing.CmdlineHostDataError) as exc:
+                raise InitializerError("creating issuer", str(exc)) from exc
+        return SnpIssuer(testing.snp_provider(Path(root), initdata, settings.simulate_measurement, host_data))
     from attestation import NoProviderError, detect_provider
 
     try:

@@ -6,7 +6,9 @@ providers in ``attestation.providers`` load it only for ``detect_provider(allow_
 
 from attestation.providers.detect import SIMULATED_ROOT_ENV
 from attestation.testing.roots import (
+    CmdlineHostDataError,
     host_data_for,
+    host_data_from_cmdline,
     load_or_create_root,
     load_root,
     load_trusted_roots,
@@ -23,12 +25,14 @@ from attestation.testing.simulated_tdx import SimulatedIntelRoot, SimulatedTdxPr
 
 __all__ = [
     "SIMULATED_ROOT_ENV",
+    "CmdlineHostDataError",
     "SimulatedAmdRoot",
     "SimulatedCrlSource",
     "SimulatedIntelRoot",
     "SimulatedSnpProvider",
     "SimulatedTdxProvider",
     "host_data_for",
+    "host_data_from_cmdline",
     "load_or_create_root",
     "load_root",
     "load_trusted_roots",

@@ -65,14 +65,41 @@ def host_data_for(initdata: bytes | None) -> bytes:
     return platform_digest(initdata_digest(initdata), 32)
 
 
+CMDLINE_HOST_DATA = "cg.test.hostdata"
+CMDLINE = Path("/proc/cmdline")
+
+
+class CmdlineHostDataError(ValueError):
+    """The kernel command line carries no well-formed ``cg.test.hostdata=<64 hex>``."""
+
+
+def host_data_from_cmdline(path: Path = CMDLINE) -> bytes:
+    """HOST_DATA of a TEE-less pod VM: the shim's simulated mode puts it on the measured kernel command
+    line (``cg.test.hostdata=<hex>``), which the guest agent also reads; containers see it in
+    /proc/cmdline. Exactly one well-formed value, else an error naming what was found."""
+    words = [w for w in path.read_text(encoding="ascii", errors="replace").split()
+             if w.startswith(CMDLINE_HOST_DATA + "=")]
+    if len(words) != 1:
+        raise CmdlineHostDataError(
+            f"{path}: expected one {CMDLINE_HOST_DATA}=<64 hex digits>, found {len(words)}")
+    value = words[0].split("=", 1)[1]
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise CmdlineHostDataError(f"{path}: {CMDLINE_HOST_DATA} must be 64 lower-case hex digits, "
+                                   f"got {len(value)} characters")
+    return bytes.fromhex(value)
+
+
 def root_dir(default: Path) -> Path:
     """Where the simulated root lives: $ATTESTATION_SIMULATED_ROOT if set, else `default`."""
     return Path(os.environ.get(SIMULATED_ROOT_ENV) or default)
 
 
 def snp_provider(
-    root_dir_default: Path, initdata: bytes | None = None, measurement: bytes = bytes(48)
+    root_dir_default: Path, initdata: bytes | None = None, measurement: bytes = bytes(48),
+    host_data: bytes | None = None,
 ) -> SimulatedSnpProvider:
-    """A simulated SNP guest under the shared root whose HOST_DATA binds ``initdata``."""
+    """A simulated SNP guest under the shared root whose HOST_DATA binds ``initdata`` (or is
+    ``host_data`` as given, e.g. from :func:`host_data_from_cmdline`)."""
     root = load_or_create_root(root_dir(root_dir_default))
-    return SimulatedSnpProvider(root=root, measurement=measurement, host_data=host_data_for(initdata))
+    bound = host_data if host_data is not None else host_data_for(initdata)
+    return SimulatedSnpProvider(root=root, measurement=measurement, host_data=bound)

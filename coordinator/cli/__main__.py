@@ -69,6 +69,9 @@ def build_parser() -> ArgumentParser:
                    help="YAML mode: blob and layer cache (default WORKSPACE/layers-cache)")
     g.add_argument("--initializer-image", help="YAML mode: the Initializer image (pinned by digest)")
     g.add_argument("--service-mesh-image", help="YAML mode: the mesh proxy image (pinned by digest)")
+    g.add_argument("--image-puller-config", type=Path, metavar="TOML",
+                   help="YAML mode: the guest image puller's registry settings (CA, credentials), "
+                        "measured into every workload's initdata as imagepuller.toml")
     g.add_argument("--skip-initializer", action="store_true", help="YAML mode: inject no Initializer")
     g.add_argument("--skip-service-mesh", action="store_true", help="YAML mode: inject no mesh proxy")
     g.add_argument("--reference-values", type=Path, help="JSON file with the ReferenceValues object")

@@ -189,6 +189,7 @@ def generate_yaml(
         results = kube.generate_files(
             paths, options.settings, options.rules, options.images, options.own_images, extra,
             skip_initializer=options.skip_initializer, skip_service_mesh=options.skip_service_mesh,
+            extra_initdata=options.extra_initdata,
         )
     except GenerateError as exc:
         raise CliError(str(exc)) from exc

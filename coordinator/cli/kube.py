@@ -9,6 +9,7 @@ Coordinator accepts manifests and recoveries only from this workspace's keys.
 from __future__ import annotations
 
 import argparse
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class YamlOptions:
     own_images: Images | None
     skip_initializer: bool = False
     skip_service_mesh: bool = False
+    extra_initdata: Mapping[str, str] = field(default_factory=dict)  # e.g. imagepuller.toml for every pod
 
 
 def options_from_args(ws: Workspace, args: argparse.Namespace) -> YamlOptions:
@@ -72,7 +74,27 @@ def options_from_args(ws: Workspace, args: argparse.Namespace) -> YamlOptions:
     except (GenerateError, OciError) as exc:
         raise CliError(str(exc)) from exc
     rules = rules_path.read_text(encoding="utf-8")
-    return YamlOptions(settings, rules, images, own, args.skip_initializer, args.skip_service_mesh)
+    extra: dict[str, str] = {}
+    if args.image_puller_config is not None:
+        extra[IMAGE_PULLER_ENTRY] = _image_puller_config(args.image_puller_config)
+    return YamlOptions(settings, rules, images, own, args.skip_initializer, args.skip_service_mesh, extra)
+
+
+IMAGE_PULLER_ENTRY = "imagepuller.toml"
+
+
+def _image_puller_config(path: Path) -> str:
+    """The guest puller's registry settings (``[registries."host:port"]`` tables), measured into every
+    workload's initdata; a file that is no such TOML fails generate, not the pod."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"--image-puller-config {path}: {exc}") from exc
+    if not isinstance(doc.get("registries"), dict) or set(doc) != {"registries"}:
+        raise CliError(f"--image-puller-config {path}: expected only a [registries] table, "
+                       f"found keys {sorted(doc)}")
+    return text
 
 
 @dataclass
@@ -114,9 +136,10 @@ def generate_files(
     *,
     skip_initializer: bool = False,
     skip_service_mesh: bool = False,
+    extra_initdata: Mapping[str, str] | None = None,
 ) -> list[YamlResult]:
     """Generate for every file; nothing is written here (the caller writes all files or none)."""
-    generator = Generator(settings, rules, images)
+    generator = Generator(settings, rules, images, extra_initdata=extra_initdata)
     # ConfigMaps and Secrets of every file may be referenced from any file.
     parsed = [
         (path, parse_documents(path.read_text(encoding="utf-8"), str(path))) for path in yaml_files(paths)

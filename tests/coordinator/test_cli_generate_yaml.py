@@ -116,7 +116,7 @@ def contrast(workspace: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def generate(tmp_path: Path, yaml_path: Path) -> subprocess.CompletedProcess[str]:
+def generate(tmp_path: Path, yaml_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return contrast(
         tmp_path / "ws",
         "generate",
@@ -133,6 +133,7 @@ def generate(tmp_path: Path, yaml_path: Path) -> subprocess.CompletedProcess[str
         IMAGES["mesh"],
         "--seedshare-key-bits",
         "2048",
+        *extra,
     )
 
 
@@ -194,4 +195,29 @@ def test_unpinned_image_fails_and_writes_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "Deployment/web: spec.template.spec.containers[0].image" in proc.stderr
     assert app.read_text() == original
+    assert not (tmp_path / "ws" / "manifest.json").exists()
+
+
+def test_image_puller_config_is_measured_into_every_workload(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text(DEPLOYMENT)
+    puller = tmp_path / "imagepuller.toml"
+    puller.write_text('[registries."10.1.2.3:5000"]\nca = "PEM"\n')
+    proc = generate(tmp_path, app, "--image-puller-config", str(puller))
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(app.read_text()) if d]
+    for doc in (docs[0], docs[2]):
+        raw = initdata.decode_annotation(pod_template(doc)["metadata"]["annotations"][ANNOTATION])
+        assert initdata.parse(raw).data["imagepuller.toml"] == puller.read_text()
+
+
+def test_broken_image_puller_config_fails_and_writes_nothing(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    app.write_text(DEPLOYMENT)
+    puller = tmp_path / "imagepuller.toml"
+    puller.write_text("registries = 3\n")
+    proc = generate(tmp_path, app, "--image-puller-config", str(puller))
+    assert proc.returncode == 1
+    assert "--image-puller-config" in proc.stderr and "[registries] table" in proc.stderr
+    assert app.read_text() == DEPLOYMENT
     assert not (tmp_path / "ws" / "manifest.json").exists()
