@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from redirector import Redirector
-from registry_netns import NetnsRegistry, start_registry, unavailable
 from tarbuild import Entry, compress, tar_bytes
 from token_server import TokenServer
 
@@ -32,6 +31,7 @@ from oci import (
     UnpackError,
 )
 from oci import mediatypes as mt
+from tools.vm.registry import Registry, start_registry, unavailable
 
 pytestmark = [pytest.mark.root, pytest.mark.interop,
               pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
@@ -41,7 +41,7 @@ CID = "c" * 64
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsRegistry]:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg = start_registry(tmp_path_factory.mktemp("registry"))
     try:
         yield reg
@@ -82,7 +82,7 @@ def storage(image: str, cid: str = CID) -> agent_pb2.Storage:
                              driver_options=[f"image_guest_pull={json.dumps({'metadata': meta})}"])
 
 
-def pull(reg: NetnsRegistry, image: str, bundle: Path, cache: Path, *, cid: str = CID,
+def pull(reg: Registry, image: str, bundle: Path, cache: Path, *, cid: str = CID,
          config: RegistryConfig | None = None) -> Path:
     bundle.mkdir(parents=True, exist_ok=True)
     cfg = config or RegistryConfig(ca_certs={reg.hostport: reg.ca_pem})
@@ -90,12 +90,12 @@ def pull(reg: NetnsRegistry, image: str, bundle: Path, cache: Path, *, cid: str 
                                         registry_config=cfg))
 
 
-def blob_gets(reg: NetnsRegistry, repo: str, digest: object) -> int:
+def blob_gets(reg: Registry, repo: str, digest: object) -> int:
     path = f"/v2/{repo}/blobs/{digest}"
     return sum(1 for m, p, s in reg.requests() if m == "GET" and p == path and s == 200)
 
 
-def test_busybox_pulled_by_digest_runs(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_busybox_pulled_by_digest_runs(registry: Registry, tmp_path: Path) -> None:
     layers = busybox_layers()
     digest = build_image(tmp_path / "layout", "v1", layers)
     registry.push(tmp_path / "layout", "test/busybox", "v1", index=True)
@@ -119,7 +119,7 @@ def test_busybox_pulled_by_digest_runs(registry: NetnsRegistry, tmp_path: Path) 
         assert blob_gets(registry, "test/busybox", Digest.of(data)) == 1
 
 
-def test_concurrent_pulls_fetch_each_layer_once(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_concurrent_pulls_fetch_each_layer_once(registry: Registry, tmp_path: Path) -> None:
     big = compress(tar_bytes([Entry("concurrent", data=os.urandom(1 << 20))]), "gzip")
     layers = [*busybox_layers()[1:], (big, mt.OCI_LAYER_GZIP, Digest.of(b""))]
     layers[1] = (layers[1][0], layers[1][1], Digest.of(b"unchecked diff id"))
@@ -142,7 +142,7 @@ def test_concurrent_pulls_fetch_each_layer_once(registry: NetnsRegistry, tmp_pat
         assert blob_gets(registry, "test/conc", Digest.of(data)) == 1
 
 
-def test_one_wrong_byte_in_a_layer_fails_closed(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_one_wrong_byte_in_a_layer_fails_closed(registry: Registry, tmp_path: Path) -> None:
     layers = busybox_layers()
     layers[1] = (compress(tar_bytes([Entry("tampered-target", data=b"x" * 4096)]), "zstd"), mt.OCI_LAYER_ZSTD,
                  Digest.of(b"-"))
@@ -160,7 +160,7 @@ def test_one_wrong_byte_in_a_layer_fails_closed(registry: NetnsRegistry, tmp_pat
     assert not (tmp_path / "cache/blobs/sha256" / target.hex).exists()
 
 
-def test_manifest_for_another_digest_fails_closed(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_manifest_for_another_digest_fails_closed(registry: Registry, tmp_path: Path) -> None:
     # content of its own: the registry's blob store is shared by all repositories of the module
     unique = tar_bytes([Entry("unique", data=os.urandom(64))])
     digest = build_image(tmp_path / "a", "a", [*busybox_layers(), (unique, mt.OCI_LAYER, Digest.of(unique))])
@@ -175,7 +175,7 @@ def test_manifest_for_another_digest_fails_closed(registry: NetnsRegistry, tmp_p
     assert os.listdir(tmp_path / "bundle") == []
 
 
-def test_traversal_layer_fails_closed(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_traversal_layer_fails_closed(registry: Registry, tmp_path: Path) -> None:
     evil = tar_bytes([Entry("etc", tarfile.DIRTYPE), Entry("../../escaped", data=b"owned")])
     layers = [*busybox_layers()[:1], (compress(evil, "gzip"), mt.OCI_LAYER_GZIP, Digest.of(evil))]
     digest = build_image(tmp_path / "layout", "evil", layers)
@@ -187,7 +187,7 @@ def test_traversal_layer_fails_closed(registry: NetnsRegistry, tmp_path: Path) -
     assert not (tmp_path / "escaped").exists()
 
 
-def test_tag_without_digest_and_disagreeing_annotation_fetch_nothing(registry: NetnsRegistry,
+def test_tag_without_digest_and_disagreeing_annotation_fetch_nothing(registry: Registry,
                                                                      tmp_path: Path) -> None:
     before = len(registry.requests())
     with pytest.raises(Exception, match=r"digest .*is required"):
@@ -200,7 +200,7 @@ def test_tag_without_digest_and_disagreeing_annotation_fetch_nothing(registry: N
     assert len(registry.requests()) == before
 
 
-def test_tls_is_required_and_verified(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_tls_is_required_and_verified(registry: Registry, tmp_path: Path) -> None:
     image = f"{registry.hostport}/test/busybox@sha256:{'1' * 64}"
     # no CA for the host: the certificate does not verify, and plain HTTP is not tried for it
     with pytest.raises(RegistryError, match="TLS connection failed"):
@@ -272,7 +272,7 @@ def test_basic_auth(tmp_path: Path) -> None:
         reg.close()
 
 
-def test_redirects_follow_the_transport_rule(registry: NetnsRegistry, tmp_path: Path) -> None:
+def test_redirects_follow_the_transport_rule(registry: Registry, tmp_path: Path) -> None:
     digest = build_image(tmp_path / "layout", "r", busybox_layers())
     registry.push(tmp_path / "layout", "test/redir", "r", index=True)
     # a loopback front (plain HTTP allowed) redirecting to the TLS registry on another host

@@ -22,7 +22,6 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from registry_netns import NetnsRegistry, start_registry, unavailable
 from tarbuild import Entry, compress, tar_bytes
 from test_guest_pull_e2e import blob_gets, build_image, busybox_layers
 
@@ -34,6 +33,7 @@ from oci.policy import rule_body
 from tools.vm.hvsock import BridgeThread, connect
 from tools.vm.pod import RPC_NAMES, SANDBOX_ID, Agent, container_request, pause_request
 from tools.vm.qemu import Disk, SerialPort, VirtualMachine
+from tools.vm.registry import Registry, start_registry, unavailable
 
 pytestmark = [pytest.mark.vm, pytest.mark.root,
               pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
@@ -71,7 +71,7 @@ def _sh(*argv: str) -> None:
 
 
 @contextlib.contextmanager
-def _pod(image: Path, work: Path, reg: NetnsRegistry, initdata: Path, hostdata: str,
+def _pod(image: Path, work: Path, reg: Registry, initdata: Path, hostdata: str,
          tap: str) -> Iterator[tuple[VirtualMachine, Agent]]:
     subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
     _sh("ip", "tuntap", "add", "dev", tap, "mode", "tap")

@@ -1,6 +1,12 @@
 """A containerd of our own for tests and benchmarks: temporary root, state and socket, in a network
 namespace of its own (``unshare --net``), with this checkout's shim first on its PATH; an offline OCI
-image (static busybox) to import, and the initdata policy that pins its layer for host-EROFS runs."""
+image (static busybox) to import, and the initdata policy that pins its layer for host-EROFS runs.
+
+With ``cni=True`` the CRI plugin gives each pod a network namespace through Debian's
+containernetworking-plugins (``/usr/lib/cni``: bridge + host-local, and loopback, which containerd
+adds itself): the bridge, its gateway and every pod address live only in containerd's namespace.
+``tools.vm.registry.containerd_registry`` starts a registry in that namespace that containerd and
+the pods reach."""
 
 from __future__ import annotations
 
@@ -26,15 +32,25 @@ RUNTIME = "io.containerd.contrast-cc.v2"
 SHIM = "containerd-shim-contrast-cc-v2"
 BUSYBOX = Path("/bin/busybox")
 IMAGE_NAME = "docker.io/library/cc-shim-test:1"
+CNI_BIN = Path("/usr/lib/cni")
 
 
-def containerd_missing() -> str | None:
+def containerd_missing(*, cni: bool = False) -> str | None:
     if os.geteuid() != 0:
         return "needs root (containerd, network namespaces)"
-    for tool in ("containerd", "ctr", "unshare"):
+    for tool in ("containerd", "ctr", "unshare", "nsenter"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (apt-get install containerd)"
+    if cni and not all((CNI_BIN / p).is_file() for p in ("bridge", "host-local", "loopback")):
+        return f"CNI plugins missing in {CNI_BIN} (apt-get install containernetworking-plugins)"
     return None
+
+
+def pod_subnet() -> tuple[str, str]:
+    """(pod subnet, an address outside it for services in containerd's namespace), from the pid so
+    that two runs side by side never see the same numbers."""
+    n = os.getpid() % 250
+    return f"10.218.{n}.0/24", f"10.219.{n}.1"
 
 
 def _blob(data: bytes) -> tuple[str, bytes]:
@@ -124,10 +140,35 @@ class Containerd:
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
     namespace: str = "default"
+    cni_subnet: str | None = None  # the pods' subnet with cni=True
 
     @property
     def socket(self) -> Path:
         return self.base / "c.sock"
+
+    @property
+    def netns(self) -> Path:
+        """containerd's network namespace (``unshare`` execs containerd: same pid)."""
+        return Path(f"/proc/{self.proc.pid}/ns/net")
+
+    def in_netns(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command in containerd's network namespace."""
+        return subprocess.run(
+            ["nsenter", f"--net={self.netns}", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def trust_registry(self, hostport: str, ca_file: Path) -> None:
+        """Let the CRI plugin pull from ``https://hostport`` with that CA (hosts.toml, read per pull)."""
+        d = self.base / "certs.d" / hostport
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "hosts.toml").write_text(
+            f'server = "https://{hostport}"\n[host."https://{hostport}"]\n'
+            f'  capabilities = ["pull", "resolve"]\n  ca = "{ca_file}"\n'
+        )
 
     def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -145,10 +186,14 @@ class Containerd:
 
 
 @contextlib.contextmanager
-def running_containerd(cri_runtime_config: Path | None = None) -> Iterator[Containerd]:
+def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = False) -> Iterator[Containerd]:
     """Without ``cri_runtime_config`` the CRI plugin is off; with it, CRI serves on the same socket with
     the runtime handler ``contrast-cc`` (our shim, that ConfigPath, kata's pod annotations passed
-    through) and this module's busybox image as the sandbox image; no CNI (host-network pods only)."""
+    through) and this module's busybox image as the sandbox image. Without ``cni`` only host-network
+    pods work; with it a pod gets a netns with ``eth0`` on a bridge in containerd's namespace
+    (``Containerd.cni_subnet``, default route via the bridge). Registries: ``trust_registry``."""
+    if cni and cri_runtime_config is None:
+        raise ValueError("cni=True needs the CRI plugin (cri_runtime_config)")
     base = Path(tempfile.mkdtemp(prefix=f"cg-ctd-{os.getpid()}-", dir="/tmp"))
     bindir = base / "bin"
     bindir.mkdir()
@@ -171,12 +216,20 @@ def running_containerd(cri_runtime_config: Path | None = None) -> Iterator[Conta
         f'[grpc]\n  address = "{base}/c.sock"\n[ttrpc]\n  address = "{base}/c.sock.ttrpc"\n'
         f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{base}/opt"\n'
     )
+    subnet: str | None = None
     if cri_runtime_config is not None:
         (base / "cni-conf").mkdir()
+        (base / "certs.d").mkdir()
+        cni_bin = base / "cni-bin"
+        if cni:
+            cni_bin = CNI_BIN
+            subnet, _ = pod_subnet()
+            (base / "cni-conf" / "10-cg-pods.conflist").write_text(cni_conflist(base, subnet))
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         text += (
             f'[{cri}]\n  sandbox_image = "{IMAGE_NAME}"\n  disable_apparmor = true\n'
-            f'[{cri}.cni]\n  bin_dir = "{base}/cni-bin"\n  conf_dir = "{base}/cni-conf"\n'
+            f'[{cri}.cni]\n  bin_dir = "{cni_bin}"\n  conf_dir = "{base}/cni-conf"\n'
+            f'[{cri}.registry]\n  config_path = "{base}/certs.d"\n'
             f'[{cri}.containerd]\n  snapshotter = "overlayfs"\n  default_runtime_name = "runc"\n'
             f'[{cri}.containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
             f'[{cri}.containerd.runtimes.contrast-cc]\n  runtime_type = "{RUNTIME}"\n'
@@ -199,7 +252,7 @@ def running_containerd(cri_runtime_config: Path | None = None) -> Iterator[Conta
         env=env,
         start_new_session=True,
     )
-    ctd = Containerd(base, proc, env)
+    ctd = Containerd(base, proc, env, cni_subnet=subnet)
     try:
         deadline = time.monotonic() + 60
         while ctd.ctr("version", timeout=10).returncode != 0:
@@ -220,6 +273,28 @@ def running_containerd(cri_runtime_config: Path | None = None) -> Iterator[Conta
         subprocess.run(["umount", "-R", "-l", str(base / "root")], capture_output=True, check=False)
         subprocess.run(["umount", "-R", "-l", str(base / "state")], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def cni_conflist(base: Path, subnet: str) -> str:
+    """bridge + host-local: the gateway is the bridge's first address, a default route through it;
+    the IPAM state stays in ``base`` (not the host's /var/lib/cni/networks)."""
+    pid = os.getpid()
+    plugins = [
+        {
+            "type": "bridge",
+            "bridge": f"cgbr{pid}"[:15],
+            "isGateway": True,
+            "ipMasq": False,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": str(base / "cni-ipam"),
+            },
+        }
+    ]
+    return json.dumps({"cniVersion": "1.0.0", "name": f"cg-pods-{pid}", "plugins": plugins}, indent=1)
 
 
 def shim_processes(rundir: Path) -> list[int]:

@@ -19,6 +19,8 @@ from common.protoc import compile_protos
 
 HERE = Path(__file__).resolve().parent
 SERVICE = "/runtime.v1.RuntimeService/"
+IMAGE_SERVICE = "/runtime.v1.ImageService/"
+IMAGE_METHODS = frozenset({"PullImage"})
 _module: Any = None
 
 
@@ -41,7 +43,7 @@ class CriClient:
     def call(self, method: str, request: Any, timeout: float = 300) -> Any:
         reply_type = getattr(self.pb, f"{method}Response")
         rpc = self.channel.unary_unary(
-            SERVICE + method,
+            (IMAGE_SERVICE if method in IMAGE_METHODS else SERVICE) + method,
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=reply_type.FromString,
         )
