@@ -20,7 +20,7 @@ from common.protoc import compile_protos
 HERE = Path(__file__).resolve().parent
 SERVICE = "/runtime.v1.RuntimeService/"
 IMAGE_SERVICE = "/runtime.v1.ImageService/"
-IMAGE_METHODS = frozenset({"PullImage"})
+IMAGE_METHODS = frozenset({"PullImage", "ImageStatus", "ListImages", "RemoveImage", "ImageFsInfo"})
 _module: Any = None
 
 
