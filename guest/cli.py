@@ -19,14 +19,14 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.cli import ArgumentParser
 from common.logs import setup_logging
 from guest.api import RPCS
 from guest.decisions import status_for
-from guest.explain import Explainer
 from guest.interceptor import PolicyInterceptor
 from guest.measured import (
     DEFAULT_POLICY_FILE,
@@ -45,6 +45,9 @@ from guest.policy.input import canonical_copy_file_input, from_policy_json, to_p
 from guest.policy.log import PolicyLog
 from guest.protocols import agent_pb2
 from guest.ttrpc import Proxy, parse_address
+
+if TYPE_CHECKING:
+    from guest.backend import AgentBackend
 
 __all__ = ["main"]
 
@@ -184,6 +187,8 @@ def _log_requests(path: str) -> list[tuple[int, str, Any]]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from guest.explain import Explainer
+
     requests = _log_requests(args.log)
     policy = _load_policy(args.policy, args.rego_v0)
     explainer = Explainer(policy.policy_data, lambda: policy.state)
@@ -267,7 +272,7 @@ async def _serve(args: argparse.Namespace) -> int:
     log.warning("event=default_policy_loaded path=%s", policy_file)
     if args.initdata != "none":
         _install_initdata(policy, args)
-    interceptor = PolicyInterceptor(policy, explainer=Explainer(policy.policy_data, lambda: policy.state))
+    interceptor = PolicyInterceptor(policy, explainer=_deferred_explainer(policy))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +280,20 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.upstream is not None:
         return await _serve_proxy(args, interceptor, stop, policy_log)
     return await _serve_builtin(args, interceptor, policy, stop, policy_log)
+
+
+def _deferred_explainer(policy: AgentPolicy) -> Callable[[str, Any, tuple[str, ...]], list[str]]:
+    """guest.explain is imported at the first denial, not at start (it is only needed then)."""
+    made: list[Callable[[str, Any, tuple[str, ...]], list[str]]] = []
+
+    def explain(endpoint: str, request: Any, print_lines: tuple[str, ...]) -> list[str]:
+        if not made:
+            from guest.explain import Explainer
+
+            made.append(Explainer(policy.policy_data, lambda: policy.state))
+        return made[0](endpoint, request, print_lines)
+
+    return explain
 
 
 async def _serve_proxy(args: argparse.Namespace, interceptor: PolicyInterceptor, stop: asyncio.Event,
@@ -308,27 +327,42 @@ def pinned_erofs_layers(policy: AgentPolicy) -> list[dict[str, str]]:
 
 async def _serve_builtin(args: argparse.Namespace, interceptor: PolicyInterceptor, policy: AgentPolicy,
                          stop: asyncio.Event, policy_log: PolicyLog | None) -> int:
-    from guest.backend import AgentBackend, InProcessAgent
+    from guest.backend import DeferredBackend, InProcessAgent
     from guest.ttrpc import Server
 
-    backend = AgentBackend(runtime=Path(args.runtime), pinned_layers=lambda: pinned_erofs_layers(policy))
-    await backend.start()
-    server = Server(InProcessAgent(interceptor, backend).handlers())
+    def build() -> AgentBackend:
+        from guest.backend import AgentBackend
+
+        return AgentBackend(runtime=Path(args.runtime), pinned_layers=lambda: pinned_erofs_layers(policy))
+
+    # Listen first (the policy is in force), then load the backend off the event loop: Health is
+    # answered at once, every other request waits for the backend.
+    deferred = DeferredBackend(build)
+    server = Server(InProcessAgent(interceptor, deferred).handlers())
     bound = await server.start(parse_address(args.listen))
     log.warning("event=serving listen=%s backend=builtin", bound)
-    destroyed = asyncio.ensure_future(backend.destroyed.wait())
+    loading = deferred.load()
     stopped = asyncio.ensure_future(stop.wait())
+    destroyed: asyncio.Future[Any] | None = None
     try:
-        await asyncio.wait({destroyed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if destroyed.done():
-            await asyncio.sleep(0.2)  # let the DestroySandbox reply reach the runtime
-            log.warning("event=sandbox_destroyed msg=%s", json.dumps("agent exits, the VM powers off"))
+        await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopped.done():
+            backend = loading.result()  # a failed load raises here: the agent exits, the VM powers off
+            destroyed = asyncio.ensure_future(backend.destroyed.wait())
+            await asyncio.wait({destroyed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if destroyed.done():
+                await asyncio.sleep(0.2)  # let the DestroySandbox reply reach the runtime
+                log.warning("event=sandbox_destroyed msg=%s", json.dumps("agent exits, the VM powers off"))
     finally:
-        destroyed.cancel()
+        if destroyed is not None:
+            destroyed.cancel()
         stopped.cancel()
         log.warning("event=shutting_down")
         await server.close()
-        await backend.close()
+        if loading.done() and not loading.cancelled() and loading.exception() is None:
+            await loading.result().close()
+        else:
+            loading.cancel()
         if policy_log is not None:
             policy_log.close()
     return 0

@@ -24,17 +24,17 @@ from guest.protocols import agent_pb2
 from guest.storage.mount import mount
 
 from .errors import AgentError, InvalidRequestError
+from .inprocess import AGENT_VERSION
 from .layout import Layout, check_id
 from .processes import Reaper
 from .runtime import run_tool
 from .spec import NamespacePaths
 from .storages import MS_BIND, MountedStorage, Storages, _lazy_umount
 
-__all__ = ["AGENT_VERSION", "STORAGE_HANDLERS", "Sandbox", "guest_details"]
+__all__ = ["STORAGE_HANDLERS", "Sandbox", "guest_details"]
 
 log = logging.getLogger("guest.backend")
 
-AGENT_VERSION = "0.1.0-confidential-guest"
 STORAGE_HANDLERS = ("ephemeral", "image_guest_pull", "erofs.multi-layer")
 BUSYBOX = Path("/usr/bin/busybox")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")

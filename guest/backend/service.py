@@ -2,10 +2,8 @@
 
 :class:`AgentBackend` maps each allowed AgentService / Health request onto the sandbox, container,
 network and storage code and answers with kata-agent's messages and status codes.
-:class:`InProcessAgent` is the ttrpc server side: every request goes through the
-:class:`~guest.interceptor.PolicyInterceptor` first (decode, judge, re-encode); what it forwards is
-handed straight to the backend — no second ttrpc hop — and its response hook (the ReadStdout/
-ReadStderr redaction) runs on the backend's reply.
+:class:`~guest.backend.inprocess.InProcessAgent` is the ttrpc server side (the interceptor first,
+then this backend, no second ttrpc hop).
 """
 
 from __future__ import annotations
@@ -21,21 +19,22 @@ from typing import Any
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from guest.api import RPCS, lookup
-from guest.protocols import agent_pb2, health_pb2
-from guest.ttrpc import Answer, Code, Handler, Request, Response, Status, TtrpcError
+from guest.api import lookup
+from guest.protocols import agent_pb2
+from guest.ttrpc import Code, Request, Response, Status
 
 from .cgroups import OomWatcher
 from .containers import Containers
 from .copyfile import copy_file
 from .errors import AgentError
+from .inprocess import health_reply
 from .layout import Layout
 from .processes import Reaper, become_subreaper
 from .runtime import DEFAULT_RUNTIME, OciRuntime
-from .sandbox import AGENT_VERSION, Sandbox, guest_details
+from .sandbox import Sandbox, guest_details
 from .storages import PAUSE_BINARY, Storages
 
-__all__ = ["AgentBackend", "InProcessAgent"]
+__all__ = ["AgentBackend"]
 
 log = logging.getLogger("guest.backend")
 
@@ -98,9 +97,9 @@ class AgentBackend:
         msg = rpc.request_type.FromString(request.payload)  # the interceptor's own re-encoding
         try:
             if request.service == "grpc.Health":
-                reply: Message = self.health(request.method)
-            elif request.method in _NO_OPS:
-                reply = empty_pb2.Empty()
+                return health_reply(request.method)
+            if request.method in _NO_OPS:
+                reply: Message = empty_pb2.Empty()
             else:
                 method = self._methods.get(request.method)
                 if method is None:
@@ -115,11 +114,6 @@ class AgentBackend:
             log.warning("event=request_failed method=%s error=%r", request.method, str(e))
             return Response(Status(Code.INTERNAL, f"{request.method}: {e}"))
         return Response(Status(Code.OK), reply.SerializeToString())
-
-    def health(self, method: str) -> Message:
-        if method == "Version":
-            return health_pb2.VersionCheckResponse(grpc_version="ttrpc", agent_version=AGENT_VERSION)
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
     # -- sandbox --------------------------------------------------------------------------------------
     async def create_sandbox(self, req: agent_pb2.CreateSandboxRequest) -> Message:
@@ -273,29 +267,6 @@ class AgentBackend:
         with contextlib.suppress(OSError), open("/dev/urandom", "wb") as f:
             f.write(req.data[:4096])
         return empty_pb2.Empty()
-
-
-class InProcessAgent:
-    """ttrpc handlers: policy interceptor → backend, in one process."""
-
-    def __init__(self, interceptor: Callable[[Request], Awaitable[Any]], backend: AgentBackend) -> None:
-        self.interceptor = interceptor
-        self.backend = backend
-
-    def handlers(self) -> dict[tuple[str, str], Handler]:
-        return {key: self.handle for key in RPCS}
-
-    async def handle(self, request: Request) -> bytes:
-        decision = await self.interceptor(request)
-        if type(decision) is Answer:
-            response = decision.response
-        else:
-            response = await self.backend.serve(decision.request)
-            if decision.on_response is not None:
-                response = await decision.on_response(response)
-        if response.status.ok:
-            return response.payload
-        raise TtrpcError(response.status)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

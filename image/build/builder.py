@@ -136,7 +136,7 @@ def build_image(opts: BuildOptions) -> ImageDescription:
     progress("collect", "kernel, initramfs and rootfs inputs")
     kernel = find_kernel(opts.kernel_flavour)
     initramfs_tree = build_initramfs_tree(kernel)
-    rootfs_tree = build_rootfs_tree(opts.repo)
+    rootfs_tree = build_rootfs_tree(opts.repo, kernel=kernel)
     inputs = {
         "builder": BUILDER_VERSION,
         "kernel": kernel.release,
@@ -221,7 +221,7 @@ def _build(opts: BuildOptions, progress: _Progress, vmlinuz: Path, initramfs_tre
 
         cmdline = (f"{BASE_CMDLINE} {dm_mod_create(table, name=DM_NAME)} root=/dev/dm-0 "
                    "rootfstype=erofs rootflags=ro")
-        progress("initramfs", "cpio newc + gzip")
+        progress("initramfs", "cpio newc")
         (result / "initrd.img").write_bytes(pack_initramfs(initramfs_tree))
         shutil.copyfile(vmlinuz, result / "vmlinuz")
         desc = ImageDescription(

@@ -8,7 +8,6 @@ does not parse, or any step that fails, powers the VM off (fail closed).
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 from .elf import library_closure, usr_merged
@@ -81,5 +80,7 @@ def build_initramfs_tree(kernel: Kernel) -> FileTree:
 
 
 def pack_initramfs(tree: FileTree) -> bytes:
-    """gzip'd newc archive with a zero gzip timestamp (deterministic)."""
-    return gzip.compress(tree.to_cpio(), compresslevel=6, mtime=0)
+    """The newc archive, uncompressed: the kernel's gzip inflate of ~10 MB took ~0.2 s of the boot
+    under TCG, while QEMU (and the firmware on a TEE) load the plain archive at memory speed; the
+    archive is measured either way."""
+    return tree.to_cpio()

@@ -16,29 +16,37 @@ from pathlib import Path
 
 from .errors import BuildError
 
-__all__ = ["GUEST_MODULES", "Kernel", "find_kernel", "module_load_order"]
+__all__ = ["BOOT_MODULES", "DEFERRED_MODULES", "GUEST_MODULES", "Kernel", "deferred_load_order",
+           "find_kernel", "module_load_order"]
 
-# What the pod VM needs before and right after switch_root: disk and console drivers, the verity
-# root, erofs for root and container layers, overlay for layered rootfs, loop for file-backed
-# layers, and the vsock loopback transport so the agent's AF_VSOCK listener works without vhost.
-# (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so no virtio vsock
-# transport — every module costs a signature check under TCG.) virtio_net: the pod network device,
-# configured only by UpdateInterface/UpdateRoutes. cgroup v2 is built into the kernel.
-# dm-crypt and dm-integrity with the ecb, xts and authenc templates serve guest/storage/crypt.py
-# (sha256, hmac, aes are built in); aesni_intel and sha256_ssse3 replace the generic AES and SHA-256
-# (1.7x the encrypted volume's throughput under TCG, far more on hardware).
-GUEST_MODULES: tuple[str, ...] = (
+# What the pod VM needs before and right after switch_root (BOOT_MODULES, loaded by the initramfs):
+# disk and console drivers, the verity root (with sha256_ssse3, so the root mapping picks the
+# accelerated SHA-256), erofs, and the vsock loopback transport so the agent's AF_VSOCK listener
+# works without vhost. (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so
+# no virtio vsock transport — every module costs a signature check under TCG.)
+# What only containers and volumes need (DEFERRED_MODULES) is carried in the verity root instead
+# and loaded by the agent while its backend starts, after it listens (guest.backend.kmod): overlay
+# for layered rootfs, loop for file-backed layers, virtio_net for the pod network device
+# (configured only by UpdateInterface/UpdateRoutes), and dm-crypt and dm-integrity with the ecb,
+# xts and authenc templates for guest/storage/crypt.py (sha256, hmac, aes are built in);
+# aesni_intel replaces the generic AES (1.7x the encrypted volume's throughput under TCG, far more
+# on hardware). cgroup v2 is built into the kernel.
+BOOT_MODULES: tuple[str, ...] = (
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
     "dm_verity",
     "erofs",
+    "vsock_loopback",
+    "sha256_ssse3",
+)
+DEFERRED_MODULES: tuple[str, ...] = (
     "overlay",
     "loop",
-    "vsock_loopback",
     "virtio_net",
-    *("dm_crypt", "dm_integrity", "ecb", "xts", "authenc", "aesni_intel", "sha256_ssse3"),  # LUKS2 volumes
+    *("dm_crypt", "dm_integrity", "ecb", "xts", "authenc", "aesni_intel"),  # LUKS2 volumes
 )
+GUEST_MODULES: tuple[str, ...] = BOOT_MODULES + DEFERRED_MODULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,13 @@ def _module_name(path: str) -> str:
     return os.path.basename(path).split(".ko")[0].replace("-", "_")
 
 
-def module_load_order(kernel: Kernel, wanted: tuple[str, ...] = GUEST_MODULES) -> list[str]:
+def deferred_load_order(kernel: Kernel) -> list[str]:
+    """DEFERRED_MODULES and their dependencies in load order, less what the initramfs loaded."""
+    loaded = set(module_load_order(kernel, BOOT_MODULES))
+    return [m for m in module_load_order(kernel, DEFERRED_MODULES) if m not in loaded]
+
+
+def module_load_order(kernel: Kernel, wanted: tuple[str, ...] = BOOT_MODULES) -> list[str]:
     """Relative paths of ``wanted`` and their dependencies, each after everything it depends on.
 
     Modules built into this kernel (listed in ``modules.builtin``) are skipped.

@@ -20,10 +20,12 @@ from .elf import is_elf, library_closure
 from .errors import BuildError, ToolError
 from .initramfs import BUSYBOX, merged_usr_links
 from .inside import INIT_SCRIPT
+from .kernel import Kernel, deferred_load_order
 from .tree import FileTree
 
 __all__ = [
-    "CONTAINER_PACKAGES", "PROJECT_PACKAGES", "PYTHON_PACKAGES", "TESTING_PACKAGES", "build_rootfs_tree",
+    "CONTAINER_PACKAGES", "DEFERRED_MODULES_LIST", "PROJECT_PACKAGES", "PYTHON_PACKAGES", "TESTING_PACKAGES",
+    "build_rootfs_tree",
     "distribution_closure", "package_versions", "project_files",
     "runtime_distributions",
 ]
@@ -58,7 +60,7 @@ def default_policy(agent_proto: Path) -> bytes:
              "# carries a policy.", "package agent_policy", ""]
     lines += [f"default {n} := false" for n in names]
     return ("\n".join(lines) + "\n").encode()
-_BUSYBOX_APPLETS = ("unshare", "nsenter",
+_BUSYBOX_APPLETS = ("unshare", "nsenter", "insmod",
                     "sh", "mount", "umount", "cat", "echo", "sleep", "reboot", "poweroff", "ip",
                     "hostname", "grep", "sed", "ls", "mkdir", "dmesg", "sha256sum", "dd", "losetup",
                     "head", "tail", "cut", "tr", "wc", "ps", "kill", "true", "false", "test", "[",
@@ -190,7 +192,21 @@ def _add_project(tree: FileTree, repo: Path, testing: bool) -> None:
         tree.add_file(f"{_DIST_PACKAGES}/{host.relative_to(repo)}", source=host, mode=0o644)
 
 
-def build_rootfs_tree(repo: Path, *, testing: bool = False) -> FileTree:
+# The kernel modules loaded after boot (image.build.kernel.DEFERRED_MODULES): below this directory,
+# with their load order (dependencies first, one path per line) in DEFERRED_MODULES_LIST.
+MODULES_DIR = "usr/lib/modules"
+DEFERRED_MODULES_LIST = f"{MODULES_DIR}/deferred.load"
+
+
+def _add_deferred_modules(tree: FileTree, kernel: Kernel) -> None:
+    order = deferred_load_order(kernel)
+    for mod in order:
+        tree.add_file(f"{MODULES_DIR}/{mod}", source=kernel.modules_dir / mod, mode=0o644)
+    tree.add_file(DEFERRED_MODULES_LIST, data="".join(m + "\n" for m in order).encode())
+
+
+def build_rootfs_tree(repo: Path, *, testing: bool = False, kernel: Kernel | None = None) -> FileTree:
+    """The root filesystem; with ``kernel``, the modules loaded after boot are added (the image)."""
     tree = FileTree()
     merged_usr_links(tree)
     for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "mnt/share", "root", "etc", "var", "usr/sbin",
@@ -211,6 +227,8 @@ def build_rootfs_tree(repo: Path, *, testing: bool = False) -> FileTree:
     tree.add_file("etc/machine-id", data=b"")
     tree.add_file("etc/kata-opa/default-policy.rego",
                   data=default_policy(repo / "guest" / "protocols" / "agent.proto"))
+    if kernel is not None:
+        _add_deferred_modules(tree, kernel)
     elves = _add_python(tree)
     elves += _add_container_tools(tree)
     for tool in STORAGE_TOOLS:

@@ -122,3 +122,85 @@ async def test_guest_pull_fails_closed_until_the_puller_is_present(tmp_path: Pat
     with pytest.raises(StorageFailedError, match="not available"):
         await storages.mount_container("c1", [pull], sandbox_container=False)
     assert not (tmp_path / "run/kata-containers/c1/rootfs").exists()
+
+
+async def test_deferred_backend_listens_first_and_requests_wait_for_it(tmp_path: Path) -> None:
+    """The agent answers Health while the backend still loads; a backend request waits for it."""
+    import asyncio
+    import threading
+
+    from guest.backend import DeferredBackend
+
+    release = threading.Event()
+
+    def held() -> None:
+        release.wait(30)
+
+    policy = AgentPolicy()
+    policy.set_policy(POLICY)
+    deferred = DeferredBackend(lambda: AgentBackend(layout=Layout(tmp_path / "root"), subreaper=False),
+                               prepare=held)
+    server = Server(InProcessAgent(PolicyInterceptor(policy), deferred).handlers())
+    address = parse_address(f"unix://{tmp_path}/agent.sock")
+    await server.start(address)
+    loading = deferred.load()
+    client = await Client().connect(address)
+    try:
+        check = health_pb2.CheckRequest().SerializeToString()
+        health = health_pb2.HealthCheckResponse.FromString(
+            await client.call("grpc.Health", "Check", check, timeout=10))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING and not loading.done()
+        details = asyncio.ensure_future(call(client, "GetGuestDetails", agent_pb2.GuestDetailsRequest(),
+                                             agent_pb2.GuestDetailsResponse))
+        await asyncio.sleep(0.3)
+        assert not details.done()  # waits for the backend, is not answered without it
+        release.set()
+        reply = await asyncio.wait_for(details, 30)
+        assert isinstance(reply, agent_pb2.GuestDetailsResponse) and reply.agent_details.storage_handlers
+    finally:
+        release.set()
+        await client.close()
+        await server.close()
+        (await loading).reaper.stop()
+
+
+async def test_deferred_backend_that_fails_to_load_fails_requests_closed(tmp_path: Path) -> None:
+    from guest.backend import DeferredBackend
+
+    def broken() -> None:
+        raise OSError(2, "finit_module: No such file or directory", "kernel/fs/overlayfs/overlay.ko")
+
+    policy = AgentPolicy()
+    policy.set_policy(POLICY)
+    deferred = DeferredBackend(lambda: AgentBackend(layout=Layout(tmp_path / "root"), subreaper=False),
+                               prepare=broken)
+    server = Server(InProcessAgent(PolicyInterceptor(policy), deferred).handlers())
+    address = parse_address(f"unix://{tmp_path}/agent.sock")
+    await server.start(address)
+    client = await Client().connect(address)
+    try:
+        path = "/run/kata-containers/shared/containers/sid-0123456789abcdef-resolv.conf"
+        with pytest.raises(TtrpcError) as info:
+            await client.call(AGENT, "CopyFile", agent_pb2.CopyFileRequest(
+                path=path, file_mode=0o100644, file_size=1, data=b"x", dir_mode=0o750).SerializeToString(),
+                timeout=10)
+        assert info.value.code == Code.INTERNAL
+        assert "agent backend failed to start" in info.value.status.message
+        assert "overlay.ko" in info.value.status.message
+        assert not (tmp_path / "root").exists()  # nothing was built, nothing written
+    finally:
+        await client.close()
+        await server.close()
+
+
+def test_deferred_kernel_module_list_cannot_name_a_file_outside_it(tmp_path: Path) -> None:
+    from guest.backend.kmod import KernelModuleError, load_deferred_modules
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "evil.ko").write_bytes(b"\x7fELF")
+    listing = tmp_path / "mods" / "deferred.load"
+    for bad in ("../evil.ko", "/etc/passwd", "kernel/x.txt"):
+        listing.write_text(bad + "\n")
+        with pytest.raises(KernelModuleError, match="outside"):
+            load_deferred_modules(listing)
+    assert load_deferred_modules(tmp_path / "absent.load") == []
