@@ -1,7 +1,2 @@
-"""Local end-to-end demo: `python -m tools.demo` (see docs/demo.md)."""
-
-from __future__ import annotations
-
-from .run import main
-
-__all__ = ["main"]
+"""The demo: `python -m tools.demo` (a whole confidential deployment on this machine) and
+`python -m tools.demo --loopback` (the chain of trust on loopback, no VM); see docs/demo.md."""

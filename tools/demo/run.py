@@ -223,7 +223,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo --loopback",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     parser.add_argument("--skip-mesh", action="store_true", help="leave out step 5 (the meshproxy)")
     args = parser.parse_args(argv)

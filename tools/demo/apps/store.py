@@ -1,6 +1,7 @@
 """The demo's backend: a tiny key-value store over HTTP (GET/PUT /kv/<key>), stdlib only.
 
-It listens on 127.0.0.1 only: the mesh proxy's ingress (mTLS) is the one way in.
+It listens on every address of its pod: the mesh proxy's TPROXY rules steer every inbound connection
+to the store's port through the proxy's mTLS ingress, which connects on to the pod's own address.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     port = int(os.environ.get("STORE_PORT", "8081"))
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
 
 
 if __name__ == "__main__":

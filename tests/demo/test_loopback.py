@@ -1,4 +1,5 @@
-"""`python -m tools.demo`: the README's first command, run as a user runs it, plus its failure paths."""
+"""`python -m tools.demo --loopback`: the chain of trust on loopback (no VM), run as a user runs it,
+plus its failure paths."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tools.demo", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tools.demo", "--loopback", *args], cwd=REPO,
+                          capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
@@ -74,7 +76,8 @@ def _listening(port: int) -> bool:
 
 
 def test_ctrl_c_stops_everything_and_removes_state() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.demo"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "tools.demo", "--loopback"], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout is not None
     lines = []

@@ -1,0 +1,85 @@
+"""The demo's images: the pod-VM image and the OCI images of our parts, built once and reused.
+
+Both builds are reproducible (same inputs, same bytes), so a cache keyed by the inputs is safe: the pod-VM
+image uses image.build's own cache; the container layout is kept under
+``/var/cache/confidential-guest/demo/containers-<key>``, the key hashing every file ``git ls-files`` names
+(the project layer), Debian's package database (the base and iptables layers) and the builder's Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StepFailedError
+
+CACHE = Path(os.environ.get("CG_DEMO_CACHE", "/var/cache/confidential-guest/demo"))
+NAMES = ("initializer", "meshproxy", "coordinator", "demo-frontend", "demo-store")
+
+
+@dataclass(frozen=True)
+class ContainerImages:
+    layout: Path  # OCI layout, each image tagged with its name
+    digests: dict[str, str]  # name -> sha256:...
+    cached: bool
+
+
+def _inputs_key(repo: Path) -> str:
+    h = hashlib.sha256()
+    files = subprocess.run(["git", "-C", str(repo), "ls-files", "-z"], capture_output=True, check=True,
+                           timeout=60).stdout.split(b"\0")
+    for name in sorted(f for f in files if f):
+        path = repo / name.decode()
+        h.update(name + b"\0")
+        try:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            h.update(b"-")  # deleted in the work tree: not in the layer either
+    for extra in (Path("/var/lib/dpkg/status"), Path(sys.executable).resolve()):
+        h.update(str(extra).encode() + hashlib.sha256(extra.read_bytes()).digest())
+    return h.hexdigest()[:32]
+
+
+def container_images(repo: Path, log: Path) -> ContainerImages:
+    """``python -m image containers`` into the cache unless a layout for these inputs is there."""
+    key = _inputs_key(repo)
+    target = CACHE / f"containers-{key}"
+    summary = target / "images.json"
+    if summary.is_file():
+        digests = json.loads(summary.read_text())
+        if set(NAMES) <= set(digests):
+            return ContainerImages(target, digests, cached=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"containers-{key}-", dir=CACHE))
+    out = staging / "layout"
+    with log.open("ab") as f:
+        made = subprocess.run([sys.executable, "-m", "image", "containers", "--out", str(out)], cwd=repo,
+                              stdout=f, stderr=subprocess.STDOUT, timeout=900, check=False)
+    if made.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StepFailedError(f"python -m image containers exited {made.returncode} (log: {log})")
+    try:
+        out.rename(target)  # atomic: a reader sees a whole layout or none
+    except OSError:
+        if not summary.is_file():  # not a parallel run that won the race
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return ContainerImages(target, json.loads(summary.read_text()), cached=False)
+
+
+def pod_vm_image(repo: Path, out: Path) -> tuple[Path, bool]:
+    """The pod-VM image (kernel, initramfs, verity root) in ``out``; True when image.build's cache had it."""
+    from image.build import BuildOptions, build_image, default_cache_dir
+
+    cache = default_cache_dir()
+    before = set(cache.iterdir()) if cache is not None and cache.is_dir() else set()
+    build_image(BuildOptions(out=out, repo=repo, cache_dir=cache, quiet=True))
+    after = set(cache.iterdir()) if cache is not None and cache.is_dir() else set()
+    return out, cache is not None and after == before
