@@ -123,6 +123,7 @@ class Demo:
         self.refs: dict[str, str] = {}
         self.layout = Path()
         self.pod_image = self.work / "pod-image"
+        self.pause_digest = ""
         self.ctd: Any = None
         self.reg: Any = None
         self.net: NetnsRunner | None = None
@@ -178,13 +179,14 @@ class Demo:
     # -- set-up -------------------------------------------------------------------------------------
 
     def images(self) -> str:
-        from .images import container_images, pod_vm_image
+        from .images import container_images, pod_vm_image, with_pause_image
 
         t0 = time.monotonic()
         _, vm_cached = pod_vm_image(REPO, self.pod_image)
         t_vm = time.monotonic() - t0
         built = container_images(REPO, self.work / "containers.log")
-        self.layout = built.layout
+        self.layout = self.work / "layout"
+        self.pause_digest = with_pause_image(built.layout, self.layout)
         desc = json.loads((self.pod_image / "image.json").read_text())
         root = str(desc.get("verity", {}).get("root_hash", desc.get("root_hash", "?")))[:16]
         names = ", ".join(f"{n} {d[7:19]}" for n, d in sorted(built.digests.items()))
@@ -238,10 +240,11 @@ class Demo:
         reg = self.stack.enter_context(containerd_registry(self.ctd, self.work / "registry"))
         self.state.process(reg.proc.pid, "docker-registry")
         self.reg = reg
-        digests = json.loads((self.layout / "images.json").read_text())
+        digests = json.loads((self.layout / "images.json").read_text())  # our five, not the pause
         for name, digest in sorted(digests.items()):
             reg.push(self.layout, f"contrast/{name}", name, index=False)
             self.refs[name] = f"{reg.hostport}/contrast/{name}@{digest}"
+        self.refs["pause"] = f"{reg.hostport}/contrast/pause@{self.pause_digest}"
         self._start_dns()
         return f"registry https://{reg.hostport} (TLS, demo CA); " + ", ".join(
             f"{n}@{d[7:19]}…" for n, d in sorted(digests.items()))
@@ -300,13 +303,13 @@ class Demo:
     def _settings(self) -> Path:
         """Kata's genpolicy settings plus the demo's drop-in: the pause container comes with the pod VM
         (the shim asks the guest for its built-in pause), yet the generator needs a pinned image config
-        for it: one of ours (root user, no volumes) stands in for Kata's pause image."""
+        for it: the Kata-shaped pause image added to the demo's layout (tools.demo.images)."""
         settings = self.work / "settings"
         if not settings.exists():
             (settings / "genpolicy-settings.d").mkdir(parents=True)
             shutil.copyfile(self.kata / "genpolicy-settings.json", settings / "genpolicy-settings.json")
             patch = [{"op": "replace", "path": "/cluster_config/pause_container_image",
-                      "value": self.refs["initializer"]}]
+                      "value": self.refs["pause"]}]
             (settings / "genpolicy-settings.d" / "50-demo-pause.json").write_text(json.dumps(patch))
         return settings
 

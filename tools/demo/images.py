@@ -83,3 +83,50 @@ def pod_vm_image(repo: Path, out: Path) -> tuple[Path, bool]:
     build_image(BuildOptions(out=out, repo=repo, cache_dir=cache, quiet=True))
     after = set(cache.iterdir()) if cache is not None and cache.is_dir() else set()
     return out, cache is not None and after == before
+
+
+def _blob(directory: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = directory / "blobs" / "sha256" / digest
+    if not path.exists():
+        path.write_bytes(data)
+    return "sha256:" + digest
+
+
+def with_pause_image(layout: Path, dest: Path) -> str:
+    """``dest``: the layout (hard links, the cache stays untouched) plus a Kata-shaped pause image
+    (Entrypoint ``/pause``, user 65535:65535, one empty layer). The pod VM runs its own pause process
+    (the shim asks the guest for it by the source ``pause``), but the generator derives the pause
+    container's policy from an image config, as genpolicy does from Kata's pause image. Its digest."""
+    import gzip
+    import io
+    import tarfile
+
+    subprocess.run(["cp", "-al", str(layout), str(dest)], check=True, timeout=60)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT):
+        pass
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535", "Env": [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _blob(dest, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _blob(dest, layer), "size": len(layer)}],
+    }, sort_keys=True).encode()
+    digest = _blob(dest, manifest)
+    index_path = dest / "index.json"
+    index = json.loads(index_path.read_text())
+    index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                               "size": len(manifest),
+                               "annotations": {"org.opencontainers.image.ref.name": "pause"}})
+    index_path.unlink()  # a hard link to the cache's file: replace it, never write through it
+    index_path.write_text(json.dumps(index))
+    return digest
