@@ -142,6 +142,6 @@ def test_teardown_removes_what_was_recorded_and_only_that(tmp_path: Path) -> Non
 
 
 def test_down_without_state_is_a_no_op(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "tools.demo", "down", "--state", str(tmp_path / "none.json")],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    argv = [sys.executable, "-m", "tools.demo", "down", "--state", str(tmp_path / "none.json")]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "nothing to remove" in done.stdout
