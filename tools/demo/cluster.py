@@ -34,7 +34,7 @@ import yaml
 from common.files import atomic_write
 
 from .errors import StepFailedError
-from .state import State, teardown
+from .state import State, stop_pods, teardown
 from .steps import Steps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -219,6 +219,7 @@ class Demo:
         self.state.directory(ctd.base)
         self.state.marker(ctd.base)
         self.ctd = ctd
+        self.state.cri(ctd.socket)
         self.net = NetnsRunner(ctd.netns)
         # CRI's sandbox image (what RunPodSandbox pulls for the pause container; the pod VM runs its
         # own pause, so any small image does): the harness's offline busybox image.
@@ -624,6 +625,7 @@ def run_demo(state_path: Path, *, keep: bool, report: Path | None, kata: Path) -
                           f"(state {state_path})")
                 sys.stdout.flush()
                 os._exit(status)  # the harnesses' clean-up must not run: `down` does it from the state file
+            stop_pods(state, steps.progress)  # while containerd still runs: it removes their netns
             if demo is not None:
                 with contextlib.suppress(Exception):
                     demo.close()

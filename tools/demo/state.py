@@ -87,6 +87,10 @@ class State:
         self.record.markers.append(str(path))
         self.save()
 
+    def cri(self, socket: Path) -> None:
+        self.record.cri_socket = str(socket)
+        self.save()
+
     def sandbox(self, socket: Path, sandbox_id: str) -> None:
         self.record.cri_socket = str(socket)
         self.record.sandboxes.append(sandbox_id)
@@ -146,7 +150,9 @@ def _wait_gone(check: Callable[[], bool], timeout: float) -> bool:
 
 
 def _stop_sandboxes(record: Record, say: Callable[[str], None]) -> None:
-    if not record.sandboxes or not Path(record.cri_socket).exists():
+    """Stop and remove every pod of our private containerd (its CRI knows them all, also one still
+    booting), so that containerd itself removes their network namespaces and shims."""
+    if not record.cri_socket or not Path(record.cri_socket).exists():
         return
     try:
         from tools.vm.cri.client import CriClient
@@ -156,7 +162,11 @@ def _stop_sandboxes(record: Record, say: Callable[[str], None]) -> None:
         say(f"CRI not reachable ({type(exc).__name__}); stopping processes directly")
         return
     try:
-        for sid in list(record.sandboxes):
+        sids = list(record.sandboxes)
+        with contextlib.suppress(Exception):
+            listed = client.call("ListPodSandbox", client.pb.ListPodSandboxRequest(), timeout=30)
+            sids = list(dict.fromkeys([*sids, *(item.id for item in listed.items)]))
+        for sid in sids:
             for method, request in (("StopPodSandbox", client.pb.StopPodSandboxRequest),
                                     ("RemovePodSandbox", client.pb.RemovePodSandboxRequest)):
                 try:
@@ -165,6 +175,11 @@ def _stop_sandboxes(record: Record, say: Callable[[str], None]) -> None:
                     say(f"{method} {sid[:12]}: {type(exc).__name__}")
     finally:
         client.close()
+
+
+def stop_pods(state: State, say: Callable[[str], None] = lambda _: None) -> None:
+    """The first step of the teardown, also run before the harnesses stop containerd."""
+    _stop_sandboxes(state.record, say)
 
 
 def teardown(state: State, say: Callable[[str], None] = lambda _: None) -> list[str]:
