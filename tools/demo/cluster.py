@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from common.files import atomic_write
 from .errors import StepFailedError
 from .state import State, stop_pods, teardown
 from .steps import Steps
+from .timing import PodPhases, TimedCri
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "demo"
@@ -131,6 +133,8 @@ class Demo:
         self.pods: dict[str, Any] = {}
         self.records = self.work / "dns.json"
         self.timings: dict[str, float] = {}
+        self.phases: dict[str, PodPhases] = {}
+        self.cri: TimedCri
 
     # -- the narrative ------------------------------------------------------------------------------
 
@@ -358,9 +362,9 @@ class Demo:
     def _kubelet(self) -> Any:
         if self.kubelet is None:
             from tools.kube import Kubelet
-            from tools.vm.cri.client import CriClient
 
-            client = CriClient(self.ctd.socket)
+            client = TimedCri(self.ctd.socket)
+            self.cri = client
             self.stack.callback(client.close)
             root = self.work / "kubelet"
             root.mkdir()
@@ -373,12 +377,20 @@ class Demo:
 
         return list(pod_templates(load_objects([*files, self.deploy / "simulated-amd.yaml"])))
 
-    def _run_pod(self, plan: Any, key: str) -> Any:
+    def _run_pod(self, plan: Any, key: str, *, ready: bool = False) -> Any:
+        """run_pod; with ``ready`` also until every probe passed (mesh proxy /ready, app readiness)."""
         t0 = time.monotonic()
         pod = self._kubelet().run_pod(plan)
-        self.timings[key] = time.monotonic() - t0
         self.pods[key] = pod
         self.state.sandbox(self.ctd.socket, pod.sandbox_id)
+        t_started = time.monotonic()
+        if ready:
+            pod.wait_for_probes(POD_TIMEOUT)
+        phases = self.cri.phases(pod.sandbox_id)
+        phases.mesh_ready = time.monotonic() - t_started if ready else 0.0
+        phases.total = time.monotonic() - t0
+        self.timings[key] = phases.total
+        self.phases[key] = phases
         return pod
 
     def coordinator(self) -> str:
@@ -422,10 +434,10 @@ class Demo:
         plans = {p.workload: p for p in self._plans(self.deploy / "app.yaml")}
         out = []
         for name in ("store", "frontend"):
-            pod = self._run_pod(plans[name], name)
+            pod = self._run_pod(plans[name], name, ready=True)
             self._dns(name, pod.ip)
-            out.append(f"{pod.name} {pod.ip} ({self.timings[name]:.1f} s)")
-        return "running: " + ", ".join(out)
+            out.append(f"{pod.name} {pod.ip}: {self.phases[name].line()}")
+        return "ready: " + "; ".join(out)
 
     def certs(self) -> str:
         from cryptography import x509
@@ -619,7 +631,8 @@ def run_demo(state_path: Path, *, keep: bool, report: Path | None, kata: Path) -
         finally:
             steps.say(steps.table())
             if report is not None:
-                steps.write_report(report)
+                pods = {k: asdict(v) for k, v in demo.phases.items()} if demo is not None else {}
+                steps.write_report(report, {"pods": pods})
             if keep and status != 130:
                 steps.say(f"--keep: left running; `python -m tools.demo down` removes it "
                           f"(state {state_path})")

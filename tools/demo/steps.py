@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from common.files import atomic_write
 
@@ -87,7 +87,7 @@ class Steps:
     def all_ok(self) -> bool:
         return bool(self.results) and all(r.ok for r in self.results)
 
-    def write_report(self, path: Path) -> None:
-        doc = {"steps": [asdict(r) for r in self.results],
-               "seconds": round(time.monotonic() - self.started, 2)}
+    def write_report(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        doc: dict[str, Any] = {"steps": [asdict(r) for r in self.results],
+                               "seconds": round(time.monotonic() - self.started, 2), **(extra or {})}
         atomic_write(path, (json.dumps(doc, indent=1) + "\n").encode(), mode=0o644)
