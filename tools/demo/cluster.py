@@ -44,6 +44,7 @@ DEPLOY = REPO / "deploy" / "demo"
 KATA = REPO.parent / "shared" / "testdata" / "kata-policy" / "kata"  # Kata's rules.rego and settings
 PLACEHOLDER = re.compile(r"localhost:5000/contrast/([a-z-]+)@sha256:0{64}")
 GREETING = "hello from the store, over mTLS"
+OCI_VERSION = "1.0.2-dev"
 POD_TIMEOUT = 600.0  # a pod VM boots and pulls under TCG on a loaded machine: generous, but bounded
 
 
@@ -198,12 +199,9 @@ class Demo:
                 f"containers {'from cache' if built.cached else 'built'}: {names}")
 
     def containerd(self) -> str:
-        from tools.vm.containerd import (
-            Containerd,
-            busybox_image_archive,
-            containerd_missing,
-            running_containerd,
-        )
+        from tools.vm.containerd import IMAGE_NAME, Containerd, containerd_missing, running_containerd
+
+        from .images import pause_archive
 
         reason = containerd_missing(cni=True)
         if reason:
@@ -225,10 +223,10 @@ class Demo:
         self.ctd = ctd
         self.state.cri(ctd.socket)
         self.net = NetnsRunner(ctd.netns)
-        # CRI's sandbox image (what RunPodSandbox pulls for the pause container; the pod VM runs its
-        # own pause, so any small image does): the harness's offline busybox image.
+        # CRI's sandbox image: containerd builds the pause container's spec from its config (process,
+        # user), which the policy pins from the same pause image (the pod VM runs its own pause).
         archive = self.work / "sandbox-image.tar"
-        busybox_image_archive(archive)
+        pause_archive(archive, IMAGE_NAME)
         imported = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io").ctr("image", "import",
                                                                                    str(archive))
         if imported.returncode != 0:
@@ -314,7 +312,10 @@ class Demo:
             (settings / "genpolicy-settings.d").mkdir(parents=True)
             shutil.copyfile(self.kata / "genpolicy-settings.json", settings / "genpolicy-settings.json")
             patch = [{"op": "replace", "path": "/cluster_config/pause_container_image",
-                      "value": self.refs["pause"]}]
+                      "value": self.refs["pause"]},
+                     # The OCI runtime-spec version Debian 12's containerd (1.6) writes into its specs,
+                     # as an operator picks Kata's oci-version drop-in for the nodes' containerd.
+                     {"op": "replace", "path": "/kata_config/oci_version", "value": OCI_VERSION}]
             (settings / "genpolicy-settings.d" / "50-demo-pause.json").write_text(json.dumps(patch))
         return settings
 

@@ -85,24 +85,13 @@ def pod_vm_image(repo: Path, out: Path) -> tuple[Path, bool]:
     return out, cache is not None and after == before
 
 
-def _blob(directory: Path, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    path = directory / "blobs" / "sha256" / digest
-    if not path.exists():
-        path.write_bytes(data)
-    return "sha256:" + digest
-
-
-def with_pause_image(layout: Path, dest: Path) -> str:
-    """``dest``: the layout (hard links, the cache stays untouched) plus a Kata-shaped pause image
-    (Entrypoint ``/pause``, user 65535:65535, one empty layer). The pod VM runs its own pause process
-    (the shim asks the guest for it by the source ``pause``), but the generator derives the pause
-    container's policy from an image config, as genpolicy does from Kata's pause image. Its digest."""
+def _pause_blobs() -> tuple[bytes, bytes, bytes]:
+    """(config, layer, manifest) of a Kata-shaped pause image: Entrypoint ``/pause``, user 65535:65535,
+    one empty layer; the same bytes every time."""
     import gzip
     import io
     import tarfile
 
-    subprocess.run(["cp", "-al", str(layout), str(dest)], check=True, timeout=60)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT):
         pass
@@ -117,11 +106,53 @@ def with_pause_image(layout: Path, dest: Path) -> str:
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _blob(dest, config), "size": len(config)},
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest(), "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _blob(dest, layer), "size": len(layer)}],
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(), "size": len(layer)}],
     }, sort_keys=True).encode()
-    digest = _blob(dest, manifest)
+    return config, layer, manifest
+
+
+def pause_archive(path: Path, name: str) -> str:
+    """The pause image as an OCI archive named ``name`` (for ``ctr image import``: containerd's CRI
+    builds the sandbox container's spec from its sandbox image's config, as with Kata's pause image);
+    its manifest digest."""
+    import io
+    import tarfile
+
+    config, layer, manifest = _pause_blobs()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": len(manifest),
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "pause"}}]})
+    with tarfile.open(path, "w") as tar:
+        members = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index.encode())]
+        members += [(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b) for b in (config, layer, manifest)]
+        for member, data in members:
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return digest
+
+
+def _blob(directory: Path, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = directory / "blobs" / "sha256" / digest
+    if not path.exists():
+        path.write_bytes(data)
+    return "sha256:" + digest
+
+
+def with_pause_image(layout: Path, dest: Path) -> str:
+    """``dest``: the layout (hard links, the cache stays untouched) plus the pause image. The pod VM runs
+    its own pause process (the shim asks the guest for it by the source ``pause``), but the generator
+    derives the pause container's policy from an image config, as genpolicy does from Kata's pause
+    image. Its digest."""
+    subprocess.run(["cp", "-al", str(layout), str(dest)], check=True, timeout=60)
+    config, layer, manifest = _pause_blobs()
+    for data in (config, layer, manifest):
+        _blob(dest, data)
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     index_path = dest / "index.json"
     index = json.loads(index_path.read_text())
     index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
