@@ -221,7 +221,7 @@ class Demo:
         self.state.directory(ctd.base)
         self.state.marker(ctd.base)
         self.ctd = ctd
-        self.state.cri(ctd.socket)
+        self.state.cri(ctd.socket, ctd.netns)
         self.net = NetnsRunner(ctd.netns)
         # CRI's sandbox image: containerd builds the pause container's spec from its config (process,
         # user), which the policy pins from the same pause image (the pod VM runs its own pause).
@@ -304,19 +304,33 @@ class Demo:
         return path
 
     def _settings(self) -> Path:
-        """Kata's genpolicy settings plus the demo's drop-in: the pause container comes with the pod VM
-        (the shim asks the guest for its built-in pause), yet the generator needs a pinned image config
-        for it: the Kata-shaped pause image added to the demo's layout (tools.demo.images)."""
+        """Kata's genpolicy settings plus a drop-in stating what is particular to this node, as an operator
+        states it for genpolicy: the pause image (the Kata-shaped one of tools.demo.images: the pod VM
+        runs its own pause, but the pause container's policy comes from an image config, and containerd
+        builds its spec from the same image), Debian 12's containerd 1.6 (runtime-spec 1.0.2-dev; the
+        sandbox's resolv.conf bound "rbind, ro"), its state directory (bundle paths), the kubelet's log
+        root, emptyDirs as files copied into the VM. Kata's rules and our generator are unchanged."""
         settings = self.work / "settings"
-        if not settings.exists():
-            (settings / "genpolicy-settings.d").mkdir(parents=True)
-            shutil.copyfile(self.kata / "genpolicy-settings.json", settings / "genpolicy-settings.json")
-            patch = [{"op": "replace", "path": "/cluster_config/pause_container_image",
-                      "value": self.refs["pause"]},
-                     # The OCI runtime-spec version Debian 12's containerd (1.6) writes into its specs,
-                     # as an operator picks Kata's oci-version drop-in for the nodes' containerd.
-                     {"op": "replace", "path": "/kata_config/oci_version", "value": OCI_VERSION}]
-            (settings / "genpolicy-settings.d" / "50-demo-pause.json").write_text(json.dumps(patch))
+        if settings.exists():
+            return settings
+        (settings / "genpolicy-settings.d").mkdir(parents=True)
+        shutil.copyfile(self.kata / "genpolicy-settings.json", settings / "genpolicy-settings.json")
+        bundle = f"{self.ctd.base}/state/io.containerd.runtime.v2.task/k8s.io/$(bundle-id)"
+        logs = (f"^{re.escape(str(self.work / 'kubelet' / 'logs'))}/$(sandbox-namespace)_$(sandbox-name)_"
+                "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        anno = "/Annotations/io.katacontainers.pkg.oci.bundle_path"
+        ops = [
+            {"op": "replace", "path": "/cluster_config/pause_container_image", "value": self.refs["pause"]},
+            {"op": "replace", "path": "/kata_config/oci_version", "value": OCI_VERSION},
+            {"op": "test", "path": "/pause_container/Mounts/1/destination", "value": "/etc/resolv.conf"},
+            {"op": "replace", "path": "/pause_container/Mounts/1/options", "value": ["rbind", "ro"]},
+            {"op": "replace", "path": "/cluster_config/emptydir_type", "value": "shared-fs"},
+            {"op": "replace", "path": "/pause_container" + anno, "value": bundle},
+            {"op": "replace", "path": "/other_container" + anno, "value": bundle},
+            {"op": "replace", "path": "/pause_container/Annotations/io.kubernetes.cri.sandbox-log-directory",
+             "value": logs},
+        ]
+        (settings / "genpolicy-settings.d" / "50-this-node.json").write_text(json.dumps(ops, indent=1))
         return settings
 
     def contrast(self, *argv: str, workspace: Path | None = None, in_netns: bool = False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,7 @@ class Record:
     markers: list[str] = field(default_factory=list)
     cri_socket: str = ""
     sandboxes: list[str] = field(default_factory=list)
+    node_netns: str = ""  # containerd's network namespace (/proc/PID/ns/net): the pods' veths end there
 
 
 class State:
@@ -87,8 +89,9 @@ class State:
         self.record.markers.append(str(path))
         self.save()
 
-    def cri(self, socket: Path) -> None:
+    def cri(self, socket: Path, node_netns: Path) -> None:
         self.record.cri_socket = str(socket)
+        self.record.node_netns = str(node_netns)
         self.save()
 
     def sandbox(self, socket: Path, sandbox_id: str) -> None:
@@ -177,15 +180,29 @@ def _stop_sandboxes(record: Record, say: Callable[[str], None]) -> None:
         client.close()
 
 
+def pod_netns(node_netns: str) -> list[str]:
+    """Named namespaces at the other end of the veths in containerd's namespace: our pods' (CNI puts one
+    end of each pod's veth there). Found this way also for a pod whose RunPodSandbox never returned,
+    which containerd's CRI does not list yet and would leave behind if containerd stopped."""
+    if not node_netns or not os.path.exists(node_netns):
+        return []
+    shown = subprocess.run(["nsenter", f"--net={node_netns}", "--", "ip", "-o", "link", "show"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    return sorted(set(re.findall(r"link-netns (cni-[0-9a-f-]+)", shown.stdout)))
+
+
 def stop_pods(state: State, say: Callable[[str], None] = lambda _: None) -> None:
     """The first step of the teardown, also run before the harnesses stop containerd."""
+    for ns in pod_netns(state.record.node_netns):
+        if ns not in state.record.netns:
+            state.netns(ns)
     _stop_sandboxes(state.record, say)
 
 
 def teardown(state: State, say: Callable[[str], None] = lambda _: None) -> list[str]:
     """Remove everything in the record; returns what could not be removed (empty when all is gone)."""
     record = state.record
-    _stop_sandboxes(record, say)
+    stop_pods(state, say)
     for proc in reversed(record.processes):
         _signal(proc, signal.SIGTERM)
     for proc in reversed(record.processes):
