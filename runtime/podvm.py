@@ -34,6 +34,7 @@ from image.build import DESCRIPTION_NAME, ImageDescription
 from .config import Config
 from .errors import ConfigError
 from .hvsock import HybridVsockBridge
+from .network import Nic
 
 __all__ = ["HVSOCK_PORT", "PodVM", "VmLaunch", "host_timing_arg", "kvm_usable", "qemu_argv"]
 
@@ -79,6 +80,7 @@ class VmLaunch:
     accel: str  # kvm or tcg (resolved)
     extra_cmdline: str = ""
     layers: tuple[Path, ...] = ()  # host-EROFS layer images, attached read-only after the initdata disk
+    nic: Nic | None = None  # the pod network's tap (an open fd QEMU inherits) and the veth's MAC
 
 
 def host_timing_arg() -> str:
@@ -189,6 +191,11 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
     for i, layer in enumerate(launch.layers):
         argv += ["-drive", f"id=layer{i},file={layer},format=raw,if=none,readonly=on",
                  "-device", f"{blk},drive=layer{i}"]
+    if launch.nic is not None:
+        # The tap was opened in the pod's netns; QEMU gets the file, not a name, and stays in ours.
+        net = "virtio-net-device" if cfg.tee == "simulated" else "virtio-net-pci"
+        argv += ["-netdev", f"tap,id=pod0,fd={launch.nic.fd},vhost=off",
+                 "-device", f"{net},netdev=pod0,mac={launch.nic.mac}"]
     argv += [
         "-device",
         serial,
@@ -242,6 +249,7 @@ class PodVM:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=errfd,
                 start_new_session=True,
+                pass_fds=(self.launch.nic.fd,) if self.launch.nic is not None else (),
             )
         finally:
             os.close(errfd)

@@ -49,6 +49,7 @@ from .errors import (
 )
 from .events import Publisher
 from .layers import ImageLayers, fetch_layers
+from .network import PodNetwork, sandbox_netns
 from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
 from .protocols import cgroups_pb2, events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .share import share_bind_mounts
@@ -156,6 +157,7 @@ class Sandbox:
     agent: AgentClient
     pause_created: bool = False
     destroyed: bool = False
+    network: PodNetwork | None = None  # the pod netns's veth joined to the VM's tap (CNI pods)
 
 
 class TaskService:
@@ -406,6 +408,8 @@ class TaskService:
         workdir = self.state_dir / "vm"
         workdir.mkdir(mode=0o700, exist_ok=True)
         digest = write_initdata_image(raw_initdata, workdir / "initdata.img")
+        netns = sandbox_netns(spec.Linux.Namespaces)
+        network = await PodNetwork.connect(netns) if netns is not None else None
         launch = VmLaunch(
             config=config,
             image=image,
@@ -414,12 +418,15 @@ class TaskService:
             workdir=workdir,
             accel=resolve_accel(config),
             layers=layers,
+            nic=network.nic if network is not None else None,
         )
         vm = PodVM(launch)
         agent = AgentClient(config.create_container_timeout)
-        self.sandbox = Sandbox(sid, workdir, vm, agent)
+        self.sandbox = Sandbox(sid, workdir, vm, agent, network=network)
         try:
             await vm.start()
+            if network is not None:
+                network.release_tap()
             self._vm_watch = asyncio.get_running_loop().create_task(self._watch_vm())
             dial = asyncio.ensure_future(agent.connect(vm.agent_socket, AGENT_PORT, config.dial_timeout))
             assert vm.exited is not None
@@ -437,6 +444,8 @@ class TaskService:
                 raise FailedPreconditionError(
                     f"Failed to Check if grpc server is working: {e.status.message}"
                 ) from None
+            if network is not None:
+                await network.configure_guest(agent)
             hostname = spec.Hostname[:64]  # as Kata: the spec's, cut to 64; none stays none
             await agent.call(
                 "CreateSandbox",
@@ -775,6 +784,8 @@ class TaskService:
         rc = await sb.vm.exited
         if not sb.destroyed:
             log.warning("event=vm_died rc=%d console_tail=%r", rc, sb.vm.console_tail(400))
+            if sb.network is not None:
+                await sb.network.close()  # the tap went with QEMU; the veth's qdisc goes now
         for c in list(self.containers.values()):
             for p in (c.init, *c.execs.values()):
                 self._exited(c, p, VM_EXIT_STATUS)
@@ -797,6 +808,8 @@ class TaskService:
         sb.destroyed = True
         await sb.agent.close()
         await sb.vm.stop()
+        if sb.network is not None:
+            await sb.network.close()
         if self._vm_watch is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._vm_watch, 5)

@@ -6,7 +6,7 @@ on ``sys.path``).
 """
 
 from tests.support.fuzz import run_fuzzer, start_fuzzer
-from tests.support.net import free_port
+from tests.support.net import free_port, in_netns, scratch_netns
 from tests.support.paths import REPO, SHARED, TESTDATA, load_json, shared_path
 from tests.support.wait import until, wait_until
 
@@ -15,8 +15,10 @@ __all__ = [
     "SHARED",
     "TESTDATA",
     "free_port",
+    "in_netns",
     "load_json",
     "run_fuzzer",
+    "scratch_netns",
     "shared_path",
     "start_fuzzer",
     "until",

@@ -23,7 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +57,9 @@ def _blob(data: bytes) -> tuple[str, bytes]:
     return "sha256:" + hashlib.sha256(data).hexdigest(), data
 
 
-def busybox_image_archive(path: Path) -> str:
-    """An OCI archive with one layer (static busybox as /bin/sh and friends); its manifest digest."""
+def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = None) -> str:
+    """An OCI archive with one layer (static busybox as /bin/sh and friends, plus ``extra_files``:
+    path in the image → content, for an image of its own); its manifest digest."""
     layer_raw = io.BytesIO()
     with tarfile.open(fileobj=layer_raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
@@ -73,6 +74,10 @@ def busybox_image_archive(path: Path) -> str:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
+        for name, content in sorted((extra_files or {}).items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
     diff_id = "sha256:" + hashlib.sha256(layer_raw.getvalue()).hexdigest()
     layer_digest, layer = _blob(gzip.compress(layer_raw.getvalue(), mtime=0))
     config = json.dumps(
@@ -346,6 +351,23 @@ def pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def guest_pull_config(image: Path, work: Path) -> Path:
+    """``python -m image runtime-config --image-mode guest-pull`` for ``image``."""
+    config = work / "rt-guest-pull.toml"
+    made = subprocess.run(
+        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config),
+         "--image-mode", "guest-pull"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise RuntimeError(made.stderr)
+    return config
 
 
 def host_erofs_config(image: Path, work: Path) -> Path:
