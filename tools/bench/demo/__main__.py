@@ -5,7 +5,7 @@ command, as a user runs it) ``--runs`` times after an optional warm-up run that 
 prints one table: each step's seconds, each pod's phases (VM boot = RunPodSandbox; image pull = the
 CreateContainer calls, in which the guest pulls by digest; attestation + certs = the Initializer's run;
 mesh + app ready = until the mesh proxy's /ready and the app's readiness probe passed), and the published
-CoCo numbers for comparison (anchors: up to 17 s pod start with attestation on SEV-SNP hardware; 3–10 s
+CoCo numbers for comparison (published: up to 17 s pod start with attestation on SEV-SNP hardware; 3–10 s
 Kata SNP time-to-pod; Contrast's in-guest pull limit 20 s for its 186 MB Coordinator image).
 """
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| pod | " + " | ".join(PHASES) + " |\n|---|" + "---|" * len(PHASES))
         for name, ph in pods.items():
             print(f"| {name} | " + " | ".join(f"{float(ph.get(k, 0.0)):.1f}" for k in PHASES) + " |")
-    print("\n| published (anchors §5) | value |\n|---|---|")
+    print("\n| published CoCo numbers | value |\n|---|---|")
     for k, v in COCO.items():
         print(f"| {k} | {v} |")
     return 0 if all(rc == 0 for _, _, rc in runs) else 1
