@@ -176,3 +176,68 @@ class Network:
                             "state": n.state or NUD_PERMANENT, "family": _family(n.toIPAddress.family)})
         for spec in planned:
             self._ipr.neigh("replace", **spec)
+
+
+# -- ListInterfaces / ListRoutes: the guest's real netlink state, as kata-agent reports it -----------
+# Kept apart from the Update* methods above (separate functions, read-only).
+
+RT_TABLE_MAIN = 254
+_RTAX_MTU = "RTAX_MTU"
+
+
+def _link_names(ipr: Any) -> dict[int, str]:
+    return {int(link["index"]): str(link.get_attr("IFLA_IFNAME") or "") for link in ipr.get_links()}
+
+
+def _ip_family(family: int) -> types_pb2.IPFamily:
+    import socket
+
+    return types_pb2.IPFamily.v6 if family == socket.AF_INET6 else types_pb2.IPFamily.v4
+
+
+def list_interfaces(network: Network) -> agent_pb2.Interfaces:
+    """Every link (loopback included) with its addresses, MTU, MAC, flags and link kind."""
+    ipr = network._ipr
+    by_link: dict[int, list[types_pb2.IPAddress]] = {}
+    for a in ipr.get_addr():
+        address = a.get_attr("IFA_ADDRESS") or a.get_attr("IFA_LOCAL")
+        if address is None:
+            continue
+        by_link.setdefault(int(a["index"]), []).append(types_pb2.IPAddress(
+            family=_ip_family(int(a["family"])), address=str(address), mask=str(a["prefixlen"])))
+    out = agent_pb2.Interfaces()
+    for link in ipr.get_links():
+        index = int(link["index"])
+        name = str(link.get_attr("IFLA_IFNAME") or "")
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        out.Interfaces.add(device=name, name=name, IPAddresses=by_link.get(index, []),
+                           mtu=int(link.get_attr("IFLA_MTU") or 0),
+                           hwAddr=str(link.get_attr("IFLA_ADDRESS") or ""), type=str(kind or ""),
+                           raw_flags=int(link["flags"]) & 0xFFFFFFFF)
+    return out
+
+
+def list_routes(network: Network) -> agent_pb2.Routes:
+    """The main table's IPv4 and IPv6 routes (kata-agent skips the local and other tables); the
+    default route has an empty ``dest``."""
+    import socket
+
+    ipr = network._ipr
+    names = _link_names(ipr)
+    out = agent_pb2.Routes()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for r in ipr.get_routes(family=family):
+            table = r.get_attr("RTA_TABLE") or r["table"]
+            if int(table) != RT_TABLE_MAIN:
+                continue
+            dst = r.get_attr("RTA_DST")
+            dest = f"{dst}/{r['dst_len']}" if dst is not None and int(r["dst_len"]) else ""
+            oif = r.get_attr("RTA_OIF")
+            metrics = r.get_attr("RTA_METRICS")
+            mtu = metrics.get_attr(_RTAX_MTU) if metrics is not None else None
+            out.Routes.add(dest=dest, gateway=str(r.get_attr("RTA_GATEWAY") or ""),
+                           device=names.get(int(oif), "") if oif is not None else "",
+                           source=str(r.get_attr("RTA_PREFSRC") or ""), scope=int(r["scope"]),
+                           family=_ip_family(family), flags=int(r["flags"]), mtu=int(mtu or 0))
+    return out

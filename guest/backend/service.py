@@ -26,10 +26,13 @@ from guest.ttrpc import Code, Request, Response, Status
 from .cgroups import OomWatcher
 from .containers import Containers
 from .copyfile import copy_file
+from .diagnostics import check_log_type, termination_log
 from .errors import AgentError
 from .inprocess import health_reply
+from .iptables import get_ip_tables, set_ip_tables
 from .layout import Layout
 from .processes import Reaper, become_subreaper
+from .resources import apply_update, plan_update
 from .runtime import DEFAULT_RUNTIME, OciRuntime
 from .sandbox import Sandbox, guest_details
 from .storages import PAUSE_BINARY, Storages
@@ -43,6 +46,16 @@ Method = Callable[[Any], Awaitable[Message]]
 # them for is wanted here (no hot-plug, no virtio-fs, the guest keeps its own clock).
 _NO_OPS = frozenset({"OnlineCPUMem", "MemHotplugByProbe", "RemoveStaleVirtiofsShareMounts",
                      "SetGuestDateTime", "SetPolicy", "UpdateEphemeralMounts"})
+
+
+FREEZE_TIMEOUT = 10.0
+
+
+def _read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 class AgentBackend:
@@ -74,6 +87,9 @@ class AgentBackend:
             "ResumeContainer": self.resume_container, "UpdateInterface": self.update_interface,
             "UpdateRoutes": self.update_routes, "AddARPNeighbors": self.add_arp_neighbors,
             "ReseedRandomDev": self.reseed_random_dev, "GetMetrics": self.get_metrics,
+            "UpdateContainer": self.update_container, "GetDiagnosticData": self.get_diagnostic_data,
+            "ListInterfaces": self.list_interfaces, "ListRoutes": self.list_routes,
+            "GetIPTables": self.get_ip_tables, "SetIPTables": self.set_ip_tables,
         }
 
     async def start(self) -> None:
@@ -202,11 +218,22 @@ class AgentBackend:
         return agent_pb2.OOMEvent(container_id=cid)
 
     async def _freeze(self, container_id: str, value: str) -> Message:
+        """cgroup v2 freezer; the reply comes once the kernel reports the cgroup (un)frozen, so a
+        paused container has made its last step when PauseContainer returns."""
         c = self.containers.get(container_id)
+        cgroup = self.containers.cgroup_dir(c.id)
         try:
-            (self.containers.cgroup_dir(c.id) / "cgroup.freeze").write_text(value)
+            (cgroup / "cgroup.freeze").write_text(value)
         except OSError as e:
             raise AgentError(f"freezing {c.id}: {e.strerror}") from e
+        deadline = asyncio.get_running_loop().time() + FREEZE_TIMEOUT
+        while f"frozen {value}" not in _read_or_empty(cgroup / "cgroup.events").splitlines():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AgentError(f"{'freezing' if value == '1' else 'thawing'} {c.id}: cgroup not "
+                                 f"{'frozen' if value == '1' else 'thawed'} after {FREEZE_TIMEOUT:.0f} s",
+                                 code=Code.DEADLINE_EXCEEDED)
+            await asyncio.sleep(0.02)
+        log.info("event=container_%s container=%s", "paused" if value == "1" else "resumed", c.id)
         return empty_pb2.Empty()
 
     async def pause_container(self, req: agent_pb2.PauseContainerRequest) -> Message:
@@ -214,6 +241,23 @@ class AgentBackend:
 
     async def resume_container(self, req: agent_pb2.ResumeContainerRequest) -> Message:
         return await self._freeze(req.container_id, "0")
+
+    async def update_container(self, req: agent_pb2.UpdateContainerRequest) -> Message:
+        c = self.containers.get(req.container_id)
+        plan = plan_update(req.resources)  # every field checked before anything is written
+        apply_update(self.containers.cgroup_dir(c.id), plan)
+        return empty_pb2.Empty()
+
+    async def get_diagnostic_data(self, req: agent_pb2.GetDiagnosticDataRequest) -> Message:
+        check_log_type(req.log_type)
+        c = self.containers.get(req.container_id)
+        return agent_pb2.GetDiagnosticDataResponse(data=termination_log(c.spec, self.layout))
+
+    async def get_ip_tables(self, req: agent_pb2.GetIPTablesRequest) -> Message:
+        return agent_pb2.GetIPTablesResponse(data=await get_ip_tables(self.reaper, req.is_ipv6))
+
+    async def set_ip_tables(self, req: agent_pb2.SetIPTablesRequest) -> Message:
+        return agent_pb2.SetIPTablesResponse(data=await set_ip_tables(self.reaper, req.is_ipv6, req.data))
 
     # -- network ---------------------------------------------------------------------------------------
     async def _on_network_thread(self, call: Callable[[Any], Any]) -> Any:
@@ -243,6 +287,18 @@ class AgentBackend:
     async def add_arp_neighbors(self, req: agent_pb2.AddARPNeighborsRequest) -> Message:
         await self._on_network_thread(lambda n: n.add_arp_neighbors(req.neighbors))
         return empty_pb2.Empty()
+
+    async def list_interfaces(self, req: agent_pb2.ListInterfacesRequest) -> Message:
+        from .network import list_interfaces
+
+        result: Message = await self._on_network_thread(list_interfaces)
+        return result
+
+    async def list_routes(self, req: agent_pb2.ListRoutesRequest) -> Message:
+        from .network import list_routes
+
+        result: Message = await self._on_network_thread(list_routes)
+        return result
 
     async def get_metrics(self, req: agent_pb2.GetMetricsRequest) -> Message:
         """kata-agent's metric names for the agent process (Prometheus text), plus the container count."""

@@ -206,6 +206,104 @@ def test_exec_with_stdin_and_with_a_tty_and_stats(pod: Pod) -> None:
     assert rss is not None and int(rss.group(1)) > 10 << 20, metrics
 
 
+def _cgroup_file(pod: Pod, cid: str, name: str) -> str:
+    """What the container itself sees in its cgroup (its cgroup namespace root)."""
+    exec_id = f"cat-{name.replace('.', '-')}-{time.monotonic_ns()}"
+    pod.exec(cid, exec_id, ["cat", f"/sys/fs/cgroup/{name}"])
+    out = pod.read_all(cid, exec_id).decode().strip()
+    assert pod.wait(cid, exec_id) == 0
+    return out
+
+
+def test_pause_resume_update_and_termination_log(pod: Pod) -> None:
+    log_path = pod.copy_file("c8", "termination-log", b"")
+    hosts = pod.copy_file("c8", "hosts", b"127.0.0.1 localhost\n")
+    script = ("echo goodbye-from-c8 > /dev/termination-log; i=0; "
+              "while :; do i=$((i+1)); echo tick$i; sleep 0.2; done")
+    req = container_request("c8", ["sh", "-c", script], pod.pin, hosts=hosts)
+    req.OCI.Mounts.add(destination="/dev/termination-log", type="bind", source=log_path,
+                       options=["rbind", "rprivate", "rw"])
+    pod.call("CreateContainer", req)
+    pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c8"))
+    read = agent_pb2.ReadStreamRequest(container_id="c8", exec_id="c8", len=4096)
+    assert pod.call("ReadStdout", read, agent_pb2.ReadStreamResponse).data.startswith(b"tick")
+    # termination log: the bind source of /dev/termination-log, as the container wrote it
+    diag = pod.call("GetDiagnosticData", agent_pb2.GetDiagnosticDataRequest(
+        log_type="termination_log", container_id="c8"), agent_pb2.GetDiagnosticDataResponse)
+    assert diag.data == "goodbye-from-c8\n"
+    pod.fails("GetDiagnosticData", agent_pb2.GetDiagnosticDataRequest(log_type="kernel", container_id="c8"),
+              Code.INVALID_ARGUMENT)
+    assert "Invalid container id" in pod.fails("GetDiagnosticData", agent_pb2.GetDiagnosticDataRequest(
+        log_type="termination_log", container_id="nope"), Code.INVALID_ARGUMENT)
+    # paused: no output, no CPU time; resumed: output again
+    pod.call("PauseContainer", agent_pb2.PauseContainerRequest(container_id="c8"))
+    stats = agent_pb2.StatsContainerRequest(container_id="c8")
+    cpu0 = pod.call("StatsContainer", stats, agent_pb2.StatsContainerResponse).cgroup_stats.cpu_stats
+    pending = pod.agent.submit("ReadStdout", read, agent_pb2.ReadStreamResponse)
+    time.sleep(1)
+    if pending.done():  # what the container wrote before it froze
+        pending = pod.agent.submit("ReadStdout", read, agent_pb2.ReadStreamResponse)
+    time.sleep(2.5)
+    assert not pending.done(), "a paused container made progress"
+    cpu1 = pod.call("StatsContainer", stats, agent_pb2.StatsContainerResponse).cgroup_stats.cpu_stats
+    assert cpu1.cpu_usage.total_usage == cpu0.cpu_usage.total_usage
+    pod.call("ResumeContainer", agent_pb2.ResumeContainerRequest(container_id="c8"))
+    assert pending.result(60).data.startswith(b"tick")
+    assert "Invalid container id" in pod.fails("PauseContainer",
+                                               agent_pb2.PauseContainerRequest(container_id="nope"),
+                                               Code.INVALID_ARGUMENT)
+    # UpdateContainer: cgroup v2 limits, seen from inside the container
+    upd = agent_pb2.UpdateContainerRequest(container_id="c8")
+    upd.resources.Memory.Limit = 64 << 20
+    upd.resources.CPU.Shares = 512
+    upd.resources.CPU.Quota = 50000
+    upd.resources.CPU.Period = 100000
+    upd.resources.Pids.Limit = 32
+    pod.call("UpdateContainer", upd)
+    assert _cgroup_file(pod, "c8", "memory.max") == str(64 << 20)
+    assert _cgroup_file(pod, "c8", "cpu.max") == "50000 100000"
+    assert _cgroup_file(pod, "c8", "cpu.weight") == "20"  # 1 + (512 - 2) * 9999 // 262142
+    assert _cgroup_file(pod, "c8", "pids.max") == "32"
+    for field, value in (("Memory.Limit", -5), ("Memory.Limit", 100), ("CPU.Quota", 10), ("CPU.Period", 5),
+                         ("CPU.Shares", 1 << 40), ("Pids.Limit", -7), ("Memory.Kernel", 1 << 20)):
+        bad = agent_pb2.UpdateContainerRequest(container_id="c8")
+        group, name = field.split(".")
+        setattr(getattr(bad.resources, group), name, value)
+        if field == "CPU.Period":
+            bad.resources.CPU.Quota = 20000
+        assert field in pod.fails("UpdateContainer", bad, Code.INVALID_ARGUMENT), field
+    assert _cgroup_file(pod, "c8", "memory.max") == str(64 << 20)  # refused requests changed nothing
+    assert _cgroup_file(pod, "c8", "cpu.max") == "50000 100000"
+    assert _cgroup_file(pod, "c8", "pids.max") == "32"
+    for cid in ("nope", "../c8"):
+        pod.fails("UpdateContainer", agent_pb2.UpdateContainerRequest(container_id=cid),
+                  Code.INVALID_ARGUMENT)
+    pod.call("SignalProcess", agent_pb2.SignalProcessRequest(container_id="c8", exec_id="", signal=9))
+    assert pod.wait("c8") == 137
+    pod.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id="c8"))
+
+
+def test_list_interfaces_routes_and_iptables(pod: Pod) -> None:
+    ifaces = pod.call("ListInterfaces", agent_pb2.ListInterfacesRequest(), agent_pb2.Interfaces).Interfaces
+    by_name = {i.name: i for i in ifaces}
+    eth0 = by_name["eth0"]
+    assert eth0.hwAddr == POD_MAC and eth0.mtu == 1450 and eth0.raw_flags & 0x1  # IFF_UP
+    v4_addresses = [(a.address, a.mask) for a in eth0.IPAddresses if a.family == 0]
+    assert v4_addresses == [("10.244.1.5", "24")], eth0
+    assert any(a.address == "127.0.0.1" and a.mask == "8" for a in by_name["lo"].IPAddresses)
+    routes = pod.call("ListRoutes", agent_pb2.ListRoutesRequest(), agent_pb2.Routes).Routes
+    v4 = {(r.dest, r.gateway, r.device) for r in routes if r.family == 0}
+    assert ("", "10.244.1.1", "eth0") in v4 and ("10.244.1.0/24", "", "eth0") in v4, routes
+    assert not any(r.dest.startswith("127.") for r in routes)  # the local table is not listed
+    # no iptables in the image: kata-agent's spawn error, for both directions
+    not_found = 'Os { code: 2, kind: NotFound, message: "No such file or directory" }'
+    for is_ipv6 in (False, True):
+        assert not_found in pod.fails("GetIPTables", agent_pb2.GetIPTablesRequest(is_ipv6=is_ipv6),
+                                      Code.INTERNAL)
+        assert not_found in pod.fails("SetIPTables", agent_pb2.SetIPTablesRequest(
+            is_ipv6=is_ipv6, data=b"*filter\nCOMMIT\n"), Code.INTERNAL)
+
+
 def test_sigterm_then_sigkill(pod: Pod) -> None:
     pod.create("c3", ["sh", "-c", "trap 'echo got-term' TERM; echo ready; while :; do sleep 1; done"])
     pod.call("StartContainer", agent_pb2.StartContainerRequest(container_id="c3"))
