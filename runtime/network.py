@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import struct
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,6 +117,15 @@ def open_netns(path: str) -> int:
     what = "sandbox network namespace path"
     if not path.startswith("/") or os.path.normpath(path) != path or "\0" in path or len(path) > MAX_PATH:
         raise InvalidInputError(what, path, "an absolute, normalised path")
+    # An nsfs file shows as a regular file; anything else (a device, a FIFO) is never opened.
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        raise InvalidInputError(what, path, f"an existing network namespace ({e.strerror})") from None
+    if stat.S_ISLNK(mode):
+        raise InvalidInputError(what, path, "a network namespace file, not a symlink")
+    if not stat.S_ISREG(mode):
+        raise InvalidInputError(what, path, "a network namespace (nsfs) file")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
@@ -123,6 +133,8 @@ def open_netns(path: str) -> int:
             raise InvalidInputError(what, path, "a network namespace file, not a symlink") from None
         raise InvalidInputError(what, path, f"an existing network namespace ({e.strerror})") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
+            raise InvalidInputError(what, path, "a network namespace (nsfs) file")
         try:
             kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
         except OSError:

@@ -160,6 +160,14 @@ def test_netns_paths_must_be_absolute_and_normalised(path: str) -> None:
         open_netns(path)
 
 
+def test_a_fifo_or_device_given_as_netns_is_never_opened(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it for reading would block the shim
+    for path in (str(fifo), "/dev/null"):
+        with pytest.raises(InvalidInputError, match=r"a network namespace \(nsfs\) file"):
+            open_netns(path)
+
+
 def test_the_nic_reaches_qemu_as_an_inherited_tap_fd(tmp_path: Path) -> None:
     from image.build import ImageDescription, VerityParams
 
@@ -377,6 +385,8 @@ def test_two_cni_pods_reach_each_other(env: Env, pods: dict[str, Pod]) -> None:
     subnet = ipaddress.ip_network(env.ctd.cni_subnet or "")
     assert ipaddress.ip_address(a.ip) in subnet and ipaddress.ip_address(b.ip) in subnet and a.ip != b.ip
     assert _fetch(env, b, a) == (0, PAGE)
+    # The container runs from the guest-pulled workload image (a file only that image has).
+    assert _exec(env, b.containers[0], "cat", "/etc/workload").stdout == b"guest-pulled\n"
     # The guest's eth0 has the address CNI gave the pod's veth, and the default route via the bridge.
     addr = _exec(env, a.containers[0], "busybox", "ip", "-4", "addr", "show", "eth0")
     assert f"inet {a.ip}/24" in addr.stdout.decode(), addr
