@@ -45,6 +45,11 @@ DEFERRED_MODULES: tuple[str, ...] = (
     "loop",
     "virtio_net",
     *("dm_crypt", "dm_integrity", "ecb", "xts", "authenc", "aesni_intel"),  # LUKS2 volumes
+    # The mesh proxy sidecar's netfilter (meshproxy.rules, both families): mangle-table TPROXY
+    # ingress with socket/mark matches and the filter table's conntrack default-deny. A container
+    # cannot load modules, and the kernel's on-demand loading finds none in the image otherwise.
+    *("iptable_mangle", "iptable_filter", "ip6table_mangle", "ip6table_filter", "xt_TPROXY", "xt_socket",
+      "xt_mark", "xt_conntrack", "xt_tcpudp"),
 )
 GUEST_MODULES: tuple[str, ...] = BOOT_MODULES + DEFERRED_MODULES
 
