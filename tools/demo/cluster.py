@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -531,6 +533,8 @@ class Demo:
         blob.write_bytes(bytes(flipped))
         try:
             plan = next(p for p in self._plans(self.deploy / "app.yaml") if p.workload == "store")
+            # A second store pod, as a scale-up creates it: another generated name suffix and uid.
+            plan = dataclasses.replace(plan, name=plan.name[:-5] + "b2x7q", uid=str(uuid.uuid4()))
             return f"layer {layer[7:19]}… byte {len(flipped) // 2} flipped: " + self._expect_refused(
                 plan, "tampered", "digest", "the store pod with a tampered layer")
         finally:

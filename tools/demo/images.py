@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,7 +81,13 @@ def pod_vm_image(repo: Path, out: Path) -> tuple[Path, bool]:
 
     cache = default_cache_dir()
     before = set(cache.iterdir()) if cache is not None and cache.is_dir() else set()
-    build_image(BuildOptions(out=out, repo=repo, cache_dir=cache, quiet=True))
+    # The builder's worker processes inherit our handlers; SIGTERM from their pool must just end them
+    # (Ctrl-C, SIGINT, still interrupts the demo).
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        build_image(BuildOptions(out=out, repo=repo, cache_dir=cache, quiet=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     after = set(cache.iterdir()) if cache is not None and cache.is_dir() else set()
     return out, cache is not None and after == before
 
