@@ -70,10 +70,14 @@ def oci_process(p: oci_pb2.Process, *, default_caps: Mapping[str, list[str]] | N
 
 
 def _bind_source_allowed(src: Path, container_id: str) -> bool:
-    """Only what the agent provides: CopyFile'd files, the sandbox shm and resolv.conf, the
-    container's own bundle — never another container's rootfs, the shared layers or agent state."""
+    """Only what the agent provides: CopyFile'd files, the sandbox shm and resolv.conf, the pod's
+    memory emptyDirs, the container's own bundle — never another container's rootfs, the shared
+    layers or agent state."""
     kata = Path("/run/kata-containers")
     if src in (kata / "sandbox/resolv.conf", kata / "sandbox/shm"):
+        return True
+    ephemeral = kata / "sandbox/ephemeral"
+    if src != ephemeral and src.is_relative_to(ephemeral):
         return True
     shared = kata / "shared/containers"
     own = kata / container_id
@@ -92,8 +96,9 @@ def _mounts(mounts: Any, layout: Layout, container_id: str) -> list[dict[str, An
             src = Path(m.source)
             if (not m.source.startswith("/") or "/../" in f"{m.source}/" or "/./" in f"{m.source}/"
                     or not _bind_source_allowed(src, container_id)):
-                raise InvalidRequestError("Mount.source", m.source, "a CopyFile'd file, the sandbox shm or "
-                                          "resolv.conf, or a path in the container's own bundle")
+                raise InvalidRequestError("Mount.source", m.source, "a CopyFile'd file, the sandbox shm, "
+                                          "resolv.conf or a memory emptyDir, or a path in the container's "
+                                          "own bundle")
         out.append({"destination": m.destination, "type": kind, "source": m.source,
                     "options": list(m.options)})
     return out

@@ -1,6 +1,9 @@
 """Storages of CreateSandbox / CreateContainer, by driver, each undone on release.
 
-- ``ephemeral``: a tmpfs (the sandbox shm), options from a fixed list;
+- ``ephemeral``: a tmpfs, options from a fixed list: the container's own (below its bundle), or a
+  Kubernetes memory-medium emptyDir at ``/run/kata-containers/sandbox/ephemeral/<volume>`` as Kata's
+  runtime sends it with every container mounting it: mounted once per sandbox and shared (refcounted),
+  so the containers of the pod see one volume;
 - ``image_guest_pull``: for the sandbox container, the built-in pause bundle (the pause binary from
   the measured image copied into the bundle's rootfs); for workloads, the in-guest pull
   (guest/backend/guestpull.py) — until that module is present the driver fails closed;
@@ -139,6 +142,17 @@ class _SharedLayer:
 
 
 @dataclass
+class _SharedTmpfs:
+    path: Path
+    undo: Callable[[], None]
+    refs: int = 0
+
+
+EPHEMERAL_DIR = Path("/run/kata-containers/sandbox/ephemeral")
+_VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a Kubernetes volume name (DNS label)
+
+
+@dataclass
 class _SharedVolume:
     volume: CryptVolume
     path: Path
@@ -154,6 +168,7 @@ class Storages:
         self._layers: dict[str, _SharedLayer] = {}
         self._volumes: dict[str, _SharedVolume] = {}
         self._volume_lock = asyncio.Lock()
+        self._tmpfs: dict[str, _SharedTmpfs] = {}
 
     def _guest_path(self, path: Path) -> Path:
         """A guest path of a request mapped below the layout root (identity in the VM)."""
@@ -176,6 +191,30 @@ class Storages:
         mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV, ",".join(data))
         return MountedStorage("ephemeral", target, [_lazy_umount(target)])
 
+    def _sandbox_tmpfs(self, s: agent_pb2.Storage) -> MountedStorage:
+        """A memory emptyDir: one tmpfs per volume name and sandbox, however many containers name it."""
+        name = s.mount_point.removeprefix(str(EPHEMERAL_DIR) + "/")
+        if not _VOLUME_NAME.fullmatch(name):
+            raise InvalidRequestError("storage.mount_point", s.mount_point,
+                                      f"{EPHEMERAL_DIR}/<volume name (a DNS label)>")
+        if s.source != "tmpfs":
+            raise InvalidRequestError("storage.source", s.source, "tmpfs")
+        shared = self._tmpfs.get(name)
+        if shared is None:
+            mounted = self.mount_tmpfs(s, EPHEMERAL_DIR)
+            shared = self._tmpfs[name] = _SharedTmpfs(mounted.mount_point, mounted.undo[0])
+        shared.refs += 1
+
+        def release() -> None:
+            shared.refs -= 1
+            if shared.refs == 0:
+                del self._tmpfs[name]
+                shared.undo()
+                with contextlib.suppress(OSError):
+                    shared.path.rmdir()
+
+        return MountedStorage("ephemeral", shared.path, [release])
+
     async def mount_container(self, container_id: str, storages: Sequence[agent_pb2.Storage],
                               sandbox_container: bool) -> tuple[list[MountedStorage], Path | None]:
         """Mount a container's storages; (what to release, the rootfs if a storage provided it)."""
@@ -187,7 +226,9 @@ class Storages:
         layers: list[Path] = []
         try:
             for s in storages:
-                if s.driver == "ephemeral":
+                if s.driver == "ephemeral" and s.mount_point.startswith(str(EPHEMERAL_DIR) + "/"):
+                    mounted.append(self._sandbox_tmpfs(s))
+                elif s.driver == "ephemeral":
                     mounted.append(self.mount_tmpfs(s, guest_bundle))
                 elif s.driver == "image_guest_pull":
                     if Path(s.mount_point) != guest_rootfs:

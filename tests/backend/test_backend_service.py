@@ -204,3 +204,52 @@ def test_deferred_kernel_module_list_cannot_name_a_file_outside_it(tmp_path: Pat
         with pytest.raises(KernelModuleError, match="outside"):
             load_deferred_modules(listing)
     assert load_deferred_modules(tmp_path / "absent.load") == []
+
+
+@pytest.mark.root
+async def test_a_memory_emptydir_is_one_tmpfs_for_the_pod(tmp_path: Path) -> None:
+    """Kata sends a memory-medium emptyDir as an ephemeral storage with every container mounting it:
+    the first mounts a tmpfs, the others share it, the last release unmounts it. Hostile names and
+    sources are refused with nothing mounted."""
+    import os
+
+    from guest.backend.errors import InvalidRequestError
+    from guest.backend.storages import Storages
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mount)")
+    storages = Storages(Layout(tmp_path), pinned_layers=list)
+    volume = agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="tmpfs",
+                               mount_point="/run/kata-containers/sandbox/ephemeral/contrast-secrets")
+    first, _ = await storages.mount_container("c1", [volume], sandbox_container=False)
+    second, _ = await storages.mount_container("c2", [volume], sandbox_container=False)
+    path = tmp_path / "run/kata-containers/sandbox/ephemeral/contrast-secrets"
+    assert _mounts().count(f" {path} tmpfs ") == 1
+    _write(path / "seed", "written by c1")
+    first[0].release()
+    assert _read(path / "seed") == "written by c1"  # c2 still sees the same volume
+    second[0].release()
+    assert f" {path} " not in _mounts()
+    for bad in (agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="tmpfs",
+                                  mount_point="/run/kata-containers/sandbox/ephemeral/../shm"),
+                agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="tmpfs",
+                                  mount_point="/run/kata-containers/sandbox/ephemeral/a/b"),
+                agent_pb2.Storage(driver="ephemeral", source="/dev/vda", fstype="tmpfs",
+                                  mount_point="/run/kata-containers/sandbox/ephemeral/v"),
+                agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="ext4",
+                                  mount_point="/run/kata-containers/sandbox/ephemeral/v")):
+        with pytest.raises(InvalidRequestError, match="storage"):
+            await storages.mount_container("c3", [bad], sandbox_container=False)
+    assert f"{tmp_path}/run/kata-containers/sandbox/ephemeral" not in _mounts()
+
+
+def _mounts() -> str:
+    return Path("/proc/self/mounts").read_text()
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _read(path: Path) -> str:
+    return path.read_text()

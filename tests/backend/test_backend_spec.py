@@ -66,7 +66,10 @@ def test_rootfs_must_be_the_bundle_rootfs() -> None:
                                     # another container's rootfs, the shared verity layers, the agent's state
                                     "/run/kata-containers/" + "d" * 64 + "/rootfs",
                                     "/run/kata-containers/sandbox/layers", "/run/kata-containers",
-                                    "/run/kata-containers/sandbox/resolv.conf.d"])
+                                    "/run/kata-containers/sandbox/resolv.conf.d",
+                                    # the memory emptyDirs' parent itself, a look-alike neighbour
+                                    "/run/kata-containers/sandbox/ephemeral",
+                                    "/run/kata-containers/sandbox/ephemeralx/v"])
 def test_bind_sources_outside_the_agent_trees_are_refused(source: str) -> None:
     s = spec()
     s.Mounts.add(destination="/host", type="bind", source=source, options=["rbind"])
@@ -80,10 +83,13 @@ def test_bind_sources_the_agent_provides_are_kept() -> None:
     s.Mounts.add(destination="/dev/shm", type="bind", source=f"{sandbox}/shm", options=["rbind"])
     s.Mounts.add(destination="/etc/resolv.conf", type="bind", source=f"{sandbox}/resolv.conf")
     s.Mounts.add(destination="/scratch", type="bind", source=f"/run/kata-containers/{CID}/scratch")
+    s.Mounts.add(destination="/contrast", type="bind", source=f"{sandbox}/ephemeral/contrast-secrets",
+                 options=["rbind", "rprivate", "rw"])
     out = oci_spec(s, layout=LAYOUT, container_id=CID, namespaces=NS, sandbox_container=False)
-    assert [m["source"] for m in out["mounts"][-3:]] == ["/run/kata-containers/sandbox/shm",
+    assert [m["source"] for m in out["mounts"][-4:]] == ["/run/kata-containers/sandbox/shm",
                                                           "/run/kata-containers/sandbox/resolv.conf",
-                                                          f"/run/kata-containers/{CID}/scratch"]
+                                                          f"/run/kata-containers/{CID}/scratch",
+                                                          f"{sandbox}/ephemeral/contrast-secrets"]
 
 
 def test_unknown_mount_types_seccomp_and_user_namespaces_are_refused() -> None:
