@@ -542,7 +542,7 @@ class TaskService:
                 )
             ]
         # No shared filesystem: bind-mounted host files are copied into the guest (CopyFile).
-        await share_bind_mounts(self._agent().call, c.id, spec)
+        storages += await share_bind_mounts(self._agent().call, c.id, spec)
         for m in spec.Mounts:
             if m.destination == "/dev/shm":
                 m.type, m.source = "bind", "/run/kata-containers/sandbox/shm"

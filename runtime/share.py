@@ -6,12 +6,18 @@ mount's source rewritten to the copy: ``/run/kata-containers/shared/containers/<
 Directories are walked depth-first in lexical order, symbolic links copied as links, regular files
 sent in 1 MiB chunks; sockets, FIFOs and devices are skipped (a mount whose source is one is left out).
 Sizes are bounded so a client cannot make the shim stream an unbounded tree into the VM.
+
+A Kubernetes memory-medium emptyDir (kubelet's ``…/volumes/kubernetes.io~empty-dir/<name>`` on a tmpfs)
+is not copied: as Kata's runtime does, it becomes an ``ephemeral`` storage, a tmpfs in the guest at
+``/run/kata-containers/sandbox/ephemeral/<name>`` shared by the pod's containers, and the mount's source
+that path; ``share_bind_mounts`` returns those storages for the CreateContainer request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,9 +30,12 @@ from guest.protocols import agent_pb2, oci_pb2
 
 from .errors import InvalidInputError
 
-__all__ = ["GUEST_SHARED", "MAX_SHARED_BYTES", "share_bind_mounts"]
+__all__ = ["GUEST_EPHEMERAL", "GUEST_SHARED", "MAX_SHARED_BYTES", "share_bind_mounts"]
 
 GUEST_SHARED = "/run/kata-containers/shared/containers"
+GUEST_EPHEMERAL = "/run/kata-containers/sandbox/ephemeral"
+EMPTY_DIR = re.compile(r"/volumes/kubernetes\.io~empty-dir/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)")
+TMPFS_MAGIC = 0x01021994
 CHUNK = 1 << 20
 MAX_SHARED_BYTES = 64 << 20  # per container
 MAX_SHARED_ENTRIES = 4096
@@ -63,11 +72,41 @@ def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
     return list(_walk(root))
 
 
-async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> None:
+def _is_tmpfs(path: str) -> bool:
+    """statfs(2)'s f_type (the first word of struct statfs) is TMPFS_MAGIC."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        return False
+    return int.from_bytes(buf.raw[:8], "little") == TMPFS_MAGIC
+
+
+def memory_empty_dir(source: str) -> str | None:
+    """The volume name if ``source`` is a kubelet emptyDir on a tmpfs (medium: Memory), else None."""
+    m = EMPTY_DIR.search(source)
+    if m is None or m.end() != len(source.rstrip("/")) or not _is_tmpfs(source):
+        return None
+    return m.group(1)
+
+
+async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> list[agent_pb2.Storage]:
+    """Copy the bind mounts' sources in, re-point the mounts; the ephemeral storages to send."""
     budget = _Budget()
     keep: list[oci_pb2.Mount] = []
+    storages: list[agent_pb2.Storage] = []
     for m in spec.Mounts:
         if m.type != "bind" or m.destination == "/dev/shm":
+            keep.append(m)
+            continue
+        volume = memory_empty_dir(m.source)
+        if volume is not None:
+            guest = f"{GUEST_EPHEMERAL}/{volume}"
+            if all(s.mount_point != guest for s in storages):
+                storages.append(agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="tmpfs",
+                                                  mount_point=guest))
+            m.source = guest
             keep.append(m)
             continue
         src = Path(m.source)
@@ -112,3 +151,4 @@ async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> None:
         keep.append(m)
     del spec.Mounts[:]
     spec.Mounts.extend(keep)
+    return storages

@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -300,10 +301,24 @@ class RunningPod:
                 self.kubelet.cri.call(method, request, timeout=300)
             except grpc.RpcError as exc:
                 errors.append(f"{method}: {exc.details()}")
-        shutil.rmtree(self.kubelet.root / "pods" / self.plan.uid, ignore_errors=True)
+        pod_dir = self.kubelet.root / "pods" / self.plan.uid
+        for point in _mounts_under(pod_dir):  # memory emptyDirs
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False, timeout=30)
+        shutil.rmtree(pod_dir, ignore_errors=True)
         shutil.rmtree(self.log_directory, ignore_errors=True)
         if errors:
             raise PodFailedError(self.name, "", "stop", "; ".join(errors))
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory).rstrip("/") + "/"
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4]
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)
 
 
 def _has_startup(probes: list[_Probe], container: str) -> bool:

@@ -1,6 +1,7 @@
 """The pod's volumes on the node, laid out as kubelet lays them out under its root directory.
 
-``<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>``: an emptyDir is a directory (mode 0777);
+``<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>``: an emptyDir is a directory (mode 0777), a
+tmpfs for ``medium: Memory``;
 configMap, secret, projected and downwardAPI volumes are written like kubelet's atomic writer: the
 files in a ``..<timestamp>`` directory, a ``..data`` symlink to it (renamed into place), and one
 symlink per top-level entry pointing through ``..data`` — which is what Kata's runtime walks and
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import secrets
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,6 +165,10 @@ class PodVolumes:
             if kind == "emptyDir":
                 target.mkdir(parents=True, exist_ok=True)
                 target.chmod(0o777)
+                if spec.get("medium") == "Memory":
+                    # As kubelet: a tmpfs, which Kata's runtime turns into the guest's ephemeral storage.
+                    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0777", "tmpfs", str(target)],
+                                   check=True, capture_output=True, timeout=30)
             elif kind in ("configMap", "secret"):
                 data = self._source(kind, spec, f"{where}.{kind}")
                 write_atomic_dir(target, self._items(data, spec, f"{where}.{kind}", mode))
