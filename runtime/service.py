@@ -405,11 +405,16 @@ class TaskService:
             )
         raw_initdata = self._initdata(config, annotations)
         image = load_image(config)
-        workdir = self.state_dir / "vm"
-        workdir.mkdir(mode=0o700, exist_ok=True)
-        digest = write_initdata_image(raw_initdata, workdir / "initdata.img")
-        netns = sandbox_netns(spec.Linux.Namespaces)
+        netns = sandbox_netns(spec.Linux.Namespaces)  # checked (and joined) before any file is written
         network = await PodNetwork.connect(netns) if netns is not None else None
+        workdir = self.state_dir / "vm"
+        try:
+            workdir.mkdir(mode=0o700, exist_ok=True)
+            digest = write_initdata_image(raw_initdata, workdir / "initdata.img")
+        except BaseException:
+            if network is not None:
+                await network.close()
+            raise
         launch = VmLaunch(
             config=config,
             image=image,

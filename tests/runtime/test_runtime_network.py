@@ -523,8 +523,8 @@ def test_a_netns_path_that_is_no_netns_is_refused_by_the_shim(env: Env, tmp_path
             subprocess.run(["umount", str(own)], check=False, timeout=30)
     assert regular.read_bytes() == b"keep me\n"
     assert ctd.ctr("containers", "ls", "-q").stdout.split() == []
-    # No pod VM was started for any of them: only pods a and b have one.
-    assert len(list(env.rundir.glob("*/vm/qemu.pid"))) == len(env.pods)
+    # No pod VM was started and no state written for any of them: only pods a and b have some.
+    assert len(list(env.rundir.glob("*/vm/qemu.pid"))) == len(list(env.rundir.glob("*/vm"))) == len(env.pods)
 
 
 @pytest.mark.root
