@@ -14,6 +14,13 @@ TEE modes:
   reference values and can never pass for a real one.
 In every mode the agent is reached through a virtio-serial port carrying Kata's hybrid vsock
 (the image's in-guest relay connects it to the agent's vsock port 1024).
+
+Disks known only after boot (a container's volumeDevices, more image layers) are hotplugged
+through QMP onto empty ``pcie-root-port`` slots (:data:`HOTPLUG_SLOTS` of them, root port ``i``
+at ``00:<0x10+i>.0`` so the device's Kata PCI path is ``<0x10+i>/00``). ``simulated`` uses microvm with
+``pcie=on`` (a generic PCIe host next to the virtio-mmio boot disks) and adds ``pcie_ports=native``
+to the command line: microvm's ACPI tables give no ``_OSC``, so without it the guest would not
+drive the root ports' native hotplug. On q35 (snp, tdx) OVMF's ``_OSC`` grants it.
 """
 
 from __future__ import annotations
@@ -32,16 +39,23 @@ from attestation import initdata as initdata_format
 from image.build import DESCRIPTION_NAME, ImageDescription
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, FailedPreconditionError
 from .hvsock import HybridVsockBridge
 from .network import Nic
+from .qmp import QmpClient, QmpError
 
-__all__ = ["HVSOCK_PORT", "PodVM", "VmLaunch", "host_timing_arg", "kvm_usable", "qemu_argv"]
+__all__ = [
+    "HOTPLUG_SLOTS", "HVSOCK_PORT", "HotpluggedDisk", "PodVM", "VmLaunch", "host_timing_arg", "kvm_usable",
+    "qemu_argv",
+]
 
 log = logging.getLogger("runtime.podvm")
 
 HVSOCK_PORT = "cg.hvsock"
 AGENT_PORT = 1024
+HOTPLUG_SLOTS = 4  # empty root ports; each costs ~nothing at boot (no device behind it)
+HOTPLUG_FIRST_SLOT = 0x10  # root port i at 00:<0x10+i>.0, clear of q35's own and the boot disks' slots
+QMP_SOCKET = "qmp.sock"
 
 
 def kvm_usable() -> bool:
@@ -81,6 +95,7 @@ class VmLaunch:
     extra_cmdline: str = ""
     layers: tuple[Path, ...] = ()  # host-EROFS layer images, attached read-only after the initdata disk
     nic: Nic | None = None  # the pod network's tap (an open fd QEMU inherits) and the veth's MAC
+    hotplug_slots: int = HOTPLUG_SLOTS
 
 
 def host_timing_arg() -> str:
@@ -103,6 +118,8 @@ def kernel_cmdline(launch: VmLaunch) -> str:
     words = [launch.image.cmdline]
     if launch.config.tee == "simulated":
         words.append(f"cg.test.hostdata={launch.initdata_digest.hex()}")
+        if launch.hotplug_slots:
+            words.append("pcie_ports=native")
         if launch.accel == "tcg":
             words.append(host_timing_arg())
     if launch.extra_cmdline:
@@ -126,6 +143,8 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
         f"file:{wd / 'console.log'}",
         "-pidfile",
         str(wd / "qemu.pid"),
+        "-qmp",
+        f"unix:{wd / QMP_SOCKET},server=on,wait=off",
         "-kernel",
         str(base / image.kernel),
         "-initrd",
@@ -138,7 +157,8 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
         argv = [
             cfg.qemu,
             "-M",
-            "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on",
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on"
+            + (",pcie=on" if launch.hotplug_slots else ""),
             "-accel",
             launch.accel,
             "-cpu",
@@ -196,6 +216,10 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
         net = "virtio-net-device" if cfg.tee == "simulated" else "virtio-net-pci"
         argv += ["-netdev", f"tap,id=pod0,fd={launch.nic.fd},vhost=off",
                  "-device", f"{net},netdev=pod0,mac={launch.nic.mac}"]
+    for i in range(launch.hotplug_slots):
+        argv += ["-device",
+                 f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},slot={i},"
+                 f"addr={HOTPLUG_FIRST_SLOT + i:#x}"]
     argv += [
         "-device",
         serial,
@@ -204,6 +228,20 @@ def qemu_argv(launch: VmLaunch) -> list[str]:
         f"virtserialport,chardev=hvsock,name={HVSOCK_PORT}",
     ]
     return argv
+
+
+@dataclass(frozen=True, slots=True)
+class HotpluggedDisk:
+    """A disk attached to the running VM: its root port, QEMU ids and the guest's PCI path."""
+
+    slot: int
+    node: str  # blockdev node name
+    device: str  # device id
+    pci_path: str  # Kata's PCI path "<root port slot>/<device slot>", hex
+
+    @staticmethod
+    def for_slot(slot: int) -> HotpluggedDisk:
+        return HotpluggedDisk(slot, f"hp-drive{slot}", f"hp-disk{slot}", f"{HOTPLUG_FIRST_SLOT + slot:02x}/00")
 
 
 def load_image(config: Config) -> ImageDescription:
@@ -228,6 +266,9 @@ class PodVM:
         self.bridge: HybridVsockBridge | None = None
         self.agent_socket = launch.workdir / "agent.sock"
         self.exited: asyncio.Future[int] | None = None
+        self.qmp: QmpClient | None = None
+        self.hotplugged: dict[int, HotpluggedDisk] = {}
+        self._hotplug_lock = asyncio.Lock()
 
     @property
     def pid(self) -> int:
@@ -272,6 +313,71 @@ class PodVM:
         if not self.exited.done():
             self.exited.set_result(rc)
 
+    async def _qmp(self) -> QmpClient:
+        if self.qmp is None:
+            client = QmpClient()
+            await client.connect(self.launch.workdir / QMP_SOCKET, timeout=30)
+            self.qmp = client
+        return self.qmp
+
+    async def attach_disk(self, path: Path, *, readonly: bool, block_device: bool) -> HotpluggedDisk:
+        """Hotplug ``path`` (a host block device or a raw disk file the caller checked) as a
+        virtio-blk-pci disk on a free root port; the guest sees it once pciehp has probed it."""
+        async with self._hotplug_lock:
+            free = [i for i in range(self.launch.hotplug_slots) if i not in self.hotplugged]
+            if not free:
+                raise FailedPreconditionError(
+                    f"disk hotplug: all {self.launch.hotplug_slots} root ports of the pod VM are in use"
+                )
+            disk = HotpluggedDisk.for_slot(free[0])
+            try:
+                qmp = await self._qmp()
+                await qmp.execute("blockdev-add", {
+                    "driver": "raw",
+                    "node-name": disk.node,
+                    "read-only": readonly,
+                    "file": {"driver": "host_device" if block_device else "file", "filename": str(path),
+                             "read-only": readonly, "aio": "threads"},
+                })
+                try:
+                    await qmp.execute("device_add", {
+                        "driver": "virtio-blk-pci", "id": disk.device, "drive": disk.node,
+                        "bus": f"rp{disk.slot}", "addr": "0x0",
+                    })
+                except QmpError:
+                    await qmp.execute("blockdev-del", {"node-name": disk.node})
+                    raise
+            except QmpError as e:
+                raise FailedPreconditionError(f"disk hotplug of {path}: {e}") from None
+            self.hotplugged[disk.slot] = disk
+            log.info("event=disk_hotplugged path=%s pci_path=%s readonly=%s", path, disk.pci_path, readonly)
+            return disk
+
+    async def detach_disk(self, disk: HotpluggedDisk, timeout: float = 10.0) -> None:
+        """Unplug (the guest must have let go of it); the slot is free again once QEMU says so."""
+        async with self._hotplug_lock:
+            if self.hotplugged.get(disk.slot) != disk or self.exited is None or self.exited.done():
+                return
+            qmp = await self._qmp()
+            try:
+                await qmp.execute("device_del", {"id": disk.device})
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + timeout
+                while True:
+                    # blockdev-del succeeds only once the guest has acknowledged the unplug
+                    try:
+                        await qmp.execute("blockdev-del", {"node-name": disk.node})
+                        break
+                    except QmpError:
+                        if loop.time() > deadline:
+                            raise
+                        await asyncio.sleep(0.1)
+            except QmpError as e:
+                log.warning("event=disk_unplug_failed pci_path=%s error=%s", disk.pci_path, e)
+                return
+            del self.hotplugged[disk.slot]
+            log.info("event=disk_unplugged pci_path=%s", disk.pci_path)
+
     def console_tail(self, size: int = 2000) -> str:
         """The end of the guest console and of QEMU's own error output."""
         parts = []
@@ -292,6 +398,9 @@ class PodVM:
         if self.bridge is not None:
             await self.bridge.close()
             self.bridge = None
+        if self.qmp is not None:
+            await self.qmp.close()
+            self.qmp = None
 
 
 def write_initdata_image(raw_toml: bytes, path: Path) -> bytes:

@@ -22,10 +22,11 @@ __all__ = ["BOOT_MODULES", "DEFERRED_MODULES", "GUEST_MODULES", "Kernel", "defer
 # What the pod VM needs before and right after switch_root (BOOT_MODULES, loaded by the initramfs):
 # disk and console drivers, the verity root (with sha256_ssse3, so the root mapping picks the
 # accelerated SHA-256), erofs, and the vsock loopback transport so the agent's AF_VSOCK listener
-# works without vhost. (microvm has virtio-mmio only, so no virtio_pci; no vhost-vsock device, so
-# no virtio vsock transport — every module costs a signature check under TCG.)
+# works without vhost. (The boot disks are virtio-mmio; no vhost-vsock device, so no virtio vsock
+# transport — every module costs a signature check under TCG.)
 # What only containers and volumes need (DEFERRED_MODULES) is carried in the verity root instead
-# and loaded by the agent while its backend starts, after it listens (guest.backend.kmod): overlay
+# and loaded by the agent while its backend starts, after it listens (guest.backend.kmod): virtio_pci
+# for disks hotplugged onto the PCIe root ports (volumeDevices, the image store), overlay
 # for layered rootfs, loop for file-backed layers, virtio_net for the pod network device
 # (configured only by UpdateInterface/UpdateRoutes), and dm-crypt and dm-integrity with the ecb,
 # xts and authenc templates for guest/storage/crypt.py (sha256, hmac, aes are built in);
@@ -41,6 +42,7 @@ BOOT_MODULES: tuple[str, ...] = (
     "sha256_ssse3",
 )
 DEFERRED_MODULES: tuple[str, ...] = (
+    "virtio_pci",
     "overlay",
     "loop",
     "virtio_net",
