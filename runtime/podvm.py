@@ -241,7 +241,8 @@ class HotpluggedDisk:
 
     @staticmethod
     def for_slot(slot: int) -> HotpluggedDisk:
-        return HotpluggedDisk(slot, f"hp-drive{slot}", f"hp-disk{slot}", f"{HOTPLUG_FIRST_SLOT + slot:02x}/00")
+        pci_path = f"{HOTPLUG_FIRST_SLOT + slot:02x}/00"
+        return HotpluggedDisk(slot, f"hp-drive{slot}", f"hp-disk{slot}", pci_path)
 
 
 def load_image(config: Config) -> ImageDescription:
@@ -316,7 +317,7 @@ class PodVM:
     async def _qmp(self) -> QmpClient:
         if self.qmp is None:
             client = QmpClient()
-            await client.connect(self.launch.workdir / QMP_SOCKET, timeout=30)
+            await client.connect(self.launch.workdir / QMP_SOCKET, within=30)
             self.qmp = client
         return self.qmp
 
@@ -350,10 +351,11 @@ class PodVM:
             except QmpError as e:
                 raise FailedPreconditionError(f"disk hotplug of {path}: {e}") from None
             self.hotplugged[disk.slot] = disk
-            log.info("event=disk_hotplugged path=%s pci_path=%s readonly=%s", path, disk.pci_path, readonly)
+            log.info("event=disk_hotplugged path=%s pci_path=%s readonly=%s", path, disk.pci_path,
+                     readonly)
             return disk
 
-    async def detach_disk(self, disk: HotpluggedDisk, timeout: float = 10.0) -> None:
+    async def detach_disk(self, disk: HotpluggedDisk, within: float = 10.0) -> None:
         """Unplug (the guest must have let go of it); the slot is free again once QEMU says so."""
         async with self._hotplug_lock:
             if self.hotplugged.get(disk.slot) != disk or self.exited is None or self.exited.done():
@@ -362,7 +364,7 @@ class PodVM:
             try:
                 await qmp.execute("device_del", {"id": disk.device})
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + timeout
+                deadline = loop.time() + within
                 while True:
                     # blockdev-del succeeds only once the guest has acknowledged the unplug
                     try:

@@ -175,35 +175,36 @@ class QmpClient:
         self.events: list[QmpEvent] = []
         self.greeting: QmpGreeting | None = None
 
-    async def connect(self, path: Path, timeout: float = 30.0) -> None:
+    async def connect(self, path: Path, within: float = 30.0) -> None:
         """Connect (retrying while QEMU creates the socket), read the greeting, negotiate."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             try:
                 self._reader, self._writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE * 2)
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if loop.time() > deadline:
-                    raise QmpError(f"QMP socket {path}: QEMU did not listen within {timeout:.0f} s") from None
+                    raise QmpError(f"QMP socket {path}: QEMU did not listen within {within:.0f} s") from None
                 await asyncio.sleep(0.05)
         while self.greeting is None:
             for msg in await self._read(deadline - loop.time()):
                 if isinstance(msg, QmpGreeting):
                     self.greeting = msg
-        await self.execute("qmp_capabilities", timeout=max(1.0, deadline - loop.time()))
+        await self.execute("qmp_capabilities", within=max(1.0, deadline - loop.time()))
 
-    async def _read(self, timeout: float) -> list[QmpMessage]:
+    async def _read(self, within: float) -> list[QmpMessage]:
         assert self._reader is not None
         try:
-            data = await asyncio.wait_for(self._reader.read(65536), max(timeout, 0.1))
+            data = await asyncio.wait_for(self._reader.read(65536), max(within, 0.1))
         except TimeoutError:
-            raise QmpError(f"QMP: no answer from QEMU within {max(timeout, 0.1):.0f} s") from None
+            raise QmpError(f"QMP: no answer from QEMU within {max(within, 0.1):.0f} s") from None
         if not data:
             raise QmpError("QMP: QEMU closed the socket")
         return self._proto.receive_data(data)
 
-    async def execute(self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Any:
+    async def execute(self, name: str, arguments: dict[str, Any] | None = None, *,
+                      within: float = 30.0) -> Any:
         """Run one command; its ``return`` value, or :class:`QmpCommandError`."""
         if self._writer is None:
             raise QmpError(f"QMP {name}: not connected")
@@ -212,7 +213,7 @@ class QmpClient:
             self._writer.write(data)
             await self._writer.drain()
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
+            deadline = loop.time() + within
             while True:
                 for msg in await self._read(deadline - loop.time()):
                     if isinstance(msg, QmpEvent):

@@ -24,6 +24,7 @@ from common.files import atomic_write
 from guest.protocols import agent_pb2
 
 from .cgroups import OomWatcher, cgroup_stats, network_stats
+from .devices import check_devices, resolve_devices, spec_devices
 from .errors import AgentError, ContainerNotFoundError, InvalidRequestError, ProcessNotFoundError
 from .layout import Layout, check_id
 from .processes import InputStream, OutputStream, Process, Reaper, handles_sigterm
@@ -135,8 +136,7 @@ class Containers:
         exec_id = check_id("exec_id", req.exec_id) if req.exec_id else cid
         if cid in self.containers or cid in self._busy:
             raise AgentError(f"container {cid} already exists", code=None)
-        if req.devices:
-            raise InvalidRequestError("devices", len(req.devices), "none (no device hot-plug in this guest)")
+        check_devices(req.devices)
         kind = container_type(req.storages, req.OCI.Annotations)
         is_sandbox = kind == SANDBOX_CONTAINER_TYPE
         if is_sandbox != (cid == sandbox_id):
@@ -149,6 +149,7 @@ class Containers:
         created = False
         try:
             bundle.mkdir(parents=True, exist_ok=False)
+            devices = await asyncio.to_thread(resolve_devices, req.devices) if req.devices else []
             mounted, rootfs = await self.storages.mount_container(cid, req.storages, is_sandbox)
             if rootfs is None:
                 raise InvalidRequestError("storages", [s.driver for s in req.storages],
@@ -161,6 +162,7 @@ class Containers:
             spec = oci_spec(req.OCI, layout=self.layout, container_id=cid, namespaces=namespaces,
                             sandbox_container=is_sandbox, process=process)
             spec["root"]["path"] = str(rootfs)
+            spec_devices(spec, devices)
             atomic_write(bundle / "config.json", json.dumps(spec, indent=1).encode(), mode=0o600)
             stdio = _Stdio(bundle, "init", bool(spec["process"]["terminal"]))
             receive = (asyncio.ensure_future(stdio.console.receive()) if stdio.console is not None else None)
