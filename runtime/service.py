@@ -39,6 +39,7 @@ from guest.ttrpc import Code, Request, Status, TtrpcError
 from . import validate
 from .agent import AgentClient
 from .config import Config, config_path, load_config
+from .devices import block_devices
 from .errors import (
     AlreadyExistsError,
     ConfigError,
@@ -50,7 +51,15 @@ from .errors import (
 from .events import Publisher
 from .layers import ImageLayers, fetch_layers
 from .network import PodNetwork, sandbox_netns
-from .podvm import AGENT_PORT, PodVM, VmLaunch, load_image, resolve_accel, write_initdata_image
+from .podvm import (
+    AGENT_PORT,
+    HotpluggedDisk,
+    PodVM,
+    VmLaunch,
+    load_image,
+    resolve_accel,
+    write_initdata_image,
+)
 from .protocols import cgroups_pb2, events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .share import share_bind_mounts
 from .spec import spec_from_json
@@ -146,6 +155,7 @@ class Container:
     init: Proc
     execs: dict[str, Proc] = field(default_factory=dict)
     in_agent: bool = False  # CreateContainer succeeded
+    disks: list[HotpluggedDisk] = field(default_factory=list)  # hotplugged for its linux.devices
     is_sandbox: bool = False
 
 
@@ -558,12 +568,44 @@ class TaskService:
         kept = [oci_pb2.LinuxNamespace(Type=n.Type) for n in spec.Linux.Namespaces if n.Type != "network"]
         del spec.Linux.Namespaces[:]
         spec.Linux.Namespaces.extend(kept)
-        await self._agent().call(
-            "CreateContainer",
-            agent_pb2.CreateContainerRequest(container_id=c.id, exec_id=c.id, storages=storages, OCI=spec),
-            empty_pb2.Empty,
-        )
+        devices = await self._attach_devices(c, spec)
+        try:
+            await self._agent().call(
+                "CreateContainer",
+                agent_pb2.CreateContainerRequest(
+                    container_id=c.id, exec_id=c.id, storages=storages, devices=devices, OCI=spec
+                ),
+                empty_pb2.Empty,
+            )
+        except BaseException:
+            await self._detach_devices(c)
+            raise
         c.in_agent = True
+
+    async def _attach_devices(self, c: Container, spec: oci_pb2.Spec) -> list[agent_pb2.Device]:
+        """Hotplug the spec's block devices (each checked first) and name them as Kata does."""
+        assert self.sandbox is not None
+        checked = block_devices(spec)
+        out = []
+        try:
+            for d in checked:
+                disk = await self.sandbox.vm.attach_disk(d.host_path, readonly=False, block_device=True)
+                c.disks.append(disk)
+                out.append(
+                    agent_pb2.Device(
+                        id=disk.device, type="blk", vm_path=disk.pci_path, container_path=d.container_path
+                    )
+                )
+        except BaseException:
+            await self._detach_devices(c)
+            raise
+        return out
+
+    async def _detach_devices(self, c: Container) -> None:
+        if self.sandbox is not None and self._vm_alive():
+            for disk in c.disks:
+                await self.sandbox.vm.detach_disk(disk)
+        c.disks.clear()
 
     # -- Start / Exec -------------------------------------------------------------------------------
 
@@ -757,6 +799,7 @@ class TaskService:
                         agent_pb2.RemoveContainerRequest(container_id=c.id, timeout=0),
                         empty_pb2.Empty,
                     )
+                await self._detach_devices(c)
             del self.containers[c.id]
             if c.is_sandbox or not self.containers:
                 await self._teardown_sandbox()

@@ -191,7 +191,8 @@ class Containerd:
 
 
 @contextlib.contextmanager
-def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = False) -> Iterator[Containerd]:
+def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = False,
+                       sandbox_image: str = IMAGE_NAME) -> Iterator[Containerd]:
     """Without ``cri_runtime_config`` the CRI plugin is off; with it, CRI serves on the same socket with
     the runtime handler ``contrast-cc`` (our shim, that ConfigPath, kata's pod annotations passed
     through) and this module's busybox image as the sandbox image. Without ``cni`` only host-network
@@ -232,13 +233,15 @@ def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = Fa
             (base / "cni-conf" / "10-cg-pods.conflist").write_text(cni_conflist(base, subnet))
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         text += (
-            f'[{cri}]\n  sandbox_image = "{IMAGE_NAME}"\n  disable_apparmor = true\n'
+            f'[{cri}]\n  sandbox_image = "{sandbox_image}"\n  disable_apparmor = true\n'
             f'[{cri}.cni]\n  bin_dir = "{cni_bin}"\n  conf_dir = "{base}/cni-conf"\n'
             f'[{cri}.registry]\n  config_path = "{base}/certs.d"\n'
             f'[{cri}.containerd]\n  snapshotter = "overlayfs"\n  default_runtime_name = "runc"\n'
             f'[{cri}.containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
             f'[{cri}.containerd.runtimes.contrast-cc]\n  runtime_type = "{RUNTIME}"\n'
             '  pod_annotations = ["io.katacontainers.*"]\n'
+            # as Kata's install: a privileged container gets no host devices, only its own
+            "  privileged_without_host_devices = true\n"
             f'[{cri}.containerd.runtimes.contrast-cc.options]\n  ConfigPath = "{cri_runtime_config}"\n'
         )
     config.write_text(text)

@@ -5,7 +5,7 @@ Boots the TCG pod VM through the runtime's own launcher (runtime.podvm), alterna
 the default (microvm ``pcie=on`` + root ports + ``pcie_ports=native``), and times QEMU start →
 the agent answering Health.Check. ``--baseline-image DIR`` boots the no-PCIe rounds from
 another image (e.g. one built without ``virtio_pci``), so the module's load is counted too. One
-more PCIe boot with ``loglevel=5`` (the kernel's virtio_blk line is a notice, hidden by ``quiet``)
+more PCIe boot with ``loglevel=6`` (the kernel's virtio_blk line is a notice, hidden by ``quiet``)
 hotplugs a raw disk
 file through QMP (blockdev-add + device_add) and times it until the guest kernel reports the disk.
 
@@ -35,7 +35,7 @@ async def boot_once(image_dir: Path, work: Path, slots: int, hotplug: bool) -> d
     digest = write_initdata_image(raw, work / "initdata.img")
     launch = VmLaunch(config=config, image=load_image(config), initdata_digest=digest,
                       initdata_image=work / "initdata.img", workdir=work, accel="tcg",
-                      extra_cmdline="loglevel=5" if hotplug else "", hotplug_slots=slots)
+                      extra_cmdline="loglevel=6" if hotplug else "", hotplug_slots=slots)
     vm = PodVM(launch)
     agent = AgentClient(60)
     t0 = time.monotonic()
@@ -87,13 +87,13 @@ def main() -> None:
         for name, slots, img in ((plain, 0, base), (pcie, HOTPLUG_SLOTS, image_dir)):
             with tempfile.TemporaryDirectory(prefix="cg-hp-") as d:
                 runs[name].append(asyncio.run(boot_once(img, Path(d), slots, False)))
-    with tempfile.TemporaryDirectory(prefix="cg-hp-") as d:
-        hp = [asyncio.run(boot_once(image_dir, Path(d), HOTPLUG_SLOTS, True))]
     print("| boot (QEMU start → Health.Check) | median s | all rounds s |")
     print("|---|---|---|")
     for name, rs in runs.items():
         b = [r["boot"] for r in rs]
-        print(f"| {name} | {statistics.median(b):.2f} | {', '.join(f'{x:.2f}' for x in b)} |")
+        print(f"| {name} | {statistics.median(b):.2f} | {', '.join(f'{x:.2f}' for x in b)} |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="cg-hp-") as d:
+        hp = [asyncio.run(boot_once(image_dir, Path(d), HOTPLUG_SLOTS, True))]
     for key, what in (("qmp", "hotplug: QMP blockdev-add + device_add"),
                       ("hotplug", "hotplug: QMP start → guest kernel has the disk")):
         vals = [r[key] for r in hp]

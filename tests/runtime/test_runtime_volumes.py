@@ -1,0 +1,148 @@
+"""Block volumes of CRI pods through Debian's containerd and our shim: disks hotplugged into the
+running pod VM (CRI ``devices`` → the bundle's ``linux.devices`` → QMP blockdev-add/device_add
+onto a PCIe root port → the agent's ``Device{type: blk, vm_path: <PCI path>}``).
+
+The host side of each volume is a raw disk file behind a loop device (containerd accepts only device
+nodes as a CRI device's host path). Boots are bounded: one pod VM per test."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from attestation import initdata as initdata_format
+from tools.vm.containerd import (
+    IMAGE_NAME,
+    Containerd,
+    busybox_image_archive,
+    containerd_missing,
+    host_erofs_config,
+    pinned_policy,
+    running_containerd,
+    shim_processes,
+)
+from tools.vm.cri.client import CriClient
+
+pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.encrypted_storage]
+
+
+@contextlib.contextmanager
+def loop_device(disk: Path) -> Iterator[str]:
+    out = subprocess.run(["losetup", "--find", "--show", str(disk)], capture_output=True, text=True,
+                         check=True, timeout=30)
+    dev = out.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cri(tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[tuple[Containerd, CriClient, str, Path]]:
+    from tools.vm.guest_tests import pod_image_dir
+    from tools.vm.qemu import qemu_available
+
+    reason = containerd_missing() or qemu_available()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("volumes")
+    config = host_erofs_config(pod_image_dir(request.config), work)
+    with running_containerd(cri_runtime_config=config) as ctd:
+        archive = ctd.base / "image.tar"
+        digest = busybox_image_archive(archive)
+        ns_ctd = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+        imported = ns_ctd.ctr("image", "import", str(archive))
+        assert imported.returncode == 0, imported.stderr
+        policy = pinned_policy(ns_ctd, digest, work / "layers")
+        toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
+        client = CriClient(ctd.socket)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.call("Version", client.pb.VersionRequest(), timeout=10)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            yield ctd, client, initdata_format.encode_annotation(toml), work
+        finally:
+            client.close()
+        rundir = Path(ctd.env["CONTRAST_CC_RUN_DIR"])
+        deadline = time.monotonic() + 30
+        while shim_processes(rundir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert shim_processes(rundir) == []
+
+
+def _sandbox_config(pb: object, name: str, logs: Path, initdata: str) -> object:
+    return pb.PodSandboxConfig(  # type: ignore[attr-defined]
+        metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default", attempt=0),  # type: ignore[attr-defined]
+        hostname=name,
+        log_directory=str(logs),
+        annotations={initdata_format.ANNOTATION: initdata},
+        linux=pb.LinuxPodSandboxConfig(  # type: ignore[attr-defined]
+            security_context=pb.LinuxSandboxSecurityContext(  # type: ignore[attr-defined]
+                namespace_options=pb.NamespaceOption(network=pb.NODE)  # type: ignore[attr-defined]
+            )
+        ),
+    )
+
+
+def test_a_volume_device_is_hotplugged_into_the_running_pod_vm(
+    cri: tuple[Containerd, CriClient, str, Path],
+) -> None:
+    ctd, client, initdata, work = cri
+    pb = client.pb
+    logs = work / "logs-hotplug"
+    logs.mkdir()
+    disk = work / "volume.raw"
+    disk.write_bytes(b"")
+    disk.chmod(0o600)
+    import os
+
+    os.truncate(disk, 16 << 20)
+    with loop_device(disk) as host_dev:
+        host_rdev = os.stat(host_dev).st_rdev
+        sandbox_config = _sandbox_config(pb, "hotplug-pod", logs, initdata)
+        sid = client.call("RunPodSandbox", pb.RunPodSandboxRequest(config=sandbox_config,
+                                                                   runtime_handler="contrast-cc")).pod_sandbox_id
+        try:
+            script = ("[ -b /dev/xvda ] || exit 9; echo hotplug-marker > /dev/xvda; read -r l < /dev/xvda; "
+                      "echo \"read back $l\"; sleep 600")
+            cfg = pb.ContainerConfig(
+                metadata=pb.ContainerMetadata(name="volume"),
+                image=pb.ImageSpec(image=IMAGE_NAME),
+                command=["sh", "-c", script],
+                log_path="volume.log",
+                devices=[pb.Device(container_path="/dev/xvda", host_path=host_dev, permissions="rwm")],
+            )
+            cid = client.call("CreateContainer", pb.CreateContainerRequest(
+                pod_sandbox_id=sid, config=cfg, sandbox_config=sandbox_config)).container_id
+            t0 = time.monotonic()  # containerd's CRI creates the task (our shim's Create) here
+            client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+            started = time.monotonic() - t0
+            deadline = time.monotonic() + 120
+            log = ""
+            while "read back" not in log and time.monotonic() < deadline:
+                time.sleep(0.3)
+                log = (logs / "volume.log").read_text() if (logs / "volume.log").exists() else ""
+            assert "stdout F read back hotplug-marker" in log, log
+            # The container's node carries the guest's number (virtio-blk), not the host's loop device.
+            ex = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["ls", "-l", "/dev/xvda"],
+                                                            timeout=60))
+            assert ex.exit_code == 0 and ex.stdout.startswith(b"b"), ex
+            assert f"{os.major(host_rdev)}, {os.minor(host_rdev)}".encode() not in ex.stdout, ex
+            print(f"StartContainer (task create with one hotplugged disk, start): {started:.2f}s")
+        finally:
+            client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+            client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+        with open(host_dev, "rb") as f:
+            assert f.read(15) == b"hotplug-marker\n"
