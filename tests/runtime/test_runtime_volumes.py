@@ -99,7 +99,7 @@ def _sandbox_config(pb: object, name: str, logs: Path, initdata: str) -> object:
 def test_a_volume_device_is_hotplugged_into_the_running_pod_vm(
     cri: tuple[Containerd, CriClient, str, Path],
 ) -> None:
-    ctd, client, initdata, work = cri
+    _, client, initdata, work = cri
     pb = client.pb
     logs = work / "logs-hotplug"
     logs.mkdir()
