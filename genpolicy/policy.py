@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestation import initdata as initdata_format
+from guest.storage import IMAGE_STORE_ANNOTATION, image_store_storage
 
 from .container import PodContainer, container_policy, pod_containers
 from .env import EnvContext
@@ -17,7 +18,7 @@ from .errors import ImageError
 from .images import ImageInfo, ImageSource
 from .resources import Documents, Workload
 from .rules import with_erofs_layers, with_guest_pull
-from .settings import Settings
+from .settings import Settings, storage_fields
 
 POLICY_FILE = "policy.rego"
 _PINNED = re.compile(r"@(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
@@ -119,7 +120,13 @@ class Generator:
             entries.append(entry)
             if not container.is_pause:
                 summaries.append(_summary(container, image, entry))
-        policy_data: dict[str, Any] = {"containers": entries, **self.settings.policy_sections()}
+        sections = self.settings.policy_sections()
+        store = str((workload.pod_metadata.get("annotations") or {}).get(IMAGE_STORE_ANNOTATION, "0"))
+        if store not in ("", "0"):
+            # the pod asked for the secure image store: the policy pins the encrypted storage exactly,
+            # so a host that sends it without the ephemeral key (or at another place) is denied
+            sections["sandbox"]["storages"].append(storage_fields(image_store_storage()))
+        policy_data: dict[str, Any] = {"containers": entries, **sections}
         rego = render_policy(self.rules, policy_data)
         raw = _initdata(rego, {**self.extra_initdata, **(extra or {})}, self.algorithm)
         annotation = initdata_format.encode_annotation(raw)

@@ -24,13 +24,16 @@ from guest.protocols import oci_pb2
 
 from .errors import InvalidInputError
 
-__all__ = ["HostBlockDevice", "block_devices", "host_block_device"]
+__all__ = ["MAX_IMAGE_STORE", "HostBlockDevice", "block_devices", "host_block_device", "image_store_size"]
 
 SYS_DEV_BLOCK = Path("/sys/dev/block")
 DEV = Path("/dev")
 _DEVNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
 _CONTAINER_PATH = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,3}")
 MAX_DEVICES = 4  # one per hotplug root port
+MAX_IMAGE_STORE = 1 << 40
+_QUANTITY = re.compile(r"(0|[1-9][0-9]{0,6})(Mi|Gi|Ti)?")
+_UNITS = {"Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +81,17 @@ def block_devices(spec: oci_pb2.Spec) -> list[HostBlockDevice]:
     if len({d.container_path for d in out}) != len(out):
         raise InvalidInputError("linux.devices", [d.container_path for d in out], "each path once")
     return out
+
+
+def image_store_size(value: str) -> int:
+    """The image store's size from Contrast's ``image-store-size`` annotation (a Kubernetes quantity
+    in Mi/Gi/Ti; ``0`` = none), in bytes."""
+    m = _QUANTITY.fullmatch(value)
+    if m is None or (m.group(1) != "0" and m.group(2) is None):
+        raise InvalidInputError("annotation contrast.edgeless.systems/image-store-size", value,
+                                "0 or a size such as 512Mi, 10Gi")
+    size = int(m.group(1)) * _UNITS.get(m.group(2) or "Mi", 1)
+    if size > MAX_IMAGE_STORE or (size and size < 64 << 20):
+        raise InvalidInputError("annotation contrast.edgeless.systems/image-store-size", value,
+                                "between 64Mi and 1Ti")
+    return size

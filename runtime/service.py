@@ -34,12 +34,13 @@ from google.protobuf.message import Message
 
 from attestation import initdata as initdata_format
 from guest.protocols import agent_pb2, oci_pb2
+from guest.storage import IMAGE_STORE_ANNOTATION, IMAGE_STORE_PCI_PATH, image_store_storage
 from guest.ttrpc import Code, Request, Status, TtrpcError
 
 from . import validate
 from .agent import AgentClient
 from .config import Config, config_path, load_config
-from .devices import block_devices
+from .devices import block_devices, image_store_size
 from .errors import (
     AlreadyExistsError,
     ConfigError,
@@ -462,10 +463,11 @@ class TaskService:
             if network is not None:
                 await network.configure_guest(agent)
             hostname = spec.Hostname[:64]  # as Kata: the spec's, cut to 64; none stays none
+            storages = [SHM_STORAGE, *await self._image_store(vm, workdir, annotations)]
             await agent.call(
                 "CreateSandbox",
                 agent_pb2.CreateSandboxRequest(
-                    hostname=hostname, dns=[], storages=[SHM_STORAGE], sandbox_pidns=False, sandbox_id=sid
+                    hostname=hostname, dns=[], storages=storages, sandbox_pidns=False, sandbox_id=sid
                 ),
                 empty_pb2.Empty,
             )
@@ -477,6 +479,37 @@ class TaskService:
         except BaseException:
             await self._teardown_sandbox()
             raise
+
+    async def _image_store(
+        self, vm: PodVM, workdir: Path, annotations: dict[str, str]
+    ) -> list[agent_pb2.Storage]:
+        """Contrast's secure image store, when the pod asks for it: a sparse scratch disk file of the
+        asked size, hotplugged as the VM's first disk (the PCI path the policy pins); the guest
+        formats it with a key born in the VM and pulls images onto it instead of into RAM."""
+        size = image_store_size(annotations.get(IMAGE_STORE_ANNOTATION, "0"))
+        if not size:
+            return []
+        disk = workdir / "image-store.raw"
+        fd = os.open(disk, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        hotplugged = await vm.attach_disk(disk, readonly=False, block_device=False)
+        if hotplugged.pci_path != IMAGE_STORE_PCI_PATH:
+            raise FailedPreconditionError(
+                f"image store: hotplugged at {hotplugged.pci_path}, the policy expects {IMAGE_STORE_PCI_PATH}"
+            )
+        fields = image_store_storage()
+        return [
+            agent_pb2.Storage(
+                driver=str(fields["driver"]),
+                driver_options=list(fields["driver_options"]),  # type: ignore[call-overload]
+                source=str(fields["source"]),
+                fstype=str(fields["fstype"]),
+                mount_point=str(fields["mount_point"]),
+            )
+        ]
 
     def _pause_request(self, sid: str, hostname: str) -> agent_pb2.CreateContainerRequest:
         annotations = {CONTAINER_TYPE: "sandbox", SANDBOX_ID: sid}

@@ -29,7 +29,14 @@ from .layout import Layout, check_id
 from .processes import Reaper
 from .runtime import run_tool
 from .spec import NamespacePaths
-from .storages import MS_BIND, MountedStorage, Storages, _lazy_umount
+from .storages import (
+    IMAGE_STORE_MOUNT,
+    MS_BIND,
+    MountedStorage,
+    Storages,
+    _lazy_umount,
+    check_image_store_request,
+)
 
 __all__ = ["STORAGE_HANDLERS", "Sandbox", "guest_details"]
 
@@ -78,10 +85,15 @@ class Sandbox:
                                       "none (the measured image loads its modules)")
         if req.guest_hook_path:
             raise InvalidRequestError("guest_hook_path", req.guest_hook_path, "empty (no guest hooks)")
+        image_store = None
         for s in req.storages:
-            if s.driver != "ephemeral" or s.mount_point != "/run/kata-containers/sandbox/shm":
+            if s.driver == "blk" and s.mount_point == IMAGE_STORE_MOUNT and image_store is None:
+                check_image_store_request(s)
+                image_store = s
+            elif s.driver != "ephemeral" or s.mount_point != "/run/kata-containers/sandbox/shm":
                 raise InvalidRequestError("storages", f"{s.driver} at {s.mount_point}",
-                                          "only the ephemeral shm at /run/kata-containers/sandbox/shm")
+                                          "the ephemeral shm at /run/kata-containers/sandbox/shm and the "
+                                          f"image store at {IMAGE_STORE_MOUNT}")
         kata = self.layout.kata_run
         if kata.exists():
             shutil.rmtree(kata)
@@ -89,7 +101,10 @@ class Sandbox:
             d.mkdir(parents=True, exist_ok=True)
         try:
             for s in req.storages:
-                self.mounts.append(self.storages.mount_tmpfs(s, self.layout.sandbox))
+                if s is not image_store:
+                    self.mounts.append(self.storages.mount_tmpfs(s, self.layout.sandbox))
+            if image_store is not None:
+                self.mounts.append(await self.storages.open_image_store(image_store))
             await self._namespaces(hostname)
             self._resolv_conf(list(req.dns))
         except BaseException:

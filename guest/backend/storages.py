@@ -49,14 +49,22 @@ from guest.storage import (
     resolve_source,
 )
 from guest.storage.crypt import CryptVolume
-from guest.storage.encrypted import open_ephemeral_volume, parse_block_driver_options
+from guest.storage.encrypted import (
+    IMAGE_STORE_MOUNT,
+    image_store_storage,
+    open_ephemeral_volume,
+    open_image_store,
+    parse_block_driver_options,
+)
 from guest.storage.mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount
+from guest.storage.pci import block_device_for_pci_path
 from guest.storage.verity import device_name
 
 from .errors import AgentError, InvalidRequestError, StorageFailedError
 from .layout import Layout
 
-__all__ = ["SANDBOX_CONTAINER_TYPE", "MountedStorage", "Storages", "container_type"]
+__all__ = ["IMAGE_STORE_MOUNT", "SANDBOX_CONTAINER_TYPE", "MountedStorage", "Storages",
+           "check_image_store_request", "container_type"]
 
 log = logging.getLogger("guest.backend")
 
@@ -92,6 +100,16 @@ def container_type(storages: Sequence[agent_pb2.Storage], annotations: Mapping[s
         if k in annotations:
             return annotations[k]
     return ""
+
+
+def check_image_store_request(s: agent_pb2.Storage) -> None:
+    """The image store storage must be exactly the encrypted shape the policy pins (defence in depth:
+    the guest never mounts a plaintext image store whatever the policy says)."""
+    want = image_store_storage()
+    got = {"driver": s.driver, "driver_options": list(s.driver_options), "source": s.source,
+           "fstype": s.fstype, "mount_point": s.mount_point}
+    if got != want or list(s.options) or s.HasField("fs_group") or s.shared:
+        raise InvalidRequestError("image store storage", got, f"exactly {want}")
 
 
 @dataclass
@@ -168,6 +186,7 @@ class Storages:
         self._layers: dict[str, _SharedLayer] = {}
         self._volumes: dict[str, _SharedVolume] = {}
         self._volume_lock = asyncio.Lock()
+        self.image_store: Path | None = None  # pulled images go here when the sandbox has one
         self._tmpfs: dict[str, _SharedTmpfs] = {}
 
     def _guest_path(self, path: Path) -> Path:
@@ -328,6 +347,29 @@ class Storages:
 
         return shared.path, release
 
+    async def open_image_store(self, s: agent_pb2.Storage) -> MountedStorage:
+        """The secure image store: the hotplugged disk at the storage's PCI path formatted with a key
+        born here (guest/storage/encrypted.py), mounted where the puller caches and unpacks."""
+        check_image_store_request(s)
+        target = self._guest_path(Path(IMAGE_STORE_MOUNT))
+
+        def go() -> CryptVolume:
+            return open_image_store(block_device_for_pci_path(s.source, timeout=60), target)
+
+        try:
+            async with self._volume_lock:
+                vol = await asyncio.to_thread(go)
+        except StorageError as e:
+            raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
+        self.image_store = target
+
+        def close() -> None:
+            self.image_store = None
+            vol.close()
+
+        log.info("event=image_store_opened mount_point=%s formatted=%s", IMAGE_STORE_MOUNT, vol.formatted)
+        return MountedStorage("image-store", target, [close])
+
     def _pause_rootfs(self, bundle: Path) -> Path:
         rootfs = bundle / "rootfs"
         rootfs.mkdir(parents=True, exist_ok=False)
@@ -358,9 +400,14 @@ class Storages:
             raise StorageFailedError(s.driver, s.mount_point,
                                      "in-guest image pull is not available in this agent build") from None
         bundle.mkdir(parents=True, exist_ok=True)
+        cache, parent = self.layout.image_cache, bundle
+        if self.image_store is not None:
+            # layers and the unpacked rootfs on the encrypted disk instead of the VM's RAM
+            cache, parent = self.image_store / "cache", self.image_store / "rootfs" / container_id
+            parent.mkdir(parents=True, exist_ok=True)
         try:
-            pulled = Path(await module.pull_guest_image(s, container_id, cache_dir=self.layout.image_cache,
-                                                        rootfs_parent=bundle))
+            pulled = Path(await module.pull_guest_image(s, container_id, cache_dir=cache,
+                                                        rootfs_parent=parent))
         except AgentError:
             raise
         except Exception as e:  # the puller's typed errors: report them, run nothing

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from .crypt import CryptVolume, key_from_workload_secret, mapper_name, open_volume
 from .dm import DeviceMapper, MappedDevice, Target
+from .encrypted import IMAGE_STORE_ANNOTATION, IMAGE_STORE_MOUNT, IMAGE_STORE_PCI_PATH, image_store_storage
 from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError, StorageSourceError
 from .layers import mount_layer_storage, params_from_options, params_from_pin, pinned_for, rego_module
 from .source import SOURCE_PATTERN, BlockDevice, block_device_at, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
 __all__ = [
+    "IMAGE_STORE_ANNOTATION",
+    "IMAGE_STORE_MOUNT",
+    "IMAGE_STORE_PCI_PATH",
     "SOURCE_PATTERN",
     "BlockDevice",
     "CryptVolume",
@@ -34,6 +38,7 @@ __all__ = [
     "VerityParams",
     "block_device_at",
     "check_pinned",
+    "image_store_storage",
     "key_from_workload_secret",
     "mapper_name",
     "mount_layer_storage",

@@ -19,13 +19,26 @@ from .errors import StorageOptionError
 from .source import BlockDevice
 
 __all__ = [
-    "CREATE_FILESYSTEM", "EPHEMERAL_KEY", "BlockStorageOptions", "open_ephemeral_volume", "open_image_store",
-    "parse_block_driver_options",
+    "CREATE_FILESYSTEM", "EPHEMERAL_KEY", "IMAGE_STORE_ANNOTATION", "IMAGE_STORE_MOUNT",
+    "IMAGE_STORE_PCI_PATH", "BlockStorageOptions", "image_store_storage", "open_ephemeral_volume",
+    "open_image_store", "parse_block_driver_options",
 ]
 
 EPHEMERAL_KEY = "encryption_key=ephemeral"
 CREATE_FILESYSTEM = "create_filesystem"
 _KNOWN = (EPHEMERAL_KEY, CREATE_FILESYSTEM)
+# The secure image store as a CreateSandbox storage: the pod asks with Contrast's annotation, the
+# runtime hotplugs a scratch disk as the pod VM's first hotplugged disk (so its PCI path is known
+# when the policy is generated) and the policy pins this exact storage, encryption included.
+IMAGE_STORE_ANNOTATION = "contrast.edgeless.systems/image-store-size"
+IMAGE_STORE_MOUNT = "/run/kata-containers/image-store"
+IMAGE_STORE_PCI_PATH = "10/00"
+
+
+def image_store_storage() -> dict[str, object]:
+    """The storage's fields (agent Storage names) that differ from the protobuf defaults."""
+    return {"driver": "blk", "driver_options": [EPHEMERAL_KEY, CREATE_FILESYSTEM],
+            "source": IMAGE_STORE_PCI_PATH, "fstype": "ext4", "mount_point": IMAGE_STORE_MOUNT}
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,7 +239,7 @@ def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = Fa
             f'[{cri}.containerd]\n  snapshotter = "overlayfs"\n  default_runtime_name = "runc"\n'
             f'[{cri}.containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'
             f'[{cri}.containerd.runtimes.contrast-cc]\n  runtime_type = "{RUNTIME}"\n'
-            '  pod_annotations = ["io.katacontainers.*"]\n'
+            '  pod_annotations = ["io.katacontainers.*", "contrast.edgeless.systems/image-store-size"]\n'
             # as Kata's install: a privileged container gets no host devices, only its own
             "  privileged_without_host_devices = true\n"
             f'[{cri}.containerd.runtimes.contrast-cc.options]\n  ConfigPath = "{cri_runtime_config}"\n'
