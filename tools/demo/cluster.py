@@ -311,7 +311,8 @@ class Demo:
         runs its own pause, but the pause container's policy comes from an image config, and containerd
         builds its spec from the same image), Debian 12's containerd 1.6 (runtime-spec 1.0.2-dev; the
         sandbox's resolv.conf bound "rbind, ro"), its state directory (bundle paths), the kubelet's log
-        root, emptyDirs as files copied into the VM. Kata's rules and our generator are unchanged."""
+        root, emptyDirs as files copied into the VM; and, as Contrast's settings, container logs readable.
+        Kata's rules and our generator are unchanged."""
         settings = self.work / "settings"
         if settings.exists():
             return settings
@@ -331,6 +332,8 @@ class Demo:
             {"op": "replace", "path": "/other_container" + anno, "value": bundle},
             {"op": "replace", "path": "/pause_container/Annotations/io.kubernetes.cri.sandbox-log-directory",
              "value": logs},
+            # Container output readable (kubectl logs), as in Contrast's settings; exec stays denied.
+            {"op": "replace", "path": "/request_defaults/ReadStreamRequest", "value": True},
         ]
         (settings / "genpolicy-settings.d" / "50-this-node.json").write_text(json.dumps(ops, indent=1))
         return settings
