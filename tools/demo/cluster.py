@@ -50,6 +50,25 @@ OCI_VERSION = "1.0.2-dev"
 POD_TIMEOUT = 600.0  # a pod VM boots and pulls under TCG on a loaded machine: generous, but bounded
 
 
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)  # capability numbers 0..40, linux/capability.h
+
+
+def node_capabilities() -> set[str]:
+    """The capability bounding set of this process, which the containerd it starts inherits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            mask = int(line.split()[1], 16)
+            return {f"CAP_{n}" for i, n in enumerate(CAPABILITIES) if mask >> i & 1}
+    return {f"CAP_{n}" for n in CAPABILITIES}
+
+
 def _tail(text: str, n: int = 1200) -> str:
     return text[-n:].strip()
 
@@ -137,6 +156,7 @@ class Demo:
         self.records = self.work / "dns.json"
         self.timings: dict[str, float] = {}
         self.phases: dict[str, PodPhases] = {}
+        self._last_refusal = ""
         self.cri: TimedCri
 
     # -- the narrative ------------------------------------------------------------------------------
@@ -335,8 +355,19 @@ class Demo:
             # Container output readable (kubectl logs), as in Contrast's settings; exec stays denied.
             {"op": "replace", "path": "/request_defaults/ReadStreamRequest", "value": True},
         ]
+        kata = json.loads((settings / "genpolicy-settings.json").read_text())
+        granted = [c for c in kata["common"]["privileged_caps"] if c in node_capabilities()]
+        if granted != kata["common"]["privileged_caps"]:
+            # containerd gives a privileged container its own capability set: on a node whose bounding
+            # set lacks some (as in some sandboxes), that is what the mesh proxy gets.
+            ops.append({"op": "replace", "path": "/common/privileged_caps", "value": granted})
         (settings / "genpolicy-settings.d" / "50-this-node.json").write_text(json.dumps(ops, indent=1))
         return settings
+
+    @staticmethod
+    def _mkdir(path: Path) -> Path:
+        path.mkdir(exist_ok=True)
+        return path
 
     def contrast(self, *argv: str, workspace: Path | None = None, in_netns: bool = False,
                  timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -505,7 +536,7 @@ class Demo:
         try:
             self._run_pod(plan, key)
         except Exception as exc:
-            text = str(exc)
+            text = self._last_refusal = str(exc)
             if needle not in text:
                 raise StepFailedError(
                     f"{what} failed, but not as expected ({needle!r}): {text[:300]}") from exc
@@ -521,8 +552,11 @@ class Demo:
                 app["env"].append({"name": "STORE_URL", "value": "http://attacker.example:80"})
                 changed.write_text(yaml.safe_dump(doc))
         plan = self._plans(changed)[0]
-        return "the frontend with one env var added, same initdata: " + self._expect_refused(
-            plan, "changed", "CreateContainerRequest is blocked by policy", "the changed pod")
+        detail = self._expect_refused(plan, "changed", "CreateContainerRequest is blocked by policy",
+                                      "the changed pod")
+        if "container frontend:" not in self._last_refusal:
+            raise StepFailedError(f"the refusal was not the changed container's: {self._last_refusal[:300]}")
+        return "the frontend with one env var added, same initdata: " + detail
 
     def attack_image_byte(self) -> str:
         assert self.reg is not None
@@ -538,8 +572,10 @@ class Demo:
             plan = next(p for p in self._plans(self.deploy / "app.yaml") if p.workload == "store")
             # A second store pod, as a scale-up creates it: another generated name suffix and uid.
             plan = dataclasses.replace(plan, name=plan.name[:-5] + "b2x7q", uid=str(uuid.uuid4()))
-            return f"layer {layer[7:19]}… byte {len(flipped) // 2} flipped: " + self._expect_refused(
-                plan, "tampered", "digest", "the store pod with a tampered layer")
+            detail = self._expect_refused(plan, "tampered", "digest", "the store pod with a tampered layer")
+            if "container store:" not in self._last_refusal:
+                raise StepFailedError(f"the failure was not the store's pull: {self._last_refusal[:300]}")
+            return f"layer {layer[7:19]}… byte {len(flipped) // 2} flipped: " + detail
         finally:
             blob.write_bytes(original)
 
@@ -549,14 +585,16 @@ class Demo:
         intruder = self.work / "intruder"
         intruder.mkdir()
         self._render(DEPLOY / "intruder.yaml", intruder / "intruder.yaml")
-        done = subprocess.run(
-            [sys.executable, "-m", "genpolicy", "-y", str(intruder / "intruder.yaml"),
-             "-p", str(self.kata / "rules.rego"), "-j", str(self._settings()),
-             "--oci-layout", str(self.layout)],
-            capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
+        # The host's own `contrast generate` (its own workspace and manifest, which it never gets set:
+        # the Coordinator holds the owner's): a Coordinator copy is needed only to satisfy generate.
+        self._render(DEPLOY / "coordinator.yaml", intruder / "coordinator.yaml")
+        done = self.contrast(
+            "generate", "--simulate-tee", "-p", str(self.kata / "rules.rego"), "-s", str(self._settings()),
+            "--oci-layout", str(self.layout), "--image-puller-config", str(self.work / "imagepuller.toml"),
+            "--initializer-image", self.refs["initializer"], "--service-mesh-image", self.refs["meshproxy"],
+            str(intruder), workspace=self._mkdir(self.work / "intruder-workspace"))
         if done.returncode != 0:
-            raise StepFailedError(f"the host's genpolicy failed: {_tail(done.stderr)}")
+            raise StepFailedError(f"the host's contrast generate failed: {_tail(done.stderr)}")
         plan = self._plans(intruder / "intruder.yaml")[0]
         kubelet = self._kubelet()
         pod, volumes = kubelet.start_sandbox(plan)
