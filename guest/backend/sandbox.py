@@ -143,6 +143,8 @@ class Sandbox:
 
     def destroy(self) -> None:
         self._release()
+        with contextlib.suppress(AgentError):
+            self.storages.release_pod_volumes()
         self.created = False
 
 

@@ -2,8 +2,9 @@
 
 - ``ephemeral``: a tmpfs, options from a fixed list: the container's own (below its bundle), or a
   Kubernetes memory-medium emptyDir at ``/run/kata-containers/sandbox/ephemeral/<volume>`` as Kata's
-  runtime sends it with every container mounting it: mounted once per sandbox and shared (refcounted),
-  so the containers of the pod see one volume;
+  runtime sends it with every container mounting it: mounted once per sandbox, shared by the pod's
+  containers and kept until the sandbox ends (an emptyDir lives as long as its pod: what an init
+  container wrote, e.g. the Initializer's certificates, is there for the containers after it);
 - ``image_guest_pull``: for the sandbox container, the built-in pause bundle (the pause binary from
   the measured image copied into the bundle's rootfs); for workloads, the in-guest pull
   (guest/backend/guestpull.py) — until that module is present the driver fails closed;
@@ -163,7 +164,6 @@ class _SharedLayer:
 class _SharedTmpfs:
     path: Path
     undo: Callable[[], None]
-    refs: int = 0
 
 
 EPHEMERAL_DIR = Path("/run/kata-containers/sandbox/ephemeral")
@@ -210,8 +210,23 @@ class Storages:
         mount("tmpfs", target, "tmpfs", flags | MS_NOSUID | MS_NODEV, ",".join(data))
         return MountedStorage("ephemeral", target, [_lazy_umount(target)])
 
+    def release_pod_volumes(self) -> None:
+        """The sandbox ends: its memory emptyDirs are unmounted."""
+        errors = []
+        for name, shared in list(self._tmpfs.items()):
+            del self._tmpfs[name]
+            try:
+                shared.undo()
+            except OSError as e:
+                errors.append(str(e))
+            with contextlib.suppress(OSError):
+                shared.path.rmdir()
+        if errors:
+            raise AgentError(f"releasing the pod's memory emptyDirs: {'; '.join(errors)}")
+
     def _sandbox_tmpfs(self, s: agent_pb2.Storage) -> MountedStorage:
-        """A memory emptyDir: one tmpfs per volume name and sandbox, however many containers name it."""
+        """A memory emptyDir: one tmpfs per volume name and sandbox, however many containers name it;
+        a container's removal leaves it (release_pod_volumes ends it with the sandbox)."""
         name = s.mount_point.removeprefix(str(EPHEMERAL_DIR) + "/")
         if not _VOLUME_NAME.fullmatch(name):
             raise InvalidRequestError("storage.mount_point", s.mount_point,
@@ -222,17 +237,7 @@ class Storages:
         if shared is None:
             mounted = self.mount_tmpfs(s, EPHEMERAL_DIR)
             shared = self._tmpfs[name] = _SharedTmpfs(mounted.mount_point, mounted.undo[0])
-        shared.refs += 1
-
-        def release() -> None:
-            shared.refs -= 1
-            if shared.refs == 0:
-                del self._tmpfs[name]
-                shared.undo()
-                with contextlib.suppress(OSError):
-                    shared.path.rmdir()
-
-        return MountedStorage("ephemeral", shared.path, [release])
+        return MountedStorage("ephemeral", shared.path, [])
 
     async def mount_container(self, container_id: str, storages: Sequence[agent_pb2.Storage],
                               sandbox_container: bool) -> tuple[list[MountedStorage], Path | None]:

@@ -209,8 +209,9 @@ def test_deferred_kernel_module_list_cannot_name_a_file_outside_it(tmp_path: Pat
 @pytest.mark.root
 async def test_a_memory_emptydir_is_one_tmpfs_for_the_pod(tmp_path: Path) -> None:
     """Kata sends a memory-medium emptyDir as an ephemeral storage with every container mounting it:
-    the first mounts a tmpfs, the others share it, the last release unmounts it. Hostile names and
-    sources are refused with nothing mounted."""
+    the first mounts a tmpfs, the others share it; it outlives a removed container (an init container's
+    files are there for the next one) and ends with the sandbox. Hostile names and sources are refused
+    with nothing mounted."""
     import os
 
     from guest.backend.errors import InvalidRequestError
@@ -226,9 +227,14 @@ async def test_a_memory_emptydir_is_one_tmpfs_for_the_pod(tmp_path: Path) -> Non
     path = tmp_path / "run/kata-containers/sandbox/ephemeral/contrast-secrets"
     assert _mounts().count(f" {path} tmpfs ") == 1
     _write(path / "seed", "written by c1")
-    first[0].release()
-    assert _read(path / "seed") == "written by c1"  # c2 still sees the same volume
+    first[0].release()  # c1 (an init container) removed
+    assert _read(path / "seed") == "written by c1"
+    third, _ = await storages.mount_container("c3", [volume], sandbox_container=False)
+    assert _read(path / "seed") == "written by c1"  # a container created after c1's removal sees it
     second[0].release()
+    third[0].release()
+    assert _mounts().count(f" {path} tmpfs ") == 1
+    storages.release_pod_volumes()  # the sandbox ends
     assert f" {path} " not in _mounts()
     for bad in (agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="tmpfs",
                                   mount_point="/run/kata-containers/sandbox/ephemeral/../shm"),
@@ -239,7 +245,7 @@ async def test_a_memory_emptydir_is_one_tmpfs_for_the_pod(tmp_path: Path) -> Non
                 agent_pb2.Storage(driver="ephemeral", source="tmpfs", fstype="ext4",
                                   mount_point="/run/kata-containers/sandbox/ephemeral/v")):
         with pytest.raises(InvalidRequestError, match="storage"):
-            await storages.mount_container("c3", [bad], sandbox_container=False)
+            await storages.mount_container("c4", [bad], sandbox_container=False)
     assert f"{tmp_path}/run/kata-containers/sandbox/ephemeral" not in _mounts()
 
 
