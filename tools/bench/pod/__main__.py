@@ -6,8 +6,12 @@ One run, two boots of the same TCG pod VM image:
    stdout byte through the agent (interceptor + backend in-process, ttrpc on a unix socket) and
    ``crun``/``runc`` create+start on pre-unpacked bundles carrying the agent's own config.json —
    same VM, same busybox files, one after the other;
-2. default boot (the agent on vsock, initdata policy): boot to agent ready, CreateContainer → first
-   stdout byte over hybrid vsock as the Kata runtime sends it, agent RSS idle and with N containers.
+2. boot rounds, interleaved: the same image with the echo stand-in (``cg.agent=echo``, the boot's
+   peer: kernel, initramfs, init and one Python start, no agent) and with the policy agent (QEMU
+   start → ``event=serving``, and → the first GetGuestDetails reply over hybrid vsock, which waits
+   for the backend the agent loads after it listens);
+3. default boot (the agent on vsock, initdata policy): CreateContainer → first stdout byte over
+   hybrid vsock as the Kata runtime sends it, agent RSS idle and with N containers.
 
 Run: ``.venv/bin/python -m tools.bench.pod [--containers 10]``. Prints one table.
 """
@@ -30,6 +34,7 @@ from google.protobuf import empty_pb2
 from guest.protocols import agent_pb2
 from tools.vm.guest_tests import run_in_guest
 from tools.vm.pod import (
+    NIC_ARGS,
     SANDBOX_ID,
     SHARED,
     build_busybox_layer,
@@ -39,7 +44,7 @@ from tools.vm.pod import (
     pod_policy,
     running_pod,
 )
-from tools.vm.qemu import Disk, qemu_available
+from tools.vm.qemu import Disk, SerialPort, VirtualMachine, qemu_available
 
 REPO = Path(__file__).resolve().parents[3]
 GUEST_BENCH = "tools/bench/pod/guest_bench.py::test_pod_bench"
@@ -69,6 +74,35 @@ def in_guest_comparison(image: Path, layer: Path, pin: dict[str, str]) -> dict[s
         raise SystemExit(f"guest bench failed: {detail}")
     value: dict[str, Any] = json.loads(m.group(1))
     return value
+
+
+def echo_boot(image: Path, work: Path, disks: list[Path]) -> float:
+    """QEMU start → the echo stand-in listening, same machine shape as the pod boot."""
+    vm = VirtualMachine(image, extra_cmdline="cg.agent=echo", memory_mib=1024, disks=[Disk(d) for d in disks],
+                        ports=[SerialPort("cg.hvsock")], extra_args=NIC_ARGS, workdir=work)
+    work.mkdir(exist_ok=True)
+    try:
+        vm.start()
+        vm.wait_for(r"MARK agent-listening", 600)
+        return time.monotonic() - vm.started_at
+    finally:
+        vm.close()
+
+
+def boot_rounds(image: Path, work: Path, layer: Path, pin: dict[str, str],
+                rounds: int) -> dict[str, list[float]]:
+    policy = pod_policy(pin)
+    initdata, hostdata = initdata_disk(work, policy)
+    out: dict[str, list[float]] = {"echo": [], "serving": [], "first_reply": []}
+    for i in range(rounds):
+        out["echo"].append(echo_boot(image, work / f"echo{i}", [initdata, layer]))
+        boot_dir = work / f"boot{i}"
+        boot_dir.mkdir()
+        with running_pod(image, boot_dir, policy, layer, hostdata, initdata) as (vm, agent):
+            agent.call("GetGuestDetails", agent_pb2.GuestDetailsRequest(), agent_pb2.GuestDetailsResponse)
+            out["first_reply"].append(time.monotonic() - vm.started_at)
+            out["serving"].append(agent.ready_seconds)
+    return out
 
 
 def over_vsock(image: Path, work: Path, layer: Path, pin: dict[str, str], count: int) -> dict[str, Any]:
@@ -110,9 +144,16 @@ def _fmt(stats: dict[str, float] | None) -> str:
     return f"{stats['median'] * 1000:.0f} ms (min {stats['min'] * 1000:.0f}, max {stats['max'] * 1000:.0f})"
 
 
+def _fmt_s(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.pod", description=__doc__.split("\n\n")[0])
     parser.add_argument("--containers", type=int, default=10)
+    parser.add_argument("--boots", type=int, default=3, help="interleaved echo/agent boot rounds")
     args = parser.parse_args(argv)
     reason = qemu_available()
     if reason:
@@ -122,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         image = _image(work)
         layer, pin = build_busybox_layer(work)
         guest = in_guest_comparison(image, layer, pin)
+        boots = boot_rounds(image, work, layer, pin, args.boots)
         vsock = over_vsock(image, work, layer, pin, args.containers)
     times = vsock["times"]
     vs = {"median": statistics.median(times), "min": min(times), "max": max(times)}
@@ -136,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         ("agent / crun, median (min) (target ≤ 1.3×)", f"{ratio:.2f}× ({ratio_min:.2f}×)"),
         ("first container (mounts the shared verity layer)", f"{guest['agent_first'] * 1000:.0f} ms"),
         (f"CreateContainer → running over hybrid vsock, n={len(times)}", _fmt(vs)),
-        ("boot to agent ready (QEMU start → event=serving, TCG)", f"{vsock['ready']:.2f} s"),
+        (f"boot to agent ready (QEMU start → event=serving, TCG), n={len(boots['serving'])}",
+         _fmt_s(boots["serving"])),
+        ("same, peer: echo stand-in listening (kernel+init+python, no agent)", _fmt_s(boots["echo"])),
+        ("same, → first GetGuestDetails reply over hybrid vsock (backend loaded)",
+         _fmt_s(boots["first_reply"])),
+        ("boot to agent ready, container run below (event=serving)", f"{vsock['ready']:.2f} s"),
         ("agent RSS idle (GetMetrics)", f"{vsock['idle_rss']:.1f} MiB"),
         (f"agent RSS with {vsock['containers']} containers + pause", f"{vsock['rss']:.1f} MiB"),
         ("host load average (1 min) at end", f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"),
