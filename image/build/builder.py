@@ -25,7 +25,7 @@ from .description import DESCRIPTION_NAME, ImageDescription, VerityParams, verit
 from .erofs import GUEST_PYTHON, compile_bytecode, erofs_version, make_erofs
 from .errors import BuildError
 from .initramfs import build_initramfs_tree, pack_initramfs
-from .kernel import GUEST_MODULES, find_kernel
+from .kernel import DEFERRED_MODULES, GUEST_MODULES, find_kernel
 from .rootfs import build_rootfs_tree, package_versions
 
 __all__ = ["BUILDER_VERSION", "BuildOptions", "build_image", "default_cache_dir"]
@@ -148,7 +148,8 @@ def build_image(opts: BuildOptions) -> ImageDescription:
         "python": _file_sha256(GUEST_PYTHON),
         "epoch": opts.source_date_epoch,
         "cmdline": BASE_CMDLINE,
-        "contents": {"packages": package_versions(), "modules": list(GUEST_MODULES)},
+        "contents": {"packages": package_versions(), "modules": list(GUEST_MODULES),
+                     "deferred_modules": list(DEFERRED_MODULES)},
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     progress("inputs", f"digest={digest[:16]} rootfs_files={len(rootfs_tree.nodes)} "

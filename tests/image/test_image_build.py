@@ -77,6 +77,11 @@ def test_initramfs_is_a_newc_archive_cpio_reads(image_dir: Path) -> None:
     names = set(proc.stdout.decode().split())
     assert {"init", "usr/bin/busybox", "usr/sbin/dmsetup", "etc/modules.load"} <= names
     assert any(n.endswith("dm-verity.ko") for n in names)
+    # only what mapping the root and listening need; the rest is loaded from the verity root later
+    assert not any(n.endswith(("overlay.ko", "dm-crypt.ko", "virtio_net.ko")) for n in names)
+    desc = json.loads((image_dir / "image.json").read_text())
+    assert {"overlay", "dm_crypt", "virtio_net"} <= set(desc["contents"]["deferred_modules"])
+    assert set(desc["contents"]["deferred_modules"]) <= set(desc["contents"]["modules"])
 
 
 def test_cpio_writer_rejects_escaping_names() -> None:

@@ -51,6 +51,28 @@ def test_bytecode_is_unchecked_hash() -> None:
     assert flags == 0b01, "stdlib .pyc must be hash-based and unchecked (read-only root)"
 
 
+def test_project_bytecode_is_unchecked_hash_too() -> None:
+    """The agent's own modules and its dependencies are precompiled as well (nothing compiled at boot)."""
+    import importlib.util
+
+    root = Path("/usr/lib/python3/dist-packages")
+    for module in ("guest/cli.py", "guest/backend/service.py", "google/protobuf/descriptor_pool.py"):
+        pyc = Path(importlib.util.cache_from_source(str(root / module)))
+        assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01, pyc
+
+
+def test_deferred_kernel_modules_are_in_the_verity_root_and_loaded() -> None:
+    """Only root and vsock modules come from the initramfs; the rest sit in the verity root and are
+    loaded after boot (by the agent; by the init in test boots)."""
+    listing = Path("/usr/lib/modules/deferred.load").read_text().split()
+    assert any(m.endswith("/overlay.ko") for m in listing)
+    assert any(m.endswith("/dm-crypt.ko") for m in listing)
+    for m in listing:
+        assert (Path("/usr/lib/modules") / m).is_file(), m
+    loaded = {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
+    assert {"overlay", "loop", "virtio_net", "dm_crypt", "dm_integrity", "dm_verity", "erofs"} <= loaded
+
+
 def test_agent_listens_on_vsock() -> None:
     with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as s:
         s.settimeout(10)
