@@ -184,6 +184,7 @@ class TaskService:
         self.containerd = containerd
         self.layers: dict[str, ImageLayers] = {}
         self.attached: list[str] = []  # layer images on the VM's disks vdc, vdd, ... in this order
+        self.layer_disks: dict[str, str] = {}  # layer images hotplugged later → their PCI path
         self.namespace = namespace
         self.publisher = publisher
         self.state_dir = state_dir
@@ -312,16 +313,16 @@ class TaskService:
                 ctr, address = self.containerd
                 self.layers[cid] = await fetch_layers(ctr, address, self.namespace, config.layer_cache, cid)
                 if kind == "container":
-                    # Disks are attached when the VM boots (microvm has no hotplug): a container can
-                    # use only layers the pod's VM already has, those of the sandbox's image.
-                    missing = [x.path for x in self.layers[cid].layers if x.path not in self.attached]
-                    if missing:
-                        raise ConfigError(
-                            f"host-erofs: container {cid} needs layers the pod VM was not booted with "
-                            f"({len(missing)} of {len(self.layers[cid].layers)}); attaching disks to a "
-                            "running pod VM (hotplug) is not implemented: use the sandbox's image or "
-                            'mode = "guest-pull"'
-                        )
+                    # The VM booted with the sandbox image's layers; a container's other layers are
+                    # hotplugged read-only (once per VM, shared like the boot ones) and named by
+                    # their PCI path.
+                    assert self.sandbox is not None
+                    for x in self.layers[cid].layers:
+                        if x.path not in self.attached and x.path not in self.layer_disks:
+                            disk = await self.sandbox.vm.attach_disk(
+                                Path(x.path), readonly=True, block_device=False
+                            )
+                            self.layer_disks[x.path] = disk.pci_path
                 else:
                     self.attached = [x.path for x in self.layers[cid].layers]
                     layer_paths = tuple(Path(p) for p in self.attached)
@@ -562,7 +563,9 @@ class TaskService:
             storages = [
                 agent_pb2.Storage(
                     driver="erofs.multi-layer",
-                    source=f"/dev/vd{chr(ord('c') + self.attached.index(layer.path))}",
+                    source=self.layer_disks[layer.path]
+                    if layer.path not in self.attached
+                    else f"/dev/vd{chr(ord('c') + self.attached.index(layer.path))}",
                     fstype="erofs",
                     options=list(layer.options),
                     mount_point=rootfs,

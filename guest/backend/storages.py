@@ -47,6 +47,7 @@ from guest.storage import (
     mount_layer_storage,
     params_from_options,
     pinned_for,
+    resolve_layer_source,
     resolve_source,
 )
 from guest.storage.crypt import CryptVolume
@@ -296,7 +297,7 @@ class Storages:
                 raise PolicyDeniedError({"X-kata.dmverity-enabled": ("absent", "true")})
             pinned = pinned_for(requested, self.pinned_layers())
             check_pinned(requested, pinned)
-            name = device_name(resolve_source(s.source), pinned)
+            name = device_name(resolve_layer_source(s.source), pinned)
             shared = self._layers.get(name)
             if shared is None:
                 layer_dir = self.layout.sandbox / "layers" / name

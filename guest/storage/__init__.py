@@ -15,7 +15,14 @@ from .crypt import CryptVolume, key_from_workload_secret, mapper_name, open_volu
 from .dm import DeviceMapper, MappedDevice, Target
 from .encrypted import IMAGE_STORE_ANNOTATION, IMAGE_STORE_MOUNT, IMAGE_STORE_PCI_PATH, image_store_storage
 from .errors import DeviceMapperError, PolicyDeniedError, StorageError, StorageOptionError, StorageSourceError
-from .layers import mount_layer_storage, params_from_options, params_from_pin, pinned_for, rego_module
+from .layers import (
+    mount_layer_storage,
+    params_from_options,
+    params_from_pin,
+    pinned_for,
+    rego_module,
+    resolve_layer_source,
+)
 from .source import SOURCE_PATTERN, BlockDevice, block_device_at, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
@@ -49,6 +56,7 @@ __all__ = [
     "params_from_pin",
     "pinned_for",
     "rego_module",
+    "resolve_layer_source",
     "resolve_source",
     "verity_table",
 ]

@@ -11,8 +11,10 @@
 # Values are compared as the option strings. A repeated option with two values makes the option
 # object conflict, which is an evaluation error and so a denial. The storage's source must be the
 # canonical path of a virtio-blk/SCSI disk or loop device (erofs_source_pattern, the same text as
-# guest/storage/source.py SOURCE_PATTERN): a source with spaces, newlines, "..", NULs or anything
-# else is denied here, before the agent resolves it to a device number itself.
+# guest/storage/source.py SOURCE_PATTERN) or the Kata PCI path of a hotplugged disk
+# (erofs_pci_source_pattern, guest/storage/pci.py PCI_PATH_PATTERN): a source with spaces,
+# newlines, "..", NULs or anything else is denied here, before the agent resolves it to a device
+# number itself.
 package agent_policy
 
 import future.keywords.every
@@ -22,6 +24,12 @@ import future.keywords.in
 erofs_dmverity_prefix := "X-kata.dmverity."
 
 erofs_source_pattern := `^/dev/((vd|sd)[a-z]{1,2}([1-9][0-9]?)?|loop(0|[1-9][0-9]{0,2}))$`
+
+erofs_pci_source_pattern := `^[0-9a-f]{2}(/[0-9a-f]{2}){0,3}$`
+
+erofs_source_allowed(source) if regex.match(erofs_source_pattern, source)
+
+erofs_source_allowed(source) if regex.match(erofs_pci_source_pattern, source)
 
 erofs_dmverity_keys := {"roothash", "salt", "hashoffset", "blocksize", "hashsize", "algorithm", "hashtype",
 	"no-superblock"}
@@ -65,7 +73,7 @@ erofs_option_allowed(opt) if opt == "ro"
 allow_erofs_layer_storage(p_container, i_storage) if {
 	i_storage.driver == "erofs.multi-layer"
 	is_string(i_storage.source)
-	regex.match(erofs_source_pattern, i_storage.source)
+	erofs_source_allowed(i_storage.source)
 	"X-kata.dmverity-enabled=true" in i_storage.options
 	every opt in i_storage.options {
 		erofs_option_allowed(opt)
@@ -99,7 +107,7 @@ allow_erofs_layers(p_container, i_storages) if {
 
 erofs_layer_matches(layer, i_storage) if {
 	is_string(i_storage.source)
-	regex.match(erofs_source_pattern, i_storage.source)
+	erofs_source_allowed(i_storage.source)
 	"X-kata.dmverity-enabled=true" in i_storage.options
 	every opt in i_storage.options {
 		erofs_option_allowed(opt)

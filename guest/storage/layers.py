@@ -7,18 +7,27 @@ type 1, a superblock unless ``no-superblock=true``, empty salt unless given.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
 from .dm import DeviceMapper
 from .errors import PolicyDeniedError, StorageOptionError
-from .source import resolve_source
+from .pci import PCI_PATH_PATTERN, block_device_for_pci_path
+from .source import BlockDevice, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity
 
 __all__ = [
-    "DMVERITY_ENABLED", "DRIVER", "REGO_MODULE", "mount_layer_storage", "params_from_options",
-    "params_from_pin", "pinned_for", "rego_module",
+    "DMVERITY_ENABLED",
+    "DRIVER",
+    "REGO_MODULE",
+    "mount_layer_storage",
+    "params_from_options",
+    "params_from_pin",
+    "pinned_for",
+    "rego_module",
+    "resolve_layer_source",
 ]
 
 DRIVER = "erofs.multi-layer"
@@ -115,4 +124,11 @@ def mount_layer_storage(driver: str, source: str, options: Sequence[str], mount_
         raise PolicyDeniedError({"X-kata.dmverity-enabled": ("absent", "true")})
     pinned = pinned_for(requested, pinned_layers)
     check_pinned(requested, pinned)  # the policy's verdict first; then the source is resolved
-    return mount_verity(resolve_source(source), requested, pinned, mount_point, dm=dm)
+    return mount_verity(resolve_layer_source(source), requested, pinned, mount_point, dm=dm)
+
+
+def resolve_layer_source(source: str) -> BlockDevice:
+    """A layer's source: a boot disk's ``/dev/vdX`` or a hotplugged disk's Kata PCI path (waited for)."""
+    if isinstance(source, str) and re.fullmatch(PCI_PATH_PATTERN, source):
+        return block_device_for_pci_path(source)
+    return resolve_source(source)

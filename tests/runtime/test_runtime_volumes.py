@@ -8,6 +8,7 @@ nodes as a CRI device's host path). Boots are bounded: one pod VM per test."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +30,18 @@ from tools.vm.containerd import (
 from tools.vm.cri.client import CriClient
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.encrypted_storage]
+
+SECOND_IMAGE = "docker.io/library/cc-second:1"
+
+
+def _merged(*policies: str) -> str:
+    """One allow-all policy pinning the layers of every given pinned_policy."""
+    containers: list[object] = []
+    for text in policies:
+        line = next(x for x in text.splitlines() if x.startswith("policy_data := "))
+        containers += json.loads(line.removeprefix("policy_data := "))["containers"]
+    head = policies[0].split("policy_data := ")[0]
+    return head + "policy_data := " + json.dumps({"containers": containers}) + "\n"
 
 
 @contextlib.contextmanager
@@ -54,12 +67,20 @@ def cri(tmp_path_factory: pytest.TempPathFactory,
     work = tmp_path_factory.mktemp("volumes")
     config = host_erofs_config(pod_image_dir(request.config), work)
     with running_containerd(cri_runtime_config=config) as ctd:
+        ns_ctd = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+        # a second image (one more file, so another layer) under its own name, then the sandbox image
+        second = ctd.base / "second.tar"
+        second_digest = busybox_image_archive(second, {"etc/second": b"from the second image\n"})
+        imported = ns_ctd.ctr("image", "import", str(second))
+        assert imported.returncode == 0, imported.stderr
+        tagged = ns_ctd.ctr("image", "tag", IMAGE_NAME, SECOND_IMAGE)
+        assert tagged.returncode == 0, tagged.stderr
         archive = ctd.base / "image.tar"
         digest = busybox_image_archive(archive)
-        ns_ctd = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
         imported = ns_ctd.ctr("image", "import", str(archive))
         assert imported.returncode == 0, imported.stderr
-        policy = pinned_policy(ns_ctd, digest, work / "layers")
+        policy = _merged(pinned_policy(ns_ctd, digest, work / "layers"),
+                         pinned_policy(ns_ctd, second_digest, work / "layers"))
         toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
         client = CriClient(ctd.socket)
         try:
@@ -192,3 +213,39 @@ def test_the_image_store_disk_is_hotplugged_and_encrypted_in_the_vm(
         client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
         client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
     assert list(Path(ctd.env["CONTRAST_CC_RUN_DIR"]).glob("*/vm/image-store.raw")) == []
+
+
+def test_a_workload_image_other_than_the_sandbox_image_has_its_layers_hotplugged(
+    cri: tuple[Containerd, CriClient, str, Path],
+) -> None:
+    """host-EROFS: the VM booted with the sandbox image's layers; the second image's layer is
+    hotplugged read-only at CreateContainer and named by its PCI path; dm-verity with the pinned
+    root hash still guards every block read."""
+    _, client, initdata, work = cri
+    pb = client.pb
+    logs = work / "logs-second"
+    logs.mkdir()
+    sandbox_config = _sandbox_config(pb, "second-pod", logs, initdata)
+    sid = client.call("RunPodSandbox", pb.RunPodSandboxRequest(config=sandbox_config,
+                                                               runtime_handler="contrast-cc")).pod_sandbox_id
+    try:
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="second"),
+                                 image=pb.ImageSpec(image=SECOND_IMAGE),
+                                 command=["cat", "/etc/second"], log_path="second.log")
+        cid = client.call("CreateContainer", pb.CreateContainerRequest(
+            pod_sandbox_id=sid, config=cfg, sandbox_config=sandbox_config)).container_id
+        t0 = time.monotonic()
+        client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+        started = time.monotonic() - t0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            st = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid)).status
+            if st.state == pb.CONTAINER_EXITED:
+                break
+            time.sleep(0.3)
+        assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 0), st
+        assert "stdout F from the second image" in (logs / "second.log").read_text()
+        print(f"StartContainer with the second image's layer hotplugged: {started:.2f}s")
+    finally:
+        client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))

@@ -26,9 +26,11 @@ from guest.storage import (
     StorageSourceError,
     VerityParams,
     rego_module,
+    resolve_layer_source,
     resolve_source,
     verity_table,
 )
+from guest.storage.pci import PCI_PATH_PATTERN
 
 ROOT = "8e84b0591ff9fedfcf6c68d695e4246fcce892e0c6478fea6a52ae80c764b651"
 SALT = "5a" * 32
@@ -95,11 +97,20 @@ def test_policy_and_resolver_refuse_hostile_sources(source: object) -> None:
     st.sampled_from(GOOD).flatmap(lambda g: st.text(max_size=3).map(lambda t: g + t)),
 ))
 def test_policy_and_resolver_agree_on_any_string(source: str) -> None:
+    pci_path = re.fullmatch(PCI_PATH_PATTERN, source) is not None  # a hotplugged layer's source
     python_ok = re.fullmatch(SOURCE_PATTERN, source) is not None
-    assert _rego_allows(source) == python_ok
-    if not python_ok:
+    assert _rego_allows(source) == (python_ok or pci_path)
+    if not python_ok and not pci_path:
         with pytest.raises(StorageSourceError):
-            resolve_source(source)
+            resolve_layer_source(source)
+
+
+def test_rego_repeats_the_pci_path_pattern() -> None:
+    m = re.search(r"^erofs_pci_source_pattern := `([^`]*)`$", rego_module(), re.MULTILINE)
+    assert m is not None and m.group(1) == PCI_PATH_PATTERN
+    assert _rego_allows("10/00") and _rego_allows("13/00")
+    for hostile in ("10/00/../x", "10/00\n", "10 /00", "/10/00", "10/00/00/00/00", "1/0"):
+        assert not _rego_allows(hostile)
 
 
 def test_resolves_this_machines_block_devices() -> None:
