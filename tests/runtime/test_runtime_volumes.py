@@ -120,7 +120,7 @@ def _sandbox_config(pb: object, name: str, logs: Path, initdata: str) -> object:
 def test_a_volume_device_is_hotplugged_into_the_running_pod_vm(
     cri: tuple[Containerd, CriClient, str, Path],
 ) -> None:
-    _, client, initdata, work = cri
+    ctd, client, initdata, work = cri
     pb = client.pb
     logs = work / "logs-hotplug"
     logs.mkdir()
@@ -164,6 +164,13 @@ def test_a_volume_device_is_hotplugged_into_the_running_pod_vm(
             assert ex.exit_code == 0 and ex.stdout.startswith(b"b"), ex
             assert f"{os.major(host_rdev)}, {os.minor(host_rdev)}".encode() not in ex.stdout, ex
             print(f"StartContainer (task create with one hotplugged disk, start): {started:.2f}s")
+            # removing the container unplugs its disk from the running VM (the pod stays)
+            client.call("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=5))
+            client.call("RemoveContainer", pb.RemoveContainerRequest(container_id=cid))
+            deadline = time.monotonic() + 30
+            while "event=disk_unplugged" not in ctd.log() and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert "event=disk_unplugged pci_path=10/00" in ctd.log(), ctd.log()[-3000:]
         finally:
             client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
             client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
