@@ -511,6 +511,16 @@ class Demo:
     def mesh(self) -> str:
         assert self.net is not None
         ip = self.pods["frontend"].ip
+        deadline = time.monotonic() + 120  # the app's interpreter starts under TCG after its container
+        while True:
+            try:
+                self.net.connect(ip, 8080, timeout=5).close()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise StepFailedError(f"the frontend at {ip}:8080 does not accept connections: {exc}"
+                                          ) from exc
+                time.sleep(1)
         code, _ = self.net.http(ip, 8080, "PUT", "/greeting", GREETING.encode())
         if code != 204:
             raise StepFailedError(f"PUT /greeting through the frontend answered {code}, expected 204")
@@ -521,6 +531,35 @@ class Demo:
 
     # -- attacks ------------------------------------------------------------------------------------
 
+    def _explain(self, error: str, plan: Any, endpoint: str) -> str:
+        """The guest's explanation of a refusal (``python -m guest explain``: which field of the request
+        no policy entry admits, and which YAML field would have to change), from the request kata's
+        error text carries and the pod's measured policy."""
+        from attestation import initdata
+
+        at = error.find("input = ")
+        if at < 0:
+            return ""
+        text = error[at + len("input = "):].replace("\\\\", "\0").replace('\\"', '"').replace("\0", "\\")
+        try:
+            request, _ = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            return ""
+        raw = initdata.decode_annotation(plan.annotations[initdata.ANNOTATION])
+        where = Path(tempfile.mkdtemp(prefix="explain-", dir=self.work))
+        (where / "policy.rego").write_text(initdata.parse(raw).data["policy.rego"])
+        (where / "log.json").write_text(json.dumps({"kind": endpoint, "request": request}) + "\n")
+        argv = [sys.executable, "-m", "guest", "explain", "--policy", str(where / "policy.rego"),
+                "--log", str(where / "log.json")]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            reasons = json.loads(done.stdout.splitlines()[0])["reasons"]
+        except (IndexError, KeyError, ValueError):
+            return ""
+        # Without the sandbox's policy state, the state checks fail too: keep what names fields.
+        return "; ".join(r for r in reasons if not r.startswith("rule body failed"))
+
     def attack_exec(self) -> str:
         argv = ["sh", "-c", "cat /contrast/tls-config/key.pem"]
         try:
@@ -529,7 +568,8 @@ class Demo:
             text = str(exc)
             if "ExecProcessRequest is blocked by policy" not in text:
                 raise StepFailedError(f"exec failed, but not by the policy: {text[:300]}") from exc
-            return f"exec {argv} in frontend: " + text[text.index("ExecProcessRequest"):][:240]
+            why = self._explain(text, self.pods["frontend"].plan, "ExecProcessRequest")
+            return f"exec {argv} in frontend: ExecProcessRequest is blocked by policy; guest explains: {why}"
         raise StepFailedError(f"exec ran (exit {code}, {len(stdout)} bytes out): the policy should deny it")
 
     def _expect_refused(self, plan: Any, key: str, needle: str, what: str) -> str:
@@ -556,7 +596,9 @@ class Demo:
                                       "the changed pod")
         if "container frontend:" not in self._last_refusal:
             raise StepFailedError(f"the refusal was not the changed container's: {self._last_refusal[:300]}")
-        return "the frontend with one env var added, same initdata: " + detail
+        why = self._explain(self._last_refusal, plan, "CreateContainerRequest")
+        return ("the frontend with env STORE_URL added, same initdata: container frontend: "
+                f"CreateContainerRequest is blocked by policy; guest explains: {why or detail}")
 
     def attack_image_byte(self) -> str:
         assert self.reg is not None

@@ -2,7 +2,8 @@
 phases of a confidential pod's start (the benchmark's and the report's numbers).
 
 - ``vm_boot``: RunPodSandbox (QEMU, kernel, verity root, the guest agent answering, the pause container);
-- ``image_pull``: the CreateContainer calls (the guest pulls each image by digest, checks and unpacks it);
+- ``image_pull``: the StartContainer calls (containerd creates the task then: the agent's CreateContainer,
+  in which the guest pulls each image by digest, checks and unpacks it, and the start);
 - ``attestation_certs``: the Initializer from its start to its exit (evidence, aTLS, NewMeshCert, files);
 - ``mesh_ready``: from the sidecar's start until every probe passed (the proxy's /ready, the app's
   readiness probe), measured by the demo around ``wait_for_probes``.
@@ -82,7 +83,9 @@ class TimedCri(CriClient):
         for c in calls:
             if c.method == "RunPodSandbox":
                 out.vm_boot = c.end - c.start
-            elif c.method == "CreateContainer":
+            elif c.method == "StartContainer":
+                # containerd's CRI creates the task (the agent's CreateContainer, in which the guest
+                # pulls the image) when the container is started.
                 out.image_pull += c.end - c.start
                 out.pulls[c.container] = round(c.end - c.start, 2)
         started = [c.end for c in calls if c.method == "StartContainer" and c.container == INITIALIZER]
