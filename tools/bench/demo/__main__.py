@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
-PHASES = ("vm_boot", "image_pull", "attestation_certs", "mesh_ready", "total")
+PHASES = ("vm_boot", "node_pull", "image_pull", "attestation_certs", "mesh_ready", "total")
 COCO = {
     "pod start with attestation (CoCo, SEV-SNP hardware, Segarra et al. 2024)": "up to 17 s",
     "Kata SNP time-to-pod (cloud-api-adaptor #343)": "3-10 s",
