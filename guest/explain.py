@@ -113,11 +113,12 @@ class Explainer:
         if not candidates:
             return [_no_candidate_reason(containers, oci)]
         defaults = (data.get("request_defaults") or {}).get("CreateContainerRequest") or {}
-        env_regex = defaults.get("allow_env_regex") or []
+        common = data.get("common") or {}
+        env_regex = [_expand_common(r, common) for r in defaults.get("allow_env_regex") or []]
         # The closest policy container (fewest mismatches) is the one the host most likely meant.
         best: list[str] | None = None
         for index, p in candidates:
-            found = _container_mismatches(index, p, req, env_regex)
+            found = _container_mismatches(index, p, req, env_regex, common)
             if best is None or len(found) < len(best):
                 best = found
         return (best or [])[:3]
@@ -220,8 +221,45 @@ def _re_match(pattern: Any, text: str) -> bool:
         return False
 
 
+def _expand_common(pattern: Any, common: dict[str, Any]) -> Any:
+    """An allow_env_regex with the placeholders rules.rego substitutes from policy_data.common."""
+    if not isinstance(pattern, str):
+        return pattern
+    for key in ("ipv4_a", "ip_p", "svc_name_downward_env", "dns_label"):
+        value = common.get(key)
+        if isinstance(value, str):
+            pattern = pattern.replace(f"$({key})", value)
+    return pattern
+
+
+def _caps(values: Any, common: dict[str, Any]) -> set[str] | None:
+    """A capability set as match_caps compares it (CAP_ prefix stripped, the shorthands expanded)."""
+    if not isinstance(values, list):
+        return None
+    if len(values) == 1 and values[0] in ("$(default_caps)", "$(privileged_caps)"):
+        values = common.get("default_caps" if values[0] == "$(default_caps)" else "privileged_caps") or []
+    return {str(c).removeprefix("CAP_") for c in values}
+
+
+def _caps_mismatches(where: str, p_proc: dict[str, Any], i_proc: dict[str, Any],
+                     common: dict[str, Any]) -> list[str]:
+    p_caps, i_caps = p_proc.get("Capabilities"), i_proc.get("Capabilities") or {}
+    if not isinstance(p_caps, dict):
+        return []
+    for key in ("Ambient", "Bounding", "Effective", "Inheritable", "Permitted"):
+        allowed, got = _caps(p_caps.get(key), common), _caps(i_caps.get(key) or [], common)
+        if allowed is None or got is None or allowed == got:
+            continue
+        extra, missing = sorted(got - allowed), sorted(allowed - got)
+        what = (f"{len(extra)} capabilities the policy does not allow (e.g. {extra[0]})" if extra
+                else f"{len(missing)} fewer than the policy (e.g. no {missing[0]})")
+        return [f"{where}.OCI.Process.Capabilities.{key}: got {what}"]
+    return []
+
+
 def _container_mismatches(
-    index: int, p: dict[str, Any], req: dict[str, Any], env_regex: Sequence[Any] = ()
+    index: int, p: dict[str, Any], req: dict[str, Any], env_regex: Sequence[Any] = (),
+    common: dict[str, Any] | None = None,
 ) -> list[str]:
     """Every field of the request that policy container `index` does not allow, in the order of the
     main rules (process, annotations, env, mounts, storages, OCI version and sysctls)."""
@@ -233,7 +271,9 @@ def _container_mismatches(
         out.append(f"{where}.sandbox_pidns: got {req.get('sandbox_pidns')}, "
                    f"policy allows {p.get('sandbox_pidns')}")
     out += _process_mismatches(where, p_proc, i_proc)
+    out += _caps_mismatches(where, p_proc, i_proc, common or {})
     out += _sandbox_name_mismatches(where, p_oci, i_oci)
+    out += _image_mismatches(where, p_oci, i_oci)
     out += _env_mismatches(where, p_proc, i_proc, env_regex)
     out += _mount_mismatches(where, p_oci, i_oci)
     out += _storage_mismatches(where, p, req)
@@ -279,6 +319,19 @@ def _sandbox_name_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str,
     return []
 
 
+def _image_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str, Any]) -> list[str]:
+    """The image the runtime names against the one the policy was generated for. genpolicy's rules
+    accept any io.kubernetes.cri.* value, so this is never the denial itself; but what differs then
+    (env, user, args from the image config, the layers) comes from the image: name it."""
+    key = "io.kubernetes.cri.image-name"
+    p_image = (p_oci.get("Annotations") or {}).get(key)
+    i_image = (i_oci.get("Annotations") or {}).get(key)
+    if isinstance(p_image, str) and isinstance(i_image, str) and p_image != i_image and "$(" not in p_image:
+        return [f"{where}.OCI.Annotations[{key}]: got {_short(i_image)!r}, the policy was generated for "
+                f"{_short(p_image)!r}"]
+    return []
+
+
 def _env_mismatches(
     where: str, p_proc: dict[str, Any], i_proc: dict[str, Any], env_regex: Sequence[Any]
 ) -> list[str]:
@@ -316,15 +369,20 @@ def _mount_mismatches(where: str, p_oci: dict[str, Any], i_oci: dict[str, Any]) 
     return []
 
 
+_IMAGE_DRIVERS = ("image_guest_pull", "erofs.multi-layer")
+
+
 def _storage_mismatches(where: str, p: dict[str, Any], req: dict[str, Any]) -> list[str]:
     """Storage count (guest-pull images aside), then the first storage no policy storage matches."""
     out: list[str] = []
     p_storages, i_storages = p.get("storages") or [], req.get("storages") or []
-    guest_pull = sum(1 for s in i_storages if s.get("driver") == "image_guest_pull")
-    if len(p_storages) != len(i_storages) - guest_pull:
-        out.append(f"{where}.storages: got {len(i_storages) - guest_pull}, policy allows {len(p_storages)}")
+    # Image storages are not counted by the rules: guest pull is checked by its own rule, host-EROFS
+    # layers as a whole against the policy's erofs_layers.
+    image = sum(1 for s in i_storages if s.get("driver") in _IMAGE_DRIVERS)
+    if len(p_storages) != len(i_storages) - image:
+        out.append(f"{where}.storages: got {len(i_storages) - image}, policy allows {len(p_storages)}")
     for i, st in enumerate(i_storages):
-        if st.get("driver") == "image_guest_pull":
+        if st.get("driver") in _IMAGE_DRIVERS:
             continue
         block = st.get("driver") in ("blk", "scsi")  # block emptyDir: the policy's driver is ""
         same = [ps for ps in p_storages

@@ -50,6 +50,7 @@ from .errors import (
     ShimError,
 )
 from .events import Publisher
+from .kataspec import annotate, guest_rootfs, kata_exec_process, kata_spec
 from .layers import ImageLayers, fetch_layers
 from .network import PodNetwork, sandbox_netns
 from .podvm import (
@@ -328,7 +329,9 @@ class TaskService:
                     layer_paths = tuple(Path(p) for p in self.attached)
             if kind in ("", "sandbox"):
                 sid = cid if kind == "sandbox" else "cc-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
-                await self._start_sandbox(sid, config, annotations, spec, layer_paths)
+                await self._start_sandbox(
+                    sid, config, annotations, spec, layer_paths, container if kind == "sandbox" else None
+                )
             self.containers[cid] = container
             try:
                 if kind == "sandbox":
@@ -406,6 +409,7 @@ class TaskService:
         annotations: dict[str, str],
         spec: oci_pb2.Spec,
         layers: tuple[Path, ...] = (),
+        sandbox_container: Container | None = None,
     ) -> None:
         if POLICY_ANNOTATION in annotations:
             # The policy reaches the guest only inside the measured initdata; a SetPolicy from the
@@ -472,7 +476,12 @@ class TaskService:
                 ),
                 empty_pb2.Empty,
             )
-            await agent.call("CreateContainer", self._pause_request(sid, hostname), empty_pb2.Empty)
+            if sandbox_container is not None:
+                # A CRI sandbox: containerd's sandbox spec, rewritten as Kata's runtime does.
+                pause = await self._kata_request(sandbox_container, spec, config, "")
+            else:
+                pause = self._pause_request(sid, hostname)
+            await agent.call("CreateContainer", pause, empty_pb2.Empty)
             self.sandbox.pause_created = True
             await agent.call(
                 "StartContainer", agent_pb2.StartContainerRequest(container_id=sid), empty_pb2.Empty
@@ -538,81 +547,80 @@ class TaskService:
         )
         return agent_pb2.CreateContainerRequest(container_id=sid, exec_id=sid, storages=[storage], OCI=spec)
 
+    def _rootfs_storages(
+        self, cid: str, config: Config, annotations: dict[str, str], image: str, sandbox: bool
+    ) -> list[agent_pb2.Storage]:
+        """The container's rootfs as Kata's runtime sends it: an ``image_guest_pull`` storage (the
+        sandbox's is the guest's pause bundle, source ``pause``) or, host-EROFS, one
+        ``erofs.multi-layer`` storage per layer of the container's image, lowest first."""
+        rootfs = guest_rootfs(cid)
+        if config.image_mode == "guest-pull":
+            meta = json.dumps({"metadata": dict(annotations)}, separators=(",", ":"), sort_keys=True)
+            return [
+                agent_pb2.Storage(
+                    driver="image_guest_pull",
+                    driver_options=[f"image_guest_pull={meta}"],
+                    source="pause" if sandbox else image,
+                    fstype="overlay",
+                    mount_point=rootfs,
+                )
+            ]
+        # Disks: vda the image, vdb the initdata, then the layers attached at boot; layers hotplugged
+        # later are named by their PCI path.
+        return [
+            agent_pb2.Storage(
+                driver="erofs.multi-layer",
+                source=self.layer_disks[layer.path]
+                if layer.path not in self.attached
+                else f"/dev/vd{chr(ord('c') + self.attached.index(layer.path))}",
+                fstype="erofs",
+                options=list(layer.options),
+                mount_point=rootfs,
+            )
+            for layer in self.layers[cid].layers
+        ]
+
+    async def _kata_request(
+        self, c: Container, spec: oci_pb2.Spec, config: Config, image: str
+    ) -> agent_pb2.CreateContainerRequest:
+        """containerd's spec rewritten as Kata's runtime rewrites it (``kataspec``), the bind mounts
+        copied into the guest first, and the rootfs storages."""
+        annotate(spec, str(c.bundle), c.is_sandbox)
+        storages = self._rootfs_storages(c.id, config, dict(spec.Annotations), image, c.is_sandbox)
+        # No shared filesystem: bind-mounted host files are copied into the guest (CopyFile); memory
+        # emptyDirs become ephemeral storages.
+        storages += await share_bind_mounts(self._agent().call, c.id, spec)
+        rewritten = kata_spec(spec, c.id)
+        return agent_pb2.CreateContainerRequest(
+            container_id=c.id,
+            exec_id=c.id,
+            storages=storages,
+            OCI=rewritten.spec,
+            sandbox_pidns=rewritten.sandbox_pidns,
+        )
+
     async def _create_container(
         self, c: Container, spec: oci_pb2.Spec, annotations: dict[str, str], config: Config, has_stdin: bool
     ) -> None:
         assert self.sandbox is not None
         sid = self.sandbox.id
-        ann = dict(spec.Annotations)
-        ann.setdefault(CONTAINER_TYPE, "container")
-        ann.setdefault(SANDBOX_ID, sid)
         image = annotations.get(IMAGE_NAME, "")
-        rootfs = f"/run/kata-containers/{c.id}/rootfs"
-        storages: list[agent_pb2.Storage] = []
-        if config.image_mode == "guest-pull":
-            if "@sha256:" not in image:
-                raise InvalidInputError(
-                    f"annotation {IMAGE_NAME}",
-                    image,
-                    "an image reference with its digest (name@sha256:...) for guest pull",
-                )
-        else:
-            layers = self.layers[c.id]
-            image = image or layers.image
-            # Disks: vda the image, vdb the initdata, then the attached layers.
-            storages = [
-                agent_pb2.Storage(
-                    driver="erofs.multi-layer",
-                    source=self.layer_disks[layer.path]
-                    if layer.path not in self.attached
-                    else f"/dev/vd{chr(ord('c') + self.attached.index(layer.path))}",
-                    fstype="erofs",
-                    options=list(layer.options),
-                    mount_point=rootfs,
-                )
-                for layer in layers.layers
-            ]
-        ann[IMAGE_NAME] = image
-        spec.Annotations.clear()
-        spec.Annotations.update(ann)
-        spec.Root.Path = rootfs
-        # Kata's CoCo configuration: no guest seccomp, no host hooks, no host LSM labels.
-        spec.ClearField("Hooks")
-        spec.Linux.ClearField("Seccomp")
-        spec.Process.ApparmorProfile = ""
-        spec.Process.SelinuxLabel = ""
-        if config.image_mode == "guest-pull":
-            meta = json.dumps({"metadata": dict(ann)}, separators=(",", ":"), sort_keys=True)
-            storages = [
-                agent_pb2.Storage(
-                    driver="image_guest_pull",
-                    driver_options=[f"image_guest_pull={meta}"],
-                    source=image,
-                    fstype="overlay",
-                    mount_point=rootfs,
-                )
-            ]
-        # No shared filesystem: bind-mounted host files are copied into the guest (CopyFile).
-        storages += await share_bind_mounts(self._agent().call, c.id, spec)
-        for m in spec.Mounts:
-            if m.destination == "/dev/shm":
-                m.type, m.source = "bind", "/run/kata-containers/sandbox/shm"
-                del m.options[:]
-                m.options.append("rbind")
-        if spec.Linux.CgroupsPath:
-            spec.Linux.CgroupsPath = ""
-        kept = [oci_pb2.LinuxNamespace(Type=n.Type) for n in spec.Linux.Namespaces if n.Type != "network"]
-        del spec.Linux.Namespaces[:]
-        spec.Linux.Namespaces.extend(kept)
-        devices = await self._attach_devices(c, spec)
-        try:
-            await self._agent().call(
-                "CreateContainer",
-                agent_pb2.CreateContainerRequest(
-                    container_id=c.id, exec_id=c.id, storages=storages, devices=devices, OCI=spec
-                ),
-                empty_pb2.Empty,
+        if config.image_mode == "guest-pull" and "@sha256:" not in image:
+            raise InvalidInputError(
+                f"annotation {IMAGE_NAME}",
+                image,
+                "an image reference with its digest (name@sha256:...) for guest pull",
             )
+        if CONTAINER_TYPE not in spec.Annotations:
+            # A ctr-run container: the annotations a CRI container carries, so one policy shape
+            # covers both.
+            spec.Annotations[CONTAINER_TYPE] = "container"
+            spec.Annotations[SANDBOX_ID] = sid
+            spec.Annotations[IMAGE_NAME] = image or self.layers[c.id].image
+        request = await self._kata_request(c, spec, config, image)
+        request.devices.extend(await self._attach_devices(c, request.OCI))
+        try:
+            await self._agent().call("CreateContainer", request, empty_pb2.Empty)
         except BaseException:
             await self._detach_devices(c)
             raise
@@ -660,7 +668,9 @@ class TaskService:
             assert p.spec is not None
             await agent.call(
                 "ExecProcess",
-                agent_pb2.ExecProcessRequest(container_id=c.id, exec_id=p.exec_id, process=p.spec),
+                agent_pb2.ExecProcessRequest(
+                    container_id=c.id, exec_id=p.exec_id, process=kata_exec_process(p.spec)
+                ),
                 empty_pb2.Empty,
             )
         p.status = task_pb2.RUNNING

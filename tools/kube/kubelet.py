@@ -149,6 +149,7 @@ class RunningPod:
     sandbox_config: Any
     ip: str
     container_ids: dict[str, str] = field(default_factory=dict)
+    volumes: PodVolumes | None = None
     probe_results: list[ProbeResult] = field(default_factory=list)
     failures: list[ProbeFailedError] = field(default_factory=list)
     _probes: list[_Probe] = field(default_factory=list)
@@ -188,9 +189,9 @@ class RunningPod:
             "ContainerStatus", pb.ContainerStatusRequest(container_id=self._cid(container)), timeout=60
         ).status
 
-    def logs(self, container: str) -> str:
+    def logs(self, container: str, attempt: int = 0) -> str:
         """The container's output as ``kubectl logs`` shows it (CRI log lines joined, partials merged)."""
-        path = self.log_directory / container / "0.log"
+        path = self.log_directory / container / f"{attempt}.log"
         out = []
         with contextlib.suppress(FileNotFoundError):
             for line in path.read_text(errors="replace").splitlines():
@@ -210,9 +211,10 @@ class RunningPod:
                 if all(p.successes > 0 for p in self._probes):
                     return
                 pending = [f"{p.container}.{p.kind}" for p in self._probes if p.successes == 0]
+                last = [(r.probe, r.exit_code, r.output[-600:]) for r in self.probe_results[-2:]]
             if time.monotonic() > deadline:
                 raise PodFailedError(
-                    self.name, pending[0].split(".")[0], "probes", f"no success of {pending}"
+                    self.name, pending[0].split(".")[0], "probes", f"no success of {pending}; last: {last}"
                 )
             time.sleep(0.5)
 
@@ -681,6 +683,7 @@ class Kubelet:
         volumes: PodVolumes,
         pod_ip: str,
         host_ip: str,
+        attempt: int = 0,
     ) -> Any:
         pb = self.pb
         name = str(c.get("name", ""))
@@ -721,7 +724,7 @@ class Kubelet:
             mounts.append(pb.Mount(container_path=termination, host_path=str(tfile)))
         annotations = {
             "io.kubernetes.container.hash": self._hash(c),
-            "io.kubernetes.container.restartCount": "0",
+            "io.kubernetes.container.restartCount": str(attempt),
             "io.kubernetes.container.terminationMessagePath": termination,
             "io.kubernetes.container.terminationMessagePolicy": str(
                 c.get("terminationMessagePolicy", "File")
@@ -748,7 +751,7 @@ class Kubelet:
         (self.log_root / f"{plan.namespace}_{plan.name}_{plan.uid}" / name).mkdir(parents=True, exist_ok=True)
         qos = self.qos_class(plan)
         return pb.ContainerConfig(
-            metadata=pb.ContainerMetadata(name=name, attempt=0),
+            metadata=pb.ContainerMetadata(name=name, attempt=attempt),
             image=pb.ImageSpec(image=image_ref, user_specified_image=str(c.get("image", ""))),
             command=command,
             args=args,
@@ -762,7 +765,7 @@ class Kubelet:
                 "io.kubernetes.pod.uid": plan.uid,
             },
             annotations=annotations,
-            log_path=f"{name}/0.log",
+            log_path=f"{name}/{attempt}.log",
             stdin=c.get("stdin") is True,
             stdin_once=c.get("stdinOnce") is True,
             tty=c.get("tty") is True,
@@ -810,14 +813,26 @@ class Kubelet:
             time.sleep(0.5)
 
     def create_container(
-        self, pod: RunningPod, c: dict[str, Any], where: str, volumes: PodVolumes, start: bool = True
+        self,
+        pod: RunningPod,
+        c: dict[str, Any],
+        where: str,
+        volumes: PodVolumes | None = None,
+        start: bool = True,
+        attempt: int = 0,
+        plan: PodPlan | None = None,
     ) -> str:
-        """CreateContainer (+ StartContainer) of one container in the running pod; its id."""
-        pb, plan = self.pb, pod.plan
+        """CreateContainer (+ StartContainer) of one container in the running pod; its id. A restart
+        of a container (kubelet's next ``attempt``) replaces its entry in ``container_ids``; ``plan``:
+        the pod as the API server has it now (a restarted container sees ConfigMaps as they are now)."""
+        pb = self.pb
+        plan = plan or pod.plan
         name = str(c.get("name", ""))
+        volumes = volumes or pod.volumes
+        assert volumes is not None, "a pod started by start_sandbox has its volumes"
         image_ref = self.ensure_image(plan, c, pod.sandbox_config)
         host_ip = "127.0.0.1"
-        config = self.container_config(plan, c, where, image_ref, volumes, pod.ip, host_ip)
+        config = self.container_config(plan, c, where, image_ref, volumes, pod.ip, host_ip, attempt)
         try:
             cid = str(
                 self.cri.call(
@@ -860,6 +875,7 @@ class Kubelet:
         ip = "" if self._host_network(plan) else str(status.status.network.ip)
         pod = RunningPod(self, plan, sid, config, ip)
         volumes = PodVolumes(self.root, plan)
+        pod.volumes = volumes
         try:
             volumes.setup(ip or "127.0.0.1", "127.0.0.1")
             self._etc_hosts(plan, volumes, ip)

@@ -32,6 +32,10 @@ RUNTIME = "io.containerd.contrast-cc.v2"
 SHIM = "containerd-shim-contrast-cc-v2"
 BUSYBOX = Path("/bin/busybox")
 IMAGE_NAME = "docker.io/library/cc-shim-test:1"
+# A pause image like registry.k8s.io/pause (Entrypoint /pause, user 65535) on the same layer, so a pod
+# VM booted with the sandbox image's layers (host EROFS) can run workloads of IMAGE_NAME.
+PAUSE_IMAGE_NAME = "docker.io/library/cc-shim-pause:1"
+PAUSE_SCRIPT = b"#!/bin/sh\ntrap 'exit 0' TERM INT\nwhile :; do sleep 3600 & wait $!; done\n"
 CNI_BIN = Path("/usr/lib/cni")
 
 
@@ -57,9 +61,19 @@ def _blob(data: bytes) -> tuple[str, bytes]:
     return "sha256:" + hashlib.sha256(data).hexdigest(), data
 
 
-def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = None) -> str:
-    """An OCI archive with one layer (static busybox as /bin/sh and friends, plus ``extra_files``:
-    path in the image → content, for an image of its own); its manifest digest."""
+def busybox_image_archive(
+    path: Path,
+    extra_files: Mapping[str, bytes] | None = None,
+    *,
+    pause: bool = False,
+    name: str | None = None,
+    extra_env: tuple[str, ...] = (),
+) -> str:
+    """An OCI archive with one layer (static busybox as /bin/sh and friends, a /pause script, plus
+    ``extra_files``: path in the image → content, for an image of its own); its manifest digest.
+    ``pause``: the image config of PAUSE_IMAGE_NAME (same layer) instead; ``name`` and ``extra_env``:
+    another image of the same layer (a different config, so another digest)."""
+    env = ["PATH=/bin", *extra_env]
     layer_raw = io.BytesIO()
     with tarfile.open(fileobj=layer_raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
@@ -74,8 +88,11 @@ def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = 
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-        for name, content in sorted((extra_files or {}).items()):
-            info = tarfile.TarInfo(name)
+        info = tarfile.TarInfo("pause")
+        info.size, info.mode = len(PAUSE_SCRIPT), 0o755
+        tar.addfile(info, io.BytesIO(PAUSE_SCRIPT))
+        for extra, content in sorted((extra_files or {}).items()):
+            info = tarfile.TarInfo(extra)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))
     diff_id = "sha256:" + hashlib.sha256(layer_raw.getvalue()).hexdigest()
@@ -84,7 +101,11 @@ def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = 
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sleep", "3600"]},
+            "config": (
+                {"Env": env, "Entrypoint": ["/pause"], "User": "65535:65535"}
+                if pause
+                else {"Env": env, "Cmd": ["/bin/sleep", "3600"]}
+            ),
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
     ).encode()
@@ -108,6 +129,7 @@ def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = 
         }
     ).encode()
     manifest_digest, _ = _blob(manifest)
+    image_name = name or (PAUSE_IMAGE_NAME if pause else IMAGE_NAME)
     index = json.dumps(
         {
             "schemaVersion": 2,
@@ -118,8 +140,8 @@ def busybox_image_archive(path: Path, extra_files: Mapping[str, bytes] | None = 
                     "size": len(manifest),
                     "platform": {"architecture": "amd64", "os": "linux"},
                     "annotations": {
-                        "io.containerd.image.name": IMAGE_NAME,
-                        "org.opencontainers.image.ref.name": "1",
+                        "io.containerd.image.name": image_name,
+                        "org.opencontainers.image.ref.name": image_name.rsplit(":", 1)[1],
                     },
                 }
             ],
@@ -191,8 +213,9 @@ class Containerd:
 
 
 @contextlib.contextmanager
-def running_containerd(cri_runtime_config: Path | None = None, *, cni: bool = False,
-                       sandbox_image: str = IMAGE_NAME) -> Iterator[Containerd]:
+def running_containerd(
+    cri_runtime_config: Path | None = None, *, cni: bool = False, sandbox_image: str = IMAGE_NAME
+) -> Iterator[Containerd]:
     """Without ``cri_runtime_config`` the CRI plugin is off; with it, CRI serves on the same socket with
     the runtime handler ``contrast-cc`` (our shim, that ConfigPath, kata's pod annotations passed
     through) and this module's busybox image as the sandbox image. Without ``cni`` only host-network

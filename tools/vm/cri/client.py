@@ -37,7 +37,9 @@ def messages() -> Any:
 
 class CriClient:
     def __init__(self, socket: Path) -> None:
-        self.channel = grpc.insecure_channel(f"unix://{socket}")
+        # A runtime's error text travels in the grpc-message trailer; kata's policy denials are long.
+        options = [("grpc.max_metadata_size", 1 << 20)]
+        self.channel = grpc.insecure_channel(f"unix://{socket}", options=options)
         self.pb = messages()
 
     def call(self, method: str, request: Any, timeout: float = 300) -> Any:
