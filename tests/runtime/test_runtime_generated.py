@@ -5,7 +5,8 @@ an env value from the ConfigMap, a mount, privileged) and the changed container 
 sandbox with the old policy: containerd reports kata's "blocked by policy" error, and the guest's
 explanation of the denial names that YAML field. An exec not in the probes is refused.
 
-One pod VM per YAML (five boots); the changed containers are kubelet restarts (next attempt) in it.
+One pod VM per YAML, one more for the privileged pod (six boots); the changed containers are kubelet
+restarts (next attempt) in the running pod.
 The settings drop-in says what is particular to this node — containerd's state directory (bundle
 paths), the kubelet's log root, host-EROFS without guest pull, emptyDir as shared files, and the pause
 image (same layer as the workload image: the VM boots with the sandbox image's layers) — as an operator
@@ -383,7 +384,12 @@ spec:
   - name: sidecar
     image: {image}
     restartPolicy: Always
-    command: [sh, -c, "sleep 600"]
+    command: [sh, -c, "touch /tmp/up && sleep 600"]
+    startupProbe:
+      exec: {{command: [ls, /tmp/up]}}
+      periodSeconds: 2
+      timeoutSeconds: 60
+      failureThreshold: 30
   containers:
   - name: app
     image: {image}
@@ -400,7 +406,9 @@ def test_init_container_sidecar_and_app(node: Node) -> None:
         pb = pod.kubelet.pb
         prepare = pod.status("prepare")
         assert (prepare.state, prepare.exit_code) == (pb.CONTAINER_EXITED, 0)
+        # The app was started only after the sidecar's startup probe (an allowed exec) succeeded.
         assert pod.status("sidecar").state == pb.CONTAINER_RUNNING
+        assert pod.status("app").started_at > pod.status("sidecar").started_at
         assert pod.status("app").state == pb.CONTAINER_RUNNING
 
         def command(objs: list[dict[str, Any]]) -> None:

@@ -812,6 +812,26 @@ class Kubelet:
                 raise PodFailedError(pod.name, name, "init container", f"still running after {timeout:.0f}s")
             time.sleep(0.5)
 
+    def _wait_started(self, pod: RunningPod, c: Mapping[str, Any]) -> None:
+        probe = c.get("startupProbe")
+        if not isinstance(probe, dict) or "exec" not in probe:
+            return
+        name = str(c.get("name", ""))
+        command = list((probe.get("exec") or {}).get("command") or [])
+        time.sleep(int(probe.get("initialDelaySeconds", 0)))
+        last: tuple[int, bytes, bytes] = (-1, b"", b"")
+        for _ in range(int(probe.get("failureThreshold", 3))):
+            try:
+                last = pod.exec(name, command, int(probe.get("timeoutSeconds", 1)))
+            except PodFailedError as exc:
+                last = (-1, b"", str(exc).encode())
+            if last[0] == 0:
+                return
+            time.sleep(int(probe.get("periodSeconds", 10)))
+        output = (last[1] + last[2])[:200]
+        detail = f"sidecar not started (exit {last[0]}: {output!r})"
+        raise ProbeFailedError(pod.name, name, "startupProbe", detail)
+
     def create_container(
         self,
         pod: RunningPod,
@@ -896,7 +916,10 @@ class Kubelet:
                 if on_container is not None:
                     on_container(name, pod.container_ids[name])
                 if c.get("restartPolicy") == "Always":
-                    continue  # a sidecar: started, left running
+                    # A sidecar: left running; kubelet starts the next container once its startup
+                    # probe (if any) has succeeded.
+                    self._wait_started(pod, c)
+                    continue
                 status = self._wait_exit(pod, name, self.container_start_timeout)
                 if status.exit_code != 0:
                     raise PodFailedError(

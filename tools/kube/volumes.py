@@ -167,8 +167,12 @@ class PodVolumes:
                 target.chmod(0o777)
                 if spec.get("medium") == "Memory":
                     # As kubelet: a tmpfs, which Kata's runtime turns into the guest's ephemeral storage.
-                    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0777", "tmpfs", str(target)],
-                                   check=True, capture_output=True, timeout=30)
+                    subprocess.run(
+                        ["mount", "-t", "tmpfs", "-o", "mode=0777", "tmpfs", str(target)],
+                        check=True,
+                        capture_output=True,
+                        timeout=30,
+                    )
             elif kind in ("configMap", "secret"):
                 data = self._source(kind, spec, f"{where}.{kind}")
                 write_atomic_dir(target, self._items(data, spec, f"{where}.{kind}", mode))
