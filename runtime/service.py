@@ -65,7 +65,7 @@ from .podvm import (
 from .protocols import cgroups_pb2, events_pb2, runtimeoptions_pb2, shim_pb2, task_pb2
 from .share import share_bind_mounts
 from .spec import spec_from_json
-from .stdio import copy_input, copy_output
+from .stdio import copy_input, copy_output, release_fifos
 
 __all__ = ["SERVICE", "TaskService"]
 
@@ -658,21 +658,25 @@ class TaskService:
         if p.status != task_pb2.CREATED:
             raise FailedPreconditionError(f"process {p.agent_exec_id} of {c.id}: not in the created state")
         agent = self._agent()
-        if c.is_sandbox and not p.exec_id:
-            pass  # the pause container was started with the sandbox
-        elif not p.exec_id:
-            await agent.call(
-                "StartContainer", agent_pb2.StartContainerRequest(container_id=c.id), empty_pb2.Empty
-            )
-        else:
-            assert p.spec is not None
-            await agent.call(
-                "ExecProcess",
-                agent_pb2.ExecProcessRequest(
-                    container_id=c.id, exec_id=p.exec_id, process=kata_exec_process(p.spec)
-                ),
-                empty_pb2.Empty,
-            )
+        try:
+            if c.is_sandbox and not p.exec_id:
+                pass  # the pause container was started with the sandbox
+            elif not p.exec_id:
+                await agent.call(
+                    "StartContainer", agent_pb2.StartContainerRequest(container_id=c.id), empty_pb2.Empty
+                )
+            else:
+                assert p.spec is not None
+                await agent.call(
+                    "ExecProcess",
+                    agent_pb2.ExecProcessRequest(
+                        container_id=c.id, exec_id=p.exec_id, process=kata_exec_process(p.spec)
+                    ),
+                    empty_pb2.Empty,
+                )
+        except TtrpcError:
+            self._release_stdio(p)
+            raise
         p.status = task_pb2.RUNNING
         loop = asyncio.get_running_loop()
         p.tasks.append(loop.create_task(self._run_process(c, p)))
@@ -683,6 +687,16 @@ class TaskService:
         else:
             self.publisher.publish(events_pb2.TaskStart(container_id=c.id, pid=self._pid()))
         return shim_pb2.StartResponse(pid=self._pid())
+
+    @staticmethod
+    def _release_stdio(p: Proc) -> None:
+        def fifo(path: str, what: str) -> Path | None:
+            try:
+                return validate.check_fifo(path, what)
+            except ShimError:  # gone or replaced since Create: nothing of ours to close
+                return None
+
+        release_fifos([fifo(p.stdout, "stdout"), fifo(p.stderr, "stderr")], fifo(p.stdin, "stdin"))
 
     async def _run_process(self, c: Container, p: Proc) -> None:
         agent = self._agent()
@@ -774,7 +788,9 @@ class TaskService:
             raise InvalidInputError("signal", req.signal, "1..64")
         if p.status == task_pb2.STOPPED:
             return empty_pb2.Empty()
-        if p.status == task_pb2.CREATED and not c.in_agent:
+        if p.status == task_pb2.CREATED and (not c.in_agent or p.exec_id):
+            # Nothing runs in the guest (a container never created there, an exec never started,
+            # e.g. refused by the policy): the kill ends it here, so a Wait does not hang.
             self._exited(c, p, 128 + req.signal)
             return empty_pb2.Empty()
         sandbox_kill = c.is_sandbox and not p.exec_id

@@ -21,7 +21,7 @@ from guest.ttrpc import TtrpcError
 
 from .agent import READ_CHUNK, AgentClient
 
-__all__ = ["copy_input", "copy_output", "open_fifo_writer"]
+__all__ = ["copy_input", "copy_output", "open_fifo_writer", "release_fifos"]
 
 log = logging.getLogger("runtime.stdio")
 
@@ -42,6 +42,20 @@ async def open_fifo_writer(path: Path) -> int:
             continue
         os.set_blocking(fd, True)
         return fd
+
+
+def release_fifos(outputs: list[Path | None], stdin: Path | None) -> None:
+    """A process that never started: open and close our side of each FIFO, so containerd's copiers
+    see EOF (outputs) or a closed pipe (stdin) at once instead of waiting for a writer that never
+    comes (the runc shim closes its IO the same way when a start fails)."""
+    for path, flags in [*((p, os.O_WRONLY) for p in outputs), (stdin, os.O_RDONLY)]:
+        if path is None:
+            continue
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:  # ENXIO: no reader is waiting, so nobody hangs on this one
+            continue
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -29,6 +29,8 @@ from tools.vm.cri.client import CriClient
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
 
+EXEC_ALLOWED = "echo exec; exit 2"
+
 
 @pytest.fixture(scope="module")
 def cri(
@@ -48,7 +50,7 @@ def cri(
         ns_ctd = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
         imported = ns_ctd.ctr("image", "import", str(archive))
         assert imported.returncode == 0, imported.stderr
-        policy = pinned_policy(ns_ctd, digest, work / "layers")
+        policy = pinned_policy(ns_ctd, digest, work / "layers", execs=[["sh", "-c", EXEC_ALLOWED]])
         toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
         client = CriClient(ctd.socket)
         try:
@@ -114,9 +116,18 @@ def test_a_pod_through_the_cri(cri: tuple[Containerd, CriClient, str, Path]) -> 
         assert "stdout F hi from one" in log, log
         ex = client.call(
             "ExecSync",
-            pb.ExecSyncRequest(container_id=ids[1], cmd=["sh", "-c", "echo exec; exit 2"], timeout=60),
+            pb.ExecSyncRequest(container_id=ids[1], cmd=["sh", "-c", EXEC_ALLOWED], timeout=60),
         )
         assert (ex.stdout, ex.exit_code) == (b"exec\n", 2), ex
+        # An exec the policy refuses: containerd gets the policy's error, and its clean-up (kill, wait,
+        # delete of the never-started exec) must not wait for an exit that never comes (containerd
+        # gives that clean-up a minute, past this call's deadline).
+        with pytest.raises(Exception, match="ExecProcessRequest is blocked by policy"):
+            client.call(
+                "ExecSync",
+                pb.ExecSyncRequest(container_id=ids[1], cmd=["cat", "/etc/passwd"], timeout=60),
+                timeout=40,
+            )
         running = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=ids[1])).status
         assert running.state == pb.CONTAINER_RUNNING
         print(f"RunPodSandbox to both containers started: {first_running:.1f}s")

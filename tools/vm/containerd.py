@@ -340,9 +340,12 @@ def shim_processes(rundir: Path) -> list[int]:
     return out
 
 
-def pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
-    """Every request allowed; the image's layer pinned (its erofs image built the way the shim
-    builds it, from the blob in containerd's content store, into ``cache``)."""
+def pinned_policy(
+    ctd: Containerd, manifest_digest: str, cache: Path, *, execs: list[list[str]] | None = None
+) -> str:
+    """Every request allowed (ExecProcess only for the command lines in ``execs`` when given); the
+    image's layer pinned (its erofs image built the way the shim builds it, from the blob in
+    containerd's content store, into ``cache``)."""
     from image.layers import build_layer_image
     from oci import LayerSource
     from tools.vm.pod import RPC_NAMES
@@ -371,7 +374,8 @@ def pinned_policy(ctd: Containerd, manifest_digest: str, cache: Path) -> str:
     lines = [
         "package agent_policy",
         "",
-        *(f"default {n} := true" for n in RPC_NAMES),
+        *(f"default {n} := {str(execs is None or n != 'ExecProcessRequest').lower()}" for n in RPC_NAMES),
+        *(f"ExecProcessRequest if {{ input.process.Args == {json.dumps(a)} }}" for a in execs or []),
         "",
         "policy_data := " + json.dumps({"containers": [{"erofs_layers": [pin]}]}),
         "",
