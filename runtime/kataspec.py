@@ -27,11 +27,14 @@ from dataclasses import dataclass
 
 from guest.protocols import oci_pb2
 
+from .errors import InvalidInputError
+
 __all__ = [
     "BUNDLE_PATH",
     "CONTAINER_TYPE_KEY",
     "GUEST_SANDBOX_SHM",
     "KataSpec",
+    "dns_lines",
     "guest_rootfs",
     "kata_exec_process",
     "kata_spec",
@@ -47,6 +50,9 @@ REMOVED_ANNOTATIONS = (
     "io.katacontainers.config.hypervisor.cc_init_data",
 )
 GUEST_SANDBOX_SHM = "/run/kata-containers/sandbox/shm"
+# The guest agent's bounds for CreateSandbox's dns lines (checked here too, for a clear host error).
+MAX_DNS_LINES = 64
+MAX_DNS_LINE = 1024
 _DROPPED_NAMESPACES = frozenset({"network", "cgroup", "time"})
 
 
@@ -141,3 +147,17 @@ def kata_exec_process(process: oci_pb2.Process) -> oci_pb2.Process:
         Env=list(process.Env),
         Cwd=process.Cwd,
     )
+
+
+def dns_lines(content: bytes, source: str) -> list[str]:
+    """CreateSandbox's ``dns`` as Kata's ``getDNS`` builds it: the sandbox's resolv.conf split on
+    newlines (a trailing newline gives a trailing empty line)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError("sandbox resolv.conf", source, "UTF-8 text") from None
+    lines = text.split("\n")
+    if len(lines) > MAX_DNS_LINES or any(len(x) > MAX_DNS_LINE or "\0" in x for x in lines):
+        expected = f"at most {MAX_DNS_LINES} lines of at most {MAX_DNS_LINE} characters"
+        raise InvalidInputError("sandbox resolv.conf", source, expected)
+    return lines

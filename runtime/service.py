@@ -50,7 +50,7 @@ from .errors import (
     ShimError,
 )
 from .events import Publisher
-from .kataspec import annotate, guest_rootfs, kata_exec_process, kata_spec
+from .kataspec import annotate, dns_lines, guest_rootfs, kata_exec_process, kata_spec
 from .layers import ImageLayers, fetch_layers
 from .network import PodNetwork, sandbox_netns
 from .podvm import (
@@ -86,6 +86,7 @@ SHM_STORAGE = agent_pb2.Storage(
     options=["noexec", "nosuid", "nodev", "mode=1777", "size=67108864"],
 )
 VM_EXIT_STATUS = 255
+MAX_RESOLV_CONF = 64 << 10
 
 
 def metrics_from_agent(reply: agent_pb2.StatsContainerResponse) -> cgroups_pb2.Metrics:
@@ -472,7 +473,11 @@ class TaskService:
             await agent.call(
                 "CreateSandbox",
                 agent_pb2.CreateSandboxRequest(
-                    hostname=hostname, dns=[], storages=storages, sandbox_pidns=False, sandbox_id=sid
+                    hostname=hostname,
+                    dns=self._sandbox_dns(spec),
+                    storages=storages,
+                    sandbox_pidns=False,
+                    sandbox_id=sid,
                 ),
                 empty_pb2.Empty,
             )
@@ -489,6 +494,23 @@ class TaskService:
         except BaseException:
             await self._teardown_sandbox()
             raise
+
+    @staticmethod
+    def _sandbox_dns(spec: oci_pb2.Spec) -> list[str]:
+        """The lines of the sandbox's resolv.conf (the source of its /etc/resolv.conf bind), as Kata."""
+        for m in spec.Mounts:
+            if m.destination == "/etc/resolv.conf":
+                try:
+                    with open(m.source, "rb") as f:
+                        content = f.read(MAX_RESOLV_CONF + 1)
+                except OSError as e:
+                    expected = f"a readable file ({e.strerror})"
+                    raise InvalidInputError("sandbox resolv.conf", m.source, expected) from None
+                if len(content) > MAX_RESOLV_CONF:
+                    expected = f"at most {MAX_RESOLV_CONF} bytes"
+                    raise InvalidInputError("sandbox resolv.conf", m.source, expected)
+                return dns_lines(content, m.source)
+        return []
 
     async def _image_store(
         self, vm: PodVM, workdir: Path, annotations: dict[str, str]

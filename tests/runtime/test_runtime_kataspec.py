@@ -136,3 +136,24 @@ def test_exec_process_carries_only_what_kata_sends() -> None:
         "Env": ["A=1"],
         "Cwd": "/",
     }
+
+
+def test_dns_lines_as_kata_splits_them() -> None:
+    import pytest
+
+    from runtime.errors import InvalidInputError
+    from runtime.kataspec import dns_lines
+
+    text = (
+        b"search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        b"nameserver 10.96.0.10\noptions ndots:5\n"
+    )
+    assert dns_lines(text, "/r") == [
+        "search default.svc.cluster.local svc.cluster.local cluster.local",
+        "nameserver 10.96.0.10",
+        "options ndots:5",
+        "",
+    ]
+    for hostile in (b"nameserver 1.1.1.1\n" * 100, b"x" * 2000, b"a\0b", b"\xff\xfe"):
+        with pytest.raises(InvalidInputError, match=r"sandbox resolv\.conf"):
+            dns_lines(hostile, "/r")
