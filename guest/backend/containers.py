@@ -162,7 +162,9 @@ class Containers:
             spec = oci_spec(req.OCI, layout=self.layout, container_id=cid, namespaces=namespaces,
                             sandbox_container=is_sandbox, process=process)
             spec["root"]["path"] = str(rootfs)
-            spec_devices(spec, devices)
+            # A container holding CAP_SYS_ADMIN (privileged, pinned by the policy) may map its disks.
+            spec_devices(spec, devices,
+                         device_mapper="CAP_SYS_ADMIN" in req.OCI.Process.Capabilities.Bounding)
             atomic_write(bundle / "config.json", json.dumps(spec, indent=1).encode(), mode=0o600)
             stdio = _Stdio(bundle, "init", bool(spec["process"]["terminal"]))
             receive = (asyncio.ensure_future(stdio.console.receive()) if stdio.console is not None else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from guest.protocols import agent_pb2
@@ -22,7 +23,7 @@ from guest.storage.pci import block_device_for_pci_path, parse_pci_path
 
 from .errors import InvalidRequestError, StorageFailedError
 
-__all__ = ["ContainerDevice", "check_devices", "resolve_devices", "spec_devices"]
+__all__ = ["ContainerDevice", "check_devices", "device_mapper_nodes", "resolve_devices", "spec_devices"]
 
 BLK = "blk"
 _CONTAINER_PATH = re.compile(r"/dev/[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,3}")
@@ -69,7 +70,26 @@ def resolve_devices(devices: Sequence[agent_pb2.Device], timeout: float = 30.0) 
     return out
 
 
-def spec_devices(spec: dict[str, Any], devices: Sequence[ContainerDevice]) -> None:
+def device_mapper_nodes(devices: Sequence[ContainerDevice], *,
+                        sys_misc: Path = Path("/sys/class/misc/device-mapper/dev")) -> list[dict[str, Any]]:
+    """For a privileged container given disks (the initializer opening a secure-pv volume, as in
+    Contrast): the device-mapper control node, and each disk under its kernel name too, which the
+    volume code resolves the container path to (it never trusts the name it was given)."""
+    try:
+        major, minor = (int(x) for x in sys_misc.read_text(encoding="ascii").strip().split(":"))
+    except (OSError, ValueError) as e:
+        raise StorageFailedError("device", "/dev/mapper/control",
+                                 f"no device-mapper in this kernel: {e}") from e
+    nodes = [{"path": "/dev/mapper/control", "type": "c", "major": major, "minor": minor, "fileMode": 0o600,
+              "uid": 0, "gid": 0}]
+    nodes += [{"path": f"/dev/{d.device.name}", "type": "b", "major": d.device.major, "minor": d.device.minor,
+               "fileMode": 0o600, "uid": 0, "gid": 0}
+              for d in devices if d.container_path != f"/dev/{d.device.name}"]
+    return nodes
+
+
+def spec_devices(spec: dict[str, Any], devices: Sequence[ContainerDevice], *,
+                 device_mapper: bool = False) -> None:
     """Add the nodes for ``devices`` to a config.json dict (the OCI runtime allows the devices it
     creates in the container's device cgroup)."""
     if not devices:
@@ -80,3 +100,5 @@ def spec_devices(spec: dict[str, Any], devices: Sequence[ContainerDevice]) -> No
          "fileMode": 0o660, "uid": 0, "gid": 0}
         for d in devices
     ]
+    if device_mapper:
+        linux["devices"] += device_mapper_nodes(devices)

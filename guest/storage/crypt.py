@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Sequence
@@ -263,11 +264,19 @@ def _check_tables(name: str, device: BlockDevice, dm: DeviceMapper) -> Path:
         raise EncryptedVolumeError(f"volume {name}: crypt options {[o for o in opts if ':' in o]}, "
                                    f"expected integrity:32:aead and sector_size:{SECTOR_SIZE}")
     cmajor, cminor = devices[name]
-    node = Path(f"/dev/dm-{cminor}")
-    st = os.stat(node)
-    if os.major(st.st_rdev) != cmajor or os.minor(st.st_rdev) != cminor:
-        raise EncryptedVolumeError(f"volume {name}: {node} is not device {cmajor}:{cminor}")
-    return node
+    # devtmpfs names it dm-N (the pod VM); in a container's /dev (a tmpfs, no devtmpfs) only the
+    # node libdevmapper made under /dev/mapper exists. Either must be a block node of that number.
+    for node in (Path(f"/dev/dm-{cminor}"), Path("/dev/mapper") / name):
+        try:
+            st = os.lstat(node)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise EncryptedVolumeError(f"volume {name}: {node}: {e.strerror}") from None
+        if not stat.S_ISBLK(st.st_mode) or os.major(st.st_rdev) != cmajor or os.minor(st.st_rdev) != cminor:
+            raise EncryptedVolumeError(f"volume {name}: {node} is not block device {cmajor}:{cminor}")
+        return node
+    raise EncryptedVolumeError(f"volume {name}: no node for device {cmajor}:{cminor} in /dev")
 
 
 def _remove(name: str, settings: CryptSettings) -> None:

@@ -103,6 +103,25 @@ def _iptables_tree(base: FileTree) -> FileTree:
     return tree
 
 
+# The initializer's secure-pv (``python -m initializer cryptsetup``, CRYPTSETUP_DEVICE) runs Debian's
+# cryptsetup and mkfs.ext4 inside the container, as Contrast's initializer image carries them.
+CRYPTSETUP_BINARIES = ("/sbin/cryptsetup", "/sbin/mke2fs")
+
+
+def _cryptsetup_tree(base: FileTree) -> FileTree:
+    """cryptsetup and mke2fs (as mkfs.ext4) with their configuration and shared libraries."""
+    tree = FileTree()
+    binaries = [Path(b).resolve() for b in CRYPTSETUP_BINARIES]
+    for b in binaries:
+        tree.add_file(f"usr/sbin/{b.name}", source=b, mode=0o755)
+    tree.add_symlink("usr/sbin/mkfs.ext4", "mke2fs")
+    tree.add_file("etc/mke2fs.conf", source=Path("/etc/mke2fs.conf"), mode=0o644)
+    for dest, src in sorted(library_closure(binaries).items()):
+        if dest.lstrip("/") not in base and dest.lstrip("/") not in tree:
+            tree.add_file(dest, source=src)
+    return tree
+
+
 def _apps_tree(repo: Path) -> FileTree:
     tree = FileTree()
     for host in sorted((repo / "tools" / "demo" / "apps").glob("*.py")):
@@ -117,13 +136,13 @@ class ImageSpec:
     name: str
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...] = ()
-    extra: tuple[str, ...] = ()  # names of extra layers: "iptables", "apps"
+    extra: tuple[str, ...] = ()  # names of extra layers: "iptables", "apps", "cryptsetup"
     env: tuple[str, ...] = field(default=(PATH_ENV, "PYTHONDONTWRITEBYTECODE=1"))
     working_dir: str = "/"
 
 
 IMAGES: tuple[ImageSpec, ...] = (
-    ImageSpec("initializer", ("python3", "-m", "initializer")),
+    ImageSpec("initializer", ("python3", "-m", "initializer"), extra=("cryptsetup",)),
     ImageSpec("meshproxy", ("python3", "-m", "meshproxy"), extra=("iptables",)),
     ImageSpec("coordinator", ("python3", "-m", "coordinator")),
     ImageSpec("demo-frontend", ("python3", "/app/frontend.py"), extra=("apps",)),
@@ -160,6 +179,9 @@ def build_layout(
     if "iptables" in needed:
         progress("layer iptables")
         layers["iptables"] = _layer(_iptables_tree(base_tree))
+    if "cryptsetup" in needed:
+        progress("layer cryptsetup")
+        layers["cryptsetup"] = _layer(_cryptsetup_tree(base_tree))
     if "apps" in needed:
         progress("layer apps")
         layers["apps"] = _layer(_apps_tree(repo))

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,3 +257,167 @@ def test_a_workload_image_other_than_the_sandbox_image_has_its_layers_hotplugged
     finally:
         client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
         client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+
+
+INITIALIZER_IMAGE = "docker.io/library/cc-initializer:initializer"
+SECRET_PATH = "/contrast/secrets/workload-secret-seed"
+
+
+def _layer_pins(ctd: Containerd, manifest_digest: str, cache: Path) -> list[dict[str, str]]:
+    """Every layer of the image pinned (erofs image built as the shim builds it)."""
+    from image.layers import build_layer_image
+    from oci import LayerSource
+
+    manifest = json.loads(ctd.ctr("content", "get", manifest_digest).stdout)
+    pins = []
+    for i, layer in enumerate(manifest["layers"]):
+        blob = cache.parent / f"pv-layer-{i}.blob"
+        blob.write_bytes(subprocess.run(["ctr", "--address", str(ctd.socket), "--namespace", ctd.namespace,
+                                         "content", "get", layer["digest"]], capture_output=True, check=True,
+                                        timeout=120).stdout)
+        pins.append(dict(build_layer_image(LayerSource(layer["digest"], "gzip", blob), cache).pin()))
+    return pins
+
+
+def _initializer_image(ctd: Containerd, work: Path) -> str:
+    """The project's initializer image (with cryptsetup) imported into containerd; its manifest digest."""
+    import tarfile
+
+    from image.containers.build import IMAGES, build_layout
+
+    layout = work / "initializer-layout"
+    (desc,) = build_layout(Path(__file__).resolve().parents[2], layout,
+                           [s for s in IMAGES if s.name == "initializer"]).values()
+    archive = work / "initializer.tar"
+    with tarfile.open(archive, "w") as tar:
+        for p in sorted(layout.rglob("*")):
+            tar.add(p, arcname=str(p.relative_to(layout)), recursive=False)
+    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+    out = ns.ctr("image", "import", "--base-name", INITIALIZER_IMAGE.rsplit(":", 1)[0], str(archive))
+    assert out.returncode == 0, out.stderr
+    return str(desc.digest)
+
+
+def _secure_pv_container(pb: Any, name: str, host_dev: str, secret_file: Path) -> Any:
+    return pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name),
+        image=pb.ImageSpec(image=INITIALIZER_IMAGE),
+        command=["python3", "-m", "initializer", "cryptsetup", "-d", "/dev/csi0", "-m", "/state",
+                 "--secret-file", SECRET_PATH, "--done-file", "/done"],
+        log_path=f"{name}.log",
+        devices=[pb.Device(container_path="/dev/csi0", host_path=host_dev, permissions="rwm")],
+        mounts=[pb.Mount(container_path=SECRET_PATH, host_path=str(secret_file), readonly=True)],
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(privileged=True)),
+    )
+
+
+def _wait_exec(client: CriClient, cid: str, cmd: list[str], within: float = 180) -> Any:
+    pb = client.pb
+    deadline = time.monotonic() + within
+    while True:
+        st = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid)).status
+        if st.state == pb.CONTAINER_EXITED:
+            return pb.ExecSyncResponse(exit_code=-1, stderr=f"container exited {st.exit_code}".encode())
+        ex = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=60))
+        if ex.exit_code == 0 or time.monotonic() > deadline:
+            return ex
+        time.sleep(1)
+
+
+def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_secret(
+    cri: tuple[Containerd, CriClient, str, Path],
+) -> None:
+    """Contrast's secure-pv as a CRI pod: the initializer (privileged, the volumeDevice at /dev/csi0)
+    opens the hotplugged disk as LUKS2 + hmac keyed from the workload secret, formats it on first use
+    and mounts it at /state; the host's disk file has no plaintext; after the VM is gone a second pod
+    of the same workload reads the data; another workload secret cannot open it and changes nothing."""
+    import hashlib
+    import os
+
+    ctd, client, _, work = cri
+    pb = client.pb
+    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+    digest = _initializer_image(ctd, work)
+    busybox = next(line.split()[2] for line in ns.ctr("image", "ls").stdout.splitlines()
+                   if line.startswith(IMAGE_NAME + " "))
+    pins = _layer_pins(ns, busybox, work / "layers") + _layer_pins(ns, digest, work / "layers")
+    from tools.vm.pod import RPC_NAMES
+
+    policy = "\n".join(["package agent_policy", "", *(f"default {n} := true" for n in RPC_NAMES), "",
+                        "policy_data := " + json.dumps({"containers": [{"erofs_layers": pins}]}), ""])
+    toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
+    initdata = initdata_format.encode_annotation(toml)
+    secret, other = work / "secret", work / "other-secret"
+    secret.write_text(hashlib.sha256(b"workload one").hexdigest())
+    other.write_text(hashlib.sha256(b"workload two").hexdigest())
+    disk = work / "pv.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 48 << 20)
+    logs = work / "logs-pv"
+    logs.mkdir()
+
+    def pod(n: int) -> tuple[str, Any]:
+        cfg = _sandbox_config(pb, f"pv-pod-{n}", logs, initdata)
+        cfg.linux.security_context.privileged = True  # CRI: a privileged container needs a privileged pod
+        return client.call("RunPodSandbox", pb.RunPodSandboxRequest(
+            config=cfg, runtime_handler="contrast-cc")).pod_sandbox_id, cfg
+
+    def end(sid: str) -> None:
+        client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+
+    with loop_device(disk) as host_dev:
+        sid, sandbox_config = pod(1)
+        try:
+            cid = client.call("CreateContainer", pb.CreateContainerRequest(
+                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-1", host_dev, secret),
+                sandbox_config=sandbox_config)).container_id
+            t0 = time.monotonic()
+            client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+            done = _wait_exec(client, cid, ["test", "-f", "/done"])
+            first_open = time.monotonic() - t0
+            assert done.exit_code == 0, (logs / "init-1.log").read_text()[-3000:]
+            wrote = client.call("ExecSync", pb.ExecSyncRequest(
+                container_id=cid, cmd=["sh", "-c", "echo pv-plaintext-marker > /state/data"], timeout=60))
+            assert wrote.exit_code == 0, wrote
+            client.call("StopContainer", pb.StopContainerRequest(container_id=cid, timeout=30))
+            st = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid)).status
+            assert st.exit_code == 0, (logs / "init-1.log").read_text()[-3000:]
+        finally:
+            end(sid)
+        with open(host_dev, "rb") as f:
+            raw = f.read()
+        assert raw[:6] == b"LUKS\xba\xbe" and b"pv-plaintext-marker" not in raw
+        before = hashlib.sha256(raw).hexdigest()
+
+        sid, sandbox_config = pod(2)
+        try:
+            bad = client.call("CreateContainer", pb.CreateContainerRequest(
+                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-other", host_dev, other),
+                sandbox_config=sandbox_config)).container_id
+            client.call("StartContainer", pb.StartContainerRequest(container_id=bad))
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                st = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=bad)).status
+                if st.state == pb.CONTAINER_EXITED:
+                    break
+                time.sleep(1)
+            assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 1), st
+            refused = (logs / "init-other.log").read_text()
+            assert "Volume key does not match" in refused or "does not open" in refused, refused
+            client.call("RemoveContainer", pb.RemoveContainerRequest(container_id=bad))
+            with open(host_dev, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == before  # never reformatted
+            cid = client.call("CreateContainer", pb.CreateContainerRequest(
+                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-2", host_dev, secret),
+                sandbox_config=sandbox_config)).container_id
+            t0 = time.monotonic()
+            client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+            assert _wait_exec(client, cid, ["test", "-f", "/done"]).exit_code == 0
+            reopen = time.monotonic() - t0
+            got = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["cat", "/state/data"],
+                                                             timeout=60))
+            assert got.stdout == b"pv-plaintext-marker\n", (got, (logs / "init-2.log").read_text()[-2000:])
+            print(f"secure-pv: start to /done, first use (format): {first_open:.1f}s, reopen: {reopen:.1f}s")
+        finally:
+            end(sid)
