@@ -421,3 +421,61 @@ def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_
             print(f"secure-pv: start to /done, first use (format): {first_open:.1f}s, reopen: {reopen:.1f}s")
         finally:
             end(sid)
+
+
+def test_a_host_that_swaps_the_secure_pv_for_a_plaintext_disk_never_shows_its_files(
+    cri: tuple[Containerd, CriClient, str, Path],
+) -> None:
+    """The host hands the pod a plaintext ext4 disk with a file planted in it instead of the LUKS2
+    volume: the initializer finds no LUKS header, formats the disk with the workload's key (first
+    use), and the pod sees an empty volume, never the host's file."""
+    import hashlib
+    import os
+
+    ctd, client, _, work = cri
+    pb = client.pb
+    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+    out = ns.ctr("image", "ls")
+    listed = out.stdout.splitlines()
+    digest = next((line.split()[2] for line in listed if line.startswith(INITIALIZER_IMAGE + " ")),
+                  None) or _initializer_image(ctd, work)
+    busybox = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith(IMAGE_NAME + " "))
+    pins = _layer_pins(ns, busybox, work / "layers") + _layer_pins(ns, digest, work / "layers")
+    from tools.vm.pod import RPC_NAMES
+
+    policy = "\n".join(["package agent_policy", "", *(f"default {n} := true" for n in RPC_NAMES), "",
+                        "policy_data := " + json.dumps({"containers": [{"erofs_layers": pins}]}), ""])
+    initdata = initdata_format.encode_annotation(
+        initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy})))
+    secret = work / "swap-secret"
+    secret.write_text(hashlib.sha256(b"workload swap").hexdigest())
+    planted = work / "planted"
+    planted.mkdir()
+    (planted / "host-planted.txt").write_text("host says hello\n")
+    disk = work / "plain.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 48 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(planted), str(disk)], check=True, timeout=60)
+    logs = work / "logs-swap"
+    logs.mkdir()
+    with loop_device(disk) as host_dev:
+        cfg = _sandbox_config(pb, "swap-pod", logs, initdata)
+        cfg.linux.security_context.privileged = True
+        sid = client.call("RunPodSandbox", pb.RunPodSandboxRequest(
+            config=cfg, runtime_handler="contrast-cc")).pod_sandbox_id
+        try:
+            cid = client.call("CreateContainer", pb.CreateContainerRequest(
+                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-swap", host_dev, secret),
+                sandbox_config=cfg)).container_id
+            client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
+            done = _wait_exec(client, cid, ["test", "-f", "/done"])
+            assert done.exit_code == 0, (logs / "init-swap.log").read_text()[-3000:]
+            listing = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["ls", "-a", "/state"],
+                                                                 timeout=60))
+            assert listing.exit_code == 0 and b"host-planted" not in listing.stdout, listing
+            assert "formatted=True" in (logs / "init-swap.log").read_text()
+        finally:
+            client.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+            client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+        with open(host_dev, "rb") as f:
+            assert f.read(6) == b"LUKS\xba\xbe"
