@@ -558,7 +558,8 @@ class Demo:
         except (IndexError, KeyError, ValueError):
             return ""
         # Without the sandbox's policy state, the state checks fail too: keep what names fields.
-        stateless = ("rule body failed", "was not created under this policy", "not recorded in the policy state")
+        stateless = ("rule body failed", "was not created under this policy",
+                     "not recorded in the policy state")
         return "; ".join(r for r in reasons if not any(x in r for x in stateless))
 
     def attack_exec(self) -> str:
