@@ -93,6 +93,32 @@ def _check_report(steps: dict[str, dict[str, Any]]) -> None:
     assert "no HTTP" in plaintext or "TLS alert" in plaintext
 
 
+def test_the_whole_demo_twice_then_keep_and_down(env: dict[str, str], tmp_path: Path) -> None:
+    first = _demo(env, "--report", str(tmp_path / "first.json"))
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    _check_report(_steps(tmp_path / "first.json"))
+    assert "cleaned up: nothing left" in first.stdout
+    assert not Path(env["CG_DEMO_STATE"]).exists()
+
+    second = _demo(env, "--keep", "--report", str(tmp_path / "second.json"))
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
+    steps = _steps(tmp_path / "second.json")
+    _check_report(steps)
+    # Warm caches: the pod-VM image and the container images are reused, not rebuilt.
+    assert "pod-VM image from cache" in steps["images"]["detail"]
+    assert "containers from cache" in steps["images"]["detail"]
+    state = json.loads(Path(env["CG_DEMO_STATE"]).read_text())
+    prefixes = [state["work"], *state["markers"]]
+    assert _left_behind(prefixes), "--keep should leave the deployment running"
+
+    down = _demo(env, "down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _left_behind(prefixes) == []
+    assert not Path(env["CG_DEMO_STATE"]).exists()
+    print(f"whole demo: first {_steps(tmp_path / 'first.json')['images']['seconds']} s images; "
+          f"second run {json.loads((tmp_path / 'second.json').read_text())['seconds']} s")
+
+
 def test_ctrl_c_while_a_pod_vm_boots_removes_everything(env: dict[str, str]) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "tools.demo"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -571,7 +571,8 @@ class Demo:
             if "ExecProcessRequest is blocked by policy" not in text:
                 raise StepFailedError(f"exec failed, but not by the policy: {text[:300]}") from exc
             why = self._explain(text, self.pods["frontend"].plan, "ExecProcessRequest")
-            return f"exec {argv} in frontend: ExecProcessRequest is blocked by policy; guest explains: {why}"
+            why = why or "the policy admits no exec in this container but its probes' commands"
+            return f"exec {argv} in frontend: ExecProcessRequest is blocked by policy; {why}"
         raise StepFailedError(f"exec ran (exit {code}, {len(stdout)} bytes out): the policy should deny it")
 
     def _expect_refused(self, plan: Any, key: str, needle: str, what: str) -> str:
@@ -650,12 +651,13 @@ class Demo:
         log = ""
         while time.monotonic() < deadline:
             log = pod.logs("contrast-initializer")
-            if "not found in manifest" in log:
-                line = next(ln for ln in log.splitlines() if "not found in manifest" in ln)
+            refused = re.search(r"(PERMISSION_DENIED: policy hash [0-9a-f]+ not found in manifest)", log)
+            if refused:
                 if pod.status("contrast-initializer").state == kubelet.pb.CONTAINER_EXITED:
                     raise StepFailedError("the intruder's Initializer exited: it should keep being refused")
-                return ("pod VM booted with the host's own policy; its Initializer is refused: "
-                        f"{line.strip()[:200]}")
+                attempts = log.count("event=new_mesh_cert_failed")
+                return ("pod VM booted with the host's own policy; the Coordinator refuses its Initializer: "
+                        f"{refused.group(1)} (attempt {attempts}, retrying; no certificate written)")
             if "event=done" in log:
                 raise StepFailedError("the intruder's Initializer got a mesh certificate")
             time.sleep(2)
