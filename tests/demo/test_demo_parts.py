@@ -145,3 +145,24 @@ def test_down_without_state_is_a_no_op(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "tools.demo", "down", "--state", str(tmp_path / "none.json")]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "nothing to remove" in done.stdout
+
+
+def test_container_layout_cache_keeps_the_newest_and_never_a_staging_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.demo import images
+
+    monkeypatch.setattr(images, "CACHE", tmp_path)
+    made = []
+    for i in range(7):
+        d = tmp_path / f"containers-{i:032x}"
+        d.mkdir()
+        os.utime(d, (1000 + i, 1000 + i))
+        made.append(d)
+    staging = tmp_path / f"containers-{0:032x}-abc123"  # another run's build in progress
+    staging.mkdir()
+    current = made[0]  # the oldest, but the one just built
+    images._prune(current)
+    assert current.exists() and staging.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p not in (current, staging)) == [
+        d.name for d in made[-images.KEEP:]]

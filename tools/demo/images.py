@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,22 @@ def container_images(repo: Path, log: Path) -> ContainerImages:
         if not summary.is_file():  # not a parallel run that won the race
             raise
     shutil.rmtree(staging, ignore_errors=True)
+    _prune(target)
     return ContainerImages(target, json.loads(summary.read_text()), cached=False)
+
+
+KEEP = 4  # layouts of other checkouts kept (each about 32 MB)
+
+
+def _prune(current: Path) -> None:
+    """Every checkout change adds a layout: keep the newest few, never the one just built."""
+    # Only finished layouts (a run's staging directory has a suffix; each run hard-links its layout
+    # into its own work directory before using it).
+    finished = re.compile(r"containers-[0-9a-f]{32}")
+    layouts = [p for p in CACHE.iterdir() if finished.fullmatch(p.name) and p != current and p.is_dir()]
+    others = sorted(layouts, key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def pod_vm_image(repo: Path, out: Path) -> tuple[Path, bool]:
