@@ -54,15 +54,7 @@ def cri(
         toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
         client = CriClient(ctd.socket)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.call("Version", client.pb.VersionRequest(), timeout=10)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+            client.wait_ready()
             yield ctd, client, initdata_format.encode_annotation(toml), work
         finally:
             client.close()

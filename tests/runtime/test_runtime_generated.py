@@ -188,15 +188,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         pause = f"{PAUSE_IMAGE_NAME}@{digests[PAUSE_IMAGE_NAME]}"
         settings = _settings(work, ctd, log_root, pause)
         client = CriClient(ctd.socket)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.call("Version", client.pb.VersionRequest(), timeout=10)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        client.wait_ready()
         kubelet = Kubelet(client, root=work / "kubelet", log_root=log_root)
         try:
             yield Node(

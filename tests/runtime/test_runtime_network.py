@@ -48,18 +48,6 @@ from tools.vm.cri.client import CriClient
 from tools.vm.registry import Registry, containerd_registry, unavailable
 
 
-def _wait_cri(client: CriClient) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.call("Version", client.pb.VersionRequest(), timeout=10)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 @pytest.mark.root
 def test_cri_pulls_by_digest_from_the_registry_in_containerds_namespace(tmp_path: Path) -> None:
     reason = containerd_missing(cni=True) or unavailable()
@@ -75,7 +63,7 @@ def test_cri_pulls_by_digest_from_the_registry_in_containerds_namespace(tmp_path
             reg.push_archive(archive, "test/busybox", "1")
             client = CriClient(ctd.socket)
             try:
-                _wait_cri(client)
+                client.wait_ready()
                 ref = f"{reg.hostport}/test/busybox@{digest}"
                 spec = client.pb.ImageSpec(image=ref)
                 pulled = client.call("PullImage", client.pb.PullImageRequest(image=spec))
@@ -277,7 +265,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
                 "0.1.0", "sha256", {"policy.rego": _policy_allow_all(), "imagepuller.toml": puller}))
             client = CriClient(ctd.socket)
             try:
-                _wait_cri(client)
+                client.wait_ready()
                 image = f"{reg.hostport}/{IMAGE_REPO}@{digest}"
                 bad = f"{reg.hostport}/{TAMPERED_REPO}@{tampered}"
                 for ref in (image, bad):  # kubelet's PullImage: containerd needs the image too

@@ -110,15 +110,7 @@ def _cri_rounds(image: Path, rounds: int) -> tuple[list[float], list[float]]:
             logs = work / "logs"
             logs.mkdir()
             client = CriClient(ctd.socket)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.call("Version", client.pb.VersionRequest(), timeout=10)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+            client.wait_ready()
             ours: list[float] = []
             runc: list[float] = []
             for i in range(rounds):

@@ -10,6 +10,7 @@ import importlib
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ class CriClient:
             response_deserializer=reply_type.FromString,
         )
         return rpc(request, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Poll Version until containerd's CRI plugin answers (it starts after containerd's socket)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.call("Version", self.pb.VersionRequest(), timeout=10)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
     def close(self) -> None:
         self.channel.close()
