@@ -82,9 +82,22 @@ def device_mapper_nodes(devices: Sequence[ContainerDevice], *,
                                  f"no device-mapper in this kernel: {e}") from e
     nodes = [{"path": "/dev/mapper/control", "type": "c", "major": major, "minor": minor, "fileMode": 0o600,
               "uid": 0, "gid": 0}]
-    nodes += [{"path": f"/dev/{d.device.name}", "type": "b", "major": d.device.major, "minor": d.device.minor,
-               "fileMode": 0o600, "uid": 0, "gid": 0}
-              for d in devices if d.container_path != f"/dev/{d.device.name}"]
+    # The host picks the container paths: one naming the control node or another disk's kernel
+    # name would put two different nodes at one path, and the volume code could open the wrong disk.
+    taken = {d.container_path: d.device for d in devices}
+    if "/dev/mapper/control" in taken:
+        raise InvalidRequestError("device.container_path", "/dev/mapper/control",
+                                  "a path other than the device-mapper control node")
+    for d in devices:
+        path = f"/dev/{d.device.name}"
+        if path in taken:
+            if taken[path] != d.device:
+                raise InvalidRequestError("device.container_path", path,
+                                          f"a path other than the kernel name of disk {d.device.number}")
+            continue
+        taken[path] = d.device
+        nodes.append({"path": path, "type": "b", "major": d.device.major, "minor": d.device.minor,
+                      "fileMode": 0o600, "uid": 0, "gid": 0})
     return nodes
 
 

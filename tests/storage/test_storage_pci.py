@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from guest.backend.devices import ContainerDevice, check_devices, spec_devices
+from guest.backend.devices import ContainerDevice, check_devices, device_mapper_nodes, spec_devices
 from guest.backend.errors import InvalidRequestError
 from guest.protocols import agent_pb2
 from guest.storage import BlockDevice, StorageSourceError
@@ -99,3 +99,26 @@ def test_the_container_gets_the_guests_number() -> None:
     spec_devices(spec, [ContainerDevice("/dev/xvda", BlockDevice("vdc", MAJOR, MINOR))])
     assert spec["linux"] == {"devices": [{"path": "/dev/xvda", "type": "b", "major": MAJOR, "minor": MINOR,  # type: ignore[comparison-overlap]
                                           "fileMode": 0o660, "uid": 0, "gid": 0}]}
+
+
+def _sys_misc(tmp: Path) -> Path:
+    (tmp / "dev").write_text("10:236\n")
+    return tmp / "dev"
+
+
+def test_a_privileged_container_gets_each_disk_under_its_kernel_name_once(tmp_path: Path) -> None:
+    vdc = BlockDevice("vdc", MAJOR, MINOR)
+    nodes = device_mapper_nodes([ContainerDevice("/dev/xvda", vdc), ContainerDevice("/dev/xvdb", vdc),
+                                 ContainerDevice("/dev/vdd", BlockDevice("vdd", MAJOR, MINOR + 16))],
+                                sys_misc=_sys_misc(tmp_path))
+    assert [(n["path"], n["major"], n["minor"]) for n in nodes] == [
+        ("/dev/mapper/control", 10, 236), ("/dev/vdc", MAJOR, MINOR)]
+
+
+@pytest.mark.parametrize("taken", ["/dev/mapper/control", "/dev/vdd"])
+def test_a_container_path_taking_another_nodes_place_is_refused(tmp_path: Path, taken: str) -> None:
+    # the host names disk vdc /dev/vdd while disk vdd is given too: two nodes would share one path
+    devices = [ContainerDevice(taken, BlockDevice("vdc", MAJOR, MINOR)),
+               ContainerDevice("/dev/data", BlockDevice("vdd", MAJOR, MINOR + 16))]
+    with pytest.raises(InvalidRequestError, match=taken):
+        device_mapper_nodes(devices, sys_misc=_sys_misc(tmp_path))
