@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -501,7 +502,12 @@ class TaskService:
         for m in spec.Mounts:
             if m.destination == "/etc/resolv.conf":
                 try:
-                    with open(m.source, "rb") as f:
+                    # Non-blocking, and only a regular file is read: a FIFO or device at the source
+                    # would otherwise stall the shim's event loop in open() or read().
+                    fd = os.open(m.source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                    with os.fdopen(fd, "rb") as f:
+                        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                            raise InvalidInputError("sandbox resolv.conf", m.source, "a regular file")
                         content = f.read(MAX_RESOLV_CONF + 1)
                 except OSError as e:
                     expected = f"a readable file ({e.strerror})"

@@ -5,6 +5,7 @@ process namespace, the fields Kata drops; a host-supplied policy annotation neve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from runtime.kataspec import BUNDLE_PATH, CONTAINER_TYPE_KEY, NETNS_ANNOTATION, annotate, kata_spec
 from runtime.spec import spec_from_json
@@ -157,3 +158,36 @@ def test_dns_lines_as_kata_splits_them() -> None:
     for hostile in (b"nameserver 1.1.1.1\n" * 100, b"x" * 2000, b"a\0b", b"\xff\xfe"):
         with pytest.raises(InvalidInputError, match=r"sandbox resolv\.conf"):
             dns_lines(hostile, "/r")
+
+
+def test_sandbox_dns_refuses_a_fifo_or_device_without_blocking(tmp_path: Path) -> None:
+    """A hostile host points the resolv.conf bind at a FIFO (open would block the shim's loop
+    forever) or a device: a clear error, promptly."""
+    import concurrent.futures
+    import os
+
+    import pytest
+
+    from guest.protocols import oci_pb2
+    from runtime.errors import InvalidInputError
+    from runtime.service import TaskService
+
+    fifo = tmp_path / "resolv.conf"
+    os.mkfifo(fifo)
+    for source in (str(fifo), "/dev/zero"):
+        spec = oci_pb2.Spec()
+        spec.Mounts.add(destination="/etc/resolv.conf", type="bind", source=source)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        future = pool.submit(TaskService._sandbox_dns, spec)
+        try:
+            with pytest.raises(InvalidInputError, match=r"sandbox resolv\.conf.*regular file"):
+                future.result(timeout=10)
+        finally:
+            if not future.done():  # unblock the stuck open() so the test ends
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            pool.shutdown(wait=True)
+    good = tmp_path / "good.conf"
+    good.write_bytes(b"nameserver 10.96.0.10\n")
+    spec = oci_pb2.Spec()
+    spec.Mounts.add(destination="/etc/resolv.conf", type="bind", source=str(good))
+    assert TaskService._sandbox_dns(spec) == ["nameserver 10.96.0.10", ""]
