@@ -5,7 +5,8 @@ Each ``bind`` mount of the container's spec whose source is a host file or direc
 mount's source rewritten to the copy: ``/run/kata-containers/shared/containers/<cid>-<16 hex>-<name>``.
 Directories are walked depth-first in lexical order, symbolic links copied as links, regular files
 sent in 1 MiB chunks; sockets, FIFOs and devices are skipped (a mount whose source is one is left out).
-Sizes are bounded so a client cannot make the shim stream an unbounded tree into the VM.
+Sizes are bounded so a client cannot make the shim stream an unbounded tree into the VM; every tree
+is walked and charged first, so an over-budget container fails with nothing copied.
 
 A Kubernetes memory-medium emptyDir (kubelet's ``…/volumes/kubernetes.io~empty-dir/<name>`` on a tmpfs)
 is not copied: as Kata's runtime does, it becomes an ``ephemeral`` storage, a tmpfs in the guest at
@@ -20,7 +21,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +61,19 @@ class _Budget:
             )
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    st = os.lstat(root)
-    yield root, st
-    if stat.S_ISDIR(st.st_mode):
-        for name in sorted(os.listdir(root)):
-            yield from _walk(root / name)
-
-
-def _entries(root: Path) -> list[tuple[Path, os.stat_result]]:
-    return list(_walk(root))
+def _entries(root: Path, budget: _Budget, source: str) -> list[tuple[Path, os.stat_result]]:
+    """The tree at ``root`` depth-first in lexical order, charged to ``budget`` while it is walked:
+    a too-large (or too-deep) tree fails here, before anything is listed in full or sent."""
+    out: list[tuple[Path, os.stat_result]] = []
+    stack = [root]
+    while stack:
+        path = stack.pop()
+        st = os.lstat(path)
+        budget.take(st.st_size if stat.S_ISREG(st.st_mode) else 0, source)
+        out.append((path, st))
+        if stat.S_ISDIR(st.st_mode):
+            stack.extend(path / name for name in sorted(os.listdir(path), reverse=True))
+    return out
 
 
 def _is_tmpfs(path: str) -> bool:
@@ -96,6 +100,7 @@ async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> list[ag
     budget = _Budget()
     keep: list[oci_pb2.Mount] = []
     storages: list[agent_pb2.Storage] = []
+    plan: list[tuple[oci_pb2.Mount, Path, list[tuple[Path, os.stat_result]]]] = []
     for m in spec.Mounts:
         if m.type != "bind" or m.destination == "/dev/shm":
             keep.append(m)
@@ -116,27 +121,30 @@ async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> list[ag
             continue
         if not (stat.S_ISREG(top.st_mode) or stat.S_ISDIR(top.st_mode)):
             continue
+        resolved = await asyncio.to_thread(src.resolve)
+        # Every tree is walked and charged before the first CopyFile: an over-budget container
+        # fails with nothing copied into the guest.
+        entries = await asyncio.to_thread(_entries, resolved, budget, m.source)
+        plan.append((m, resolved, entries))
+        keep.append(m)
+    for m, resolved, entries in plan:
         name = Path(m.destination).name or "root"
         guest_root = f"{GUEST_SHARED}/{cid}-{secrets.token_hex(8)}-{name}"
-        resolved = await asyncio.to_thread(src.resolve)
-        entries = await asyncio.to_thread(_entries, resolved)
         for host, st in entries:
             guest = guest_root + ("" if host == resolved else "/" + str(host.relative_to(resolved)))
             base = agent_pb2.CopyFileRequest(
                 path=guest, file_mode=st.st_mode, dir_mode=DIR_MODE, uid=st.st_uid, gid=st.st_gid
             )
             if stat.S_ISDIR(st.st_mode):
-                budget.take(0, m.source)
                 await call("CopyFile", base, empty_pb2.Empty)
             elif stat.S_ISLNK(st.st_mode):
-                budget.take(0, m.source)
                 base.data = os.readlink(host).encode()
                 await call("CopyFile", base, empty_pb2.Empty)
             elif stat.S_ISREG(st.st_mode):
-                budget.take(st.st_size, m.source)
                 fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 with os.fdopen(fd, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
+                    # Never more than was charged, should the file have grown since the walk.
+                    size = min(os.fstat(f.fileno()).st_size, st.st_size)
                     offset = 0
                     while True:
                         chunk = f.read(min(CHUNK, size - offset))
@@ -148,7 +156,6 @@ async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> list[ag
                         if offset >= size or not chunk:
                             break
         m.source = guest_root
-        keep.append(m)
     del spec.Mounts[:]
     spec.Mounts.extend(keep)
     return storages
