@@ -39,6 +39,10 @@ def parse_pci_path(pci_path: str) -> tuple[int, ...]:
     slots = tuple(int(part, 16) for part in pci_path.split("/"))
     if any(s > _MAX_SLOT for s in slots):
         raise StorageSourceError(pci_path, "a slot above 0x1f", "PCI slots 00..1f")
+    if len(slots) < 2:
+        # The root bus holds the guest's own disks (root image, initdata, layers on q35): never a
+        # container's. Hotplugged disks are always behind a root port.
+        raise StorageSourceError(pci_path, "a device on the root bus", "a disk behind a root port (XX/YY)")
     return slots
 
 
