@@ -25,7 +25,7 @@ erofs_dmverity_prefix := "X-kata.dmverity."
 
 erofs_source_pattern := `^/dev/((vd|sd)[a-z]{1,2}([1-9][0-9]?)?|loop(0|[1-9][0-9]{0,2}))$`
 
-erofs_pci_source_pattern := `^[0-9a-f]{2}(/[0-9a-f]{2}){0,3}$`
+erofs_pci_source_pattern := `^[0-9a-f]{2}(/[0-9a-f]{2}){1,3}$`
 
 erofs_source_allowed(source) if regex.match(erofs_source_pattern, source)
 

@@ -23,8 +23,11 @@ from .source import DEV, SYS_CLASS_BLOCK, BlockDevice, resolve_source
 
 __all__ = ["PCI_PATH_PATTERN", "SYS_DEVICES", "block_device_for_pci_path", "parse_pci_path"]
 
-PCI_PATH_PATTERN = r"^[0-9a-f]{2}(/[0-9a-f]{2}){0,3}$"
+# At least two slots: the root bus holds the guest's own disks (root image, initdata, layers on q35),
+# never a container's or a storage's; hotplugged disks are always behind a root port.
+PCI_PATH_PATTERN = r"^[0-9a-f]{2}(/[0-9a-f]{2}){1,3}$"
 _PCI_PATH = re.compile(PCI_PATH_PATTERN)
+_ROOT_BUS_SLOT = re.compile(r"[0-9a-f]{2}")
 _FUNCTION = re.compile(r"0000:([0-9a-f]{2}):([0-9a-f]{2})\.0")
 _VIRTIO = re.compile(r"virtio[0-9]{1,4}")
 SYS_DEVICES = Path("/sys/devices")
@@ -35,14 +38,12 @@ _MAX_SLOT = 0x1F
 def parse_pci_path(pci_path: str) -> tuple[int, ...]:
     """The slots of a Kata PCI path; StorageSourceError if it is not one."""
     if not isinstance(pci_path, str) or not _PCI_PATH.fullmatch(pci_path):
+        if isinstance(pci_path, str) and _ROOT_BUS_SLOT.fullmatch(pci_path):
+            raise StorageSourceError(pci_path, "a device on the root bus", "a disk behind a root port: XX/YY")
         raise StorageSourceError(str(pci_path), "not a PCI path", f"slots in hex matching {PCI_PATH_PATTERN}")
     slots = tuple(int(part, 16) for part in pci_path.split("/"))
     if any(s > _MAX_SLOT for s in slots):
         raise StorageSourceError(pci_path, "a slot above 0x1f", "PCI slots 00..1f")
-    if len(slots) < 2:
-        # The root bus holds the guest's own disks (root image, initdata, layers on q35): never a
-        # container's. Hotplugged disks are always behind a root port.
-        raise StorageSourceError(pci_path, "a device on the root bus", "a disk behind a root port (XX/YY)")
     return slots
 
 
