@@ -25,6 +25,13 @@ the key (a typo must not silently fall back to a default).
     [agent]
     dial_timeout = 120                    # seconds until the agent must answer
     create_container_timeout = 60
+
+    [runtime]
+    emptydir_mode = "block-encrypted"     # Kata's emptydir_mode: a disk emptyDir becomes a disk of its
+                                          # own in the pod VM, encrypted with a key born there; or
+                                          # "shared-fs": its files copied into the VM (CopyFile)
+    emptydir_size_mib = 0                 # that disk's size; 0 = the capacity of the filesystem
+                                          # holding the emptyDir, as Kata (a sparse file)
 """
 
 from __future__ import annotations
@@ -37,10 +44,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_VAR", "IMAGE_MODES", "Config", "load_config"]
+__all__ = ["EMPTYDIR_MODES", "ENV_VAR", "IMAGE_MODES", "Config", "load_config"]
 
 ENV_VAR = "CONTRAST_CC_CONFIG"
 IMAGE_MODES = ("host-erofs", "guest-pull")
+EMPTYDIR_MODES = ("block-encrypted", "shared-fs")
 ACCELS = ("auto", "kvm", "tcg")
 TEES = ("simulated", "snp", "tdx")
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -62,6 +70,8 @@ class Config:
     layer_cache: Path = Path("/var/cache/confidential-guest/layers")
     dial_timeout: float = 120.0
     create_container_timeout: float = 60.0
+    emptydir_mode: str = "block-encrypted"
+    emptydir_size_mib: int = 0
 
 
 _SCHEMA: dict[str, dict[str, type]] = {
@@ -77,6 +87,7 @@ _SCHEMA: dict[str, dict[str, type]] = {
     },
     "initdata": {"default": str},
     "agent": {"dial_timeout": int, "create_container_timeout": int},
+    "runtime": {"emptydir_mode": str, "emptydir_size_mib": int},
 }
 
 
@@ -122,7 +133,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"runtime configuration {path}: not TOML: {e}") from None
     t = _checked(doc, path)
     base = path.parent
-    image, hyp, ini, agent = (t.get(k, {}) for k in ("image", "hypervisor", "initdata", "agent"))
+    tables = ("image", "hypervisor", "initdata", "agent", "runtime")
+    image, hyp, ini, agent, rt = (t.get(k, {}) for k in tables)
     if "dir" not in image:
         raise ConfigError(f"{path}: image.dir is required (a directory written by python -m image build)")
     mode = image.get("mode", "host-erofs")
@@ -145,6 +157,14 @@ def load_config(path: Path) -> Config:
     for key in ("dial_timeout", "create_container_timeout"):
         if key in agent and not 1 <= agent[key] <= 3600:
             raise ConfigError(f"{path}: agent.{key} {agent[key]}: expected 1..3600 seconds")
+    emptydir_mode = rt.get("emptydir_mode", "block-encrypted")
+    if emptydir_mode not in EMPTYDIR_MODES:
+        raise ConfigError(f"{path}: runtime.emptydir_mode {emptydir_mode!r}: expected one of "
+                          f"{', '.join(EMPTYDIR_MODES)}")
+    size = rt.get("emptydir_size_mib", 0)
+    if not 0 <= size <= 64 << 20:
+        raise ConfigError(f"{path}: runtime.emptydir_size_mib {size}: expected 0..{64 << 20} (0: the "
+                          "filesystem's capacity)")
     default = ini.get("default", "")
     return Config(
         path=path,
@@ -163,6 +183,8 @@ def load_config(path: Path) -> Config:
         ),
         dial_timeout=float(agent.get("dial_timeout", 120)),
         create_container_timeout=float(agent.get("create_container_timeout", 60)),
+        emptydir_mode=emptydir_mode,
+        emptydir_size_mib=size,
     )
 
 
@@ -180,10 +202,13 @@ def config_path(option_path: str, environ: dict[str, str] | None = None) -> Path
     return Path(chosen)
 
 
-def render(image_dir: Path, image_mode: str, default_initdata: Path | None = None) -> str:
+def render(image_dir: Path, image_mode: str, default_initdata: Path | None = None, *,
+           emptydir_mode: str = "block-encrypted", emptydir_size_mib: int = 0) -> str:
     """A configuration for an image directory (``python -m image runtime-config``)."""
     if image_mode not in IMAGE_MODES:
         raise ConfigError(f"image mode {image_mode!r}: expected one of {', '.join(IMAGE_MODES)}")
+    if emptydir_mode not in EMPTYDIR_MODES:
+        raise ConfigError(f"emptyDir mode {emptydir_mode!r}: expected one of {', '.join(EMPTYDIR_MODES)}")
     lines = [
         "# containerd-shim-contrast-cc-v2 configuration (written by python -m image runtime-config).",
         "[image]",
@@ -202,6 +227,10 @@ def render(image_dir: Path, image_mode: str, default_initdata: Path | None = Non
         "[agent]",
         "dial_timeout = 120",
         "create_container_timeout = 60",
+        "",
+        "[runtime]",
+        f"emptydir_mode = {_toml_str(emptydir_mode)}",
+        f"emptydir_size_mib = {int(emptydir_size_mib)}",
         "",
     ]
     return "\n".join(lines)

@@ -18,6 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--image", required=True, type=Path, help="image directory (python -m image build --out)")
     p.add_argument("--out", required=True, type=Path, help="TOML file to write")
     p.add_argument("--image-mode", default="host-erofs", choices=["host-erofs", "guest-pull"])
+    p.add_argument("--emptydir-mode", default="block-encrypted", choices=["block-encrypted", "shared-fs"],
+                   help="a disk emptyDir as an encrypted disk of the pod VM (default) or files copied in")
+    p.add_argument("--emptydir-size-mib", default=0, type=int,
+                   help="size of each emptyDir disk (default 0: the capacity of the emptyDir's filesystem)")
     p.add_argument(
         "--default-initdata",
         type=Path,
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     initdata = args.default_initdata.resolve() if args.default_initdata else None
-    text = render(image, args.image_mode, initdata)
+    text = render(image, args.image_mode, initdata, emptydir_mode=args.emptydir_mode,
+                  emptydir_size_mib=args.emptydir_size_mib)
     atomic_write(args.out, text.encode(), mode=0o644)
     try:
         load_config(args.out.resolve())

@@ -42,6 +42,7 @@ from . import validate
 from .agent import AgentClient
 from .config import Config, config_path, load_config
 from .devices import block_devices, image_store_size
+from .emptydir import EmptyDirDisks
 from .errors import (
     AlreadyExistsError,
     ConfigError,
@@ -172,6 +173,7 @@ class Sandbox:
     pause_created: bool = False
     destroyed: bool = False
     network: PodNetwork | None = None  # the pod netns's veth joined to the VM's tap (CNI pods)
+    empty_dirs: EmptyDirDisks | None = None  # block-encrypted emptyDirs (emptydir_mode)
 
 
 class TaskService:
@@ -446,6 +448,11 @@ class TaskService:
         vm = PodVM(launch)
         agent = AgentClient(config.create_container_timeout)
         self.sandbox = Sandbox(sid, workdir, vm, agent, network=network)
+        if config.emptydir_mode == "block-encrypted":
+            async def attach(path: Path) -> str:
+                return (await vm.attach_disk(path, readonly=False, block_device=False)).pci_path
+
+            self.sandbox.empty_dirs = EmptyDirDisks(attach, config.emptydir_size_mib)
         try:
             await vm.start()
             if network is not None:
@@ -615,8 +622,11 @@ class TaskService:
         copied into the guest first, and the rootfs storages."""
         annotate(spec, str(c.bundle), c.is_sandbox)
         storages = self._rootfs_storages(c.id, config, dict(spec.Annotations), image, c.is_sandbox)
-        # No shared filesystem: bind-mounted host files are copied into the guest (CopyFile); memory
-        # emptyDirs become ephemeral storages.
+        # Disk emptyDirs (block-encrypted mode) become disks of the VM encrypted there ...
+        if self.sandbox is not None and self.sandbox.empty_dirs is not None and not c.is_sandbox:
+            storages += await self.sandbox.empty_dirs.rewrite(spec)
+        # ... and with no shared filesystem the other bind-mounted host files are copied into the
+        # guest (CopyFile); memory emptyDirs become ephemeral storages.
         storages += await share_bind_mounts(self._agent().call, c.id, spec)
         rewritten = kata_spec(spec, c.id)
         return agent_pb2.CreateContainerRequest(
@@ -952,4 +962,6 @@ class TaskService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._vm_watch, 5)
         shutil.rmtree(sb.workdir, ignore_errors=True)
+        if sb.empty_dirs is not None:
+            sb.empty_dirs.remove_files()
         log.info("event=sandbox_destroyed sid=%s", sb.id)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable
@@ -29,14 +28,13 @@ from google.protobuf import empty_pb2
 
 from guest.protocols import agent_pb2, oci_pb2
 
+from .emptydir import EMPTY_DIR, GUEST_STORAGE, TMPFS_MAGIC, fs_type
 from .errors import InvalidInputError
 
 __all__ = ["GUEST_EPHEMERAL", "GUEST_SHARED", "MAX_SHARED_BYTES", "share_bind_mounts"]
 
 GUEST_SHARED = "/run/kata-containers/shared/containers"
 GUEST_EPHEMERAL = "/run/kata-containers/sandbox/ephemeral"
-EMPTY_DIR = re.compile(r"/volumes/kubernetes\.io~empty-dir/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)")
-TMPFS_MAGIC = 0x01021994
 CHUNK = 1 << 20
 MAX_SHARED_BYTES = 64 << 20  # per container
 MAX_SHARED_ENTRIES = 4096
@@ -76,21 +74,10 @@ def _entries(root: Path, budget: _Budget, source: str) -> list[tuple[Path, os.st
     return out
 
 
-def _is_tmpfs(path: str) -> bool:
-    """statfs(2)'s f_type (the first word of struct statfs) is TMPFS_MAGIC."""
-    import ctypes
-
-    buf = ctypes.create_string_buffer(256)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), buf) != 0:
-        return False
-    return int.from_bytes(buf.raw[:8], "little") == TMPFS_MAGIC
-
-
 def memory_empty_dir(source: str) -> str | None:
     """The volume name if ``source`` is a kubelet emptyDir on a tmpfs (medium: Memory), else None."""
     m = EMPTY_DIR.search(source)
-    if m is None or m.end() != len(source.rstrip("/")) or not _is_tmpfs(source):
+    if m is None or m.end() != len(source.rstrip("/")) or fs_type(source) != TMPFS_MAGIC:
         return None
     return m.group(1)
 
@@ -102,8 +89,8 @@ async def share_bind_mounts(call: Call, cid: str, spec: oci_pb2.Spec) -> list[ag
     storages: list[agent_pb2.Storage] = []
     plan: list[tuple[oci_pb2.Mount, Path, list[tuple[Path, os.stat_result]]]] = []
     for m in spec.Mounts:
-        if m.type != "bind" or m.destination == "/dev/shm":
-            keep.append(m)
+        if m.type != "bind" or m.destination == "/dev/shm" or m.source.startswith(GUEST_STORAGE + "/"):
+            keep.append(m)  # (a block emptyDir's mount: already re-pointed at its guest volume)
             continue
         volume = memory_empty_dir(m.source)
         if volume is not None:

@@ -30,7 +30,14 @@ from .layout import Layout, check_id
 from .processes import InputStream, OutputStream, Process, Reaper, handles_sigterm
 from .runtime import ConsoleSocket, OciRuntime, Stdio
 from .spec import NamespacePaths, oci_process, oci_spec
-from .storages import PAUSE_ARGS, SANDBOX_CONTAINER_TYPE, MountedStorage, Storages, container_type
+from .storages import (
+    BLOCK_VOLUME_DRIVERS,
+    PAUSE_ARGS,
+    SANDBOX_CONTAINER_TYPE,
+    MountedStorage,
+    Storages,
+    container_type,
+)
 
 __all__ = ["Container", "Containers"]
 
@@ -159,8 +166,9 @@ class Containers:
                 process = {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": list(PAUSE_ARGS),
                            "env": ["PATH=/"], "cwd": "/", "capabilities": _PAUSE_CAPS,
                            "noNewPrivileges": True}
+            volumes = [Path(s.mount_point) for s in req.storages if s.driver in BLOCK_VOLUME_DRIVERS]
             spec = oci_spec(req.OCI, layout=self.layout, container_id=cid, namespaces=namespaces,
-                            sandbox_container=is_sandbox, process=process)
+                            sandbox_container=is_sandbox, process=process, volumes=volumes)
             spec["root"]["path"] = str(rootfs)
             # A container holding CAP_SYS_ADMIN (privileged, pinned by the policy) may map its disks.
             spec_devices(spec, devices,

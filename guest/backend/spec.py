@@ -17,7 +17,7 @@ Converted field by field (PascalCase protobuf → runtime-spec JSON) and adjuste
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,13 @@ def oci_process(p: oci_pb2.Process, *, default_caps: Mapping[str, list[str]] | N
     return out
 
 
-def _bind_source_allowed(src: Path, container_id: str) -> bool:
+def _bind_source_allowed(src: Path, container_id: str, volumes: Collection[Path]) -> bool:
     """Only what the agent provides: CopyFile'd files, the sandbox shm and resolv.conf, the pod's
-    memory emptyDirs, the container's own bundle — never another container's rootfs, the shared
-    layers or agent state."""
+    memory emptyDirs, the block-encrypted emptyDirs this request's storages opened, the container's
+    own bundle — never another container's rootfs, the shared layers or agent state."""
     kata = Path("/run/kata-containers")
+    if src in volumes:
+        return True
     if src in (kata / "sandbox/resolv.conf", kata / "sandbox/shm"):
         return True
     ephemeral = kata / "sandbox/ephemeral"
@@ -84,7 +86,8 @@ def _bind_source_allowed(src: Path, container_id: str) -> bool:
     return (src != shared and src.is_relative_to(shared)) or src.is_relative_to(own)
 
 
-def _mounts(mounts: Any, layout: Layout, container_id: str) -> list[dict[str, Any]]:
+def _mounts(mounts: Any, layout: Layout, container_id: str,
+            volumes: Collection[Path]) -> list[dict[str, Any]]:
     out = []
     for m in mounts:
         if not m.destination.startswith("/") or "/../" in f"{m.destination}/":
@@ -95,10 +98,10 @@ def _mounts(mounts: Any, layout: Layout, container_id: str) -> list[dict[str, An
         if kind == "bind":
             src = Path(m.source)
             if (not m.source.startswith("/") or "/../" in f"{m.source}/" or "/./" in f"{m.source}/"
-                    or not _bind_source_allowed(src, container_id)):
+                    or not _bind_source_allowed(src, container_id, volumes)):
                 raise InvalidRequestError("Mount.source", m.source, "a CopyFile'd file, the sandbox shm, "
-                                          "resolv.conf or a memory emptyDir, or a path in the container's "
-                                          "own bundle")
+                                          "resolv.conf, a memory emptyDir, a block emptyDir among the "
+                                          "request's storages, or a path in the container's own bundle")
         out.append({"destination": m.destination, "type": kind, "source": m.source,
                     "options": list(m.options)})
     return out
@@ -134,8 +137,10 @@ def _resources(r: oci_pb2.LinuxResources) -> dict[str, Any]:
 
 
 def oci_spec(spec: oci_pb2.Spec, *, layout: Layout, container_id: str, namespaces: NamespacePaths,
-             sandbox_container: bool, process: dict[str, Any] | None = None) -> dict[str, Any]:
-    """config.json for ``container_id`` (``process`` replaces the spec's, e.g. the pause process)."""
+             sandbox_container: bool, process: dict[str, Any] | None = None,
+             volumes: Collection[Path] = ()) -> dict[str, Any]:
+    """config.json for ``container_id`` (``process`` replaces the spec's, e.g. the pause process;
+    ``volumes`` the mount points of the block emptyDirs the request's storages opened)."""
     rootfs = layout.rootfs(container_id)
     if spec.Root.Path and Path(spec.Root.Path) != Path("/run/kata-containers") / container_id / "rootfs":
         raise InvalidRequestError("OCI.Root.Path", spec.Root.Path,
@@ -156,7 +161,7 @@ def oci_spec(spec: oci_pb2.Spec, *, layout: Layout, container_id: str, namespace
         "ociVersion": OCI_VERSION,
         "process": process if process is not None else oci_process(spec.Process),
         "root": {"path": str(rootfs), "readonly": spec.Root.Readonly},
-        "mounts": _mounts(spec.Mounts, layout, container_id),
+        "mounts": _mounts(spec.Mounts, layout, container_id, volumes),
         "annotations": dict(spec.Annotations),
         "linux": {
             "namespaces": ns,

@@ -11,11 +11,13 @@
 - ``erofs.multi-layer``: each storage one dm-verity mapped erofs layer (guest/storage, parameters
   pinned by the policy), mounted once per sandbox and shared (refcounted) by the containers using
   it; the container's rootfs an overlay of its layers with its own tmpfs upper dir;
-- ``mmioblk`` (``blk``/``scsi`` name PCI/SCSI addresses, not resolvable on virtio-mmio): genpolicy's
-  block-encrypted emptyDir, ``driver_options`` ``encryption_key=ephemeral`` (required: a block
-  storage is never mounted in plaintext) and ``create_filesystem``: a LUKS2 volume with a key born
-  in the VM (guest/storage/encrypted.py) at ``/run/kata-containers/sandbox/storage/<b64url(source)>``,
-  mounted once and shared (refcounted) by the containers naming it.
+- ``blk`` (a PCI path: the disk Kata's runtime hotplugs into a root port for each emptyDir) or
+  ``mmioblk`` (a device path): genpolicy's block-encrypted emptyDir, ``driver_options``
+  ``encryption_key=ephemeral`` (required: a block storage is never mounted in plaintext) and
+  ``create_filesystem``: a LUKS2 volume with a key born in the VM (guest/storage/encrypted.py) at
+  ``/run/kata-containers/sandbox/storage/<b64url(source)>``, on a disk nothing in the guest holds or
+  mounts, opened once per sandbox, shared by the containers naming it and closed when the sandbox
+  ends; its root is 0777 as kubelet makes an emptyDir (setgid to the pod's fsGroup when given).
 
 Every mount point must be the container's own (``/run/kata-containers/<cid>/...``) or the sandbox
 shm; a layer's source string is resolved to a block device by guest/storage (the dm table names
@@ -44,6 +46,7 @@ from guest.storage import (
     StorageError,
     VerityMount,
     check_pinned,
+    check_unused,
     mount_layer_storage,
     params_from_options,
     pinned_for,
@@ -65,8 +68,8 @@ from guest.storage.verity import device_name
 from .errors import AgentError, InvalidRequestError, StorageFailedError
 from .layout import Layout
 
-__all__ = ["IMAGE_STORE_MOUNT", "SANDBOX_CONTAINER_TYPE", "MountedStorage", "Storages",
-           "check_image_store_request", "container_type"]
+__all__ = ["BLOCK_VOLUME_DRIVERS", "IMAGE_STORE_MOUNT", "SANDBOX_CONTAINER_TYPE", "MountedStorage",
+           "Storages", "check_image_store_request", "container_type"]
 
 log = logging.getLogger("guest.backend")
 
@@ -175,7 +178,21 @@ _VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a Kubernetes
 class _SharedVolume:
     volume: CryptVolume
     path: Path
-    refs: int = 0
+    group: int | None
+
+
+BLOCK_VOLUME_DIR = Path("/run/kata-containers/sandbox/storage")
+BLOCK_VOLUME_DRIVERS = ("blk", "mmioblk")
+
+
+def _empty_dir_root(root: Path, group: int | None) -> None:
+    """The fresh filesystem's root as kubelet makes an emptyDir: writable by every user (0777); with
+    the pod's fsGroup, owned by that group and setgid (what kubelet's volume ownership does)."""
+    if group is not None:
+        os.chown(root, 0, group)
+        os.chmod(root, 0o2777)  # noqa: S103 - an emptyDir is writable by every user of the pod
+    else:
+        os.chmod(root, 0o777)  # noqa: S103 - as kubelet makes an emptyDir
 
 
 class Storages:
@@ -212,8 +229,15 @@ class Storages:
         return MountedStorage("ephemeral", target, [_lazy_umount(target)])
 
     def release_pod_volumes(self) -> None:
-        """The sandbox ends: its memory emptyDirs are unmounted."""
+        """The sandbox ends: its memory emptyDirs are unmounted, its block-encrypted ones closed (their
+        keys die with them)."""
         errors = []
+        for key, volume in list(self._volumes.items()):
+            del self._volumes[key]
+            try:
+                volume.volume.close()
+            except (OSError, StorageError) as e:
+                errors.append(str(e))
         for name, shared in list(self._tmpfs.items()):
             del self._tmpfs[name]
             try:
@@ -223,7 +247,7 @@ class Storages:
             with contextlib.suppress(OSError):
                 shared.path.rmdir()
         if errors:
-            raise AgentError(f"releasing the pod's memory emptyDirs: {'; '.join(errors)}")
+            raise AgentError(f"releasing the pod's emptyDirs: {'; '.join(errors)}")
 
     def _sandbox_tmpfs(self, s: agent_pb2.Storage) -> MountedStorage:
         """A memory emptyDir: one tmpfs per volume name and sandbox, however many containers name it;
@@ -318,18 +342,26 @@ class Storages:
         return shared.path, release
 
     def _encrypted_block(self, s: agent_pb2.Storage) -> tuple[Path, Callable[[], None]]:
-        """A block-encrypted emptyDir, formatted with an ephemeral key on first use in this sandbox."""
-        if s.driver != "mmioblk":
+        """A block-encrypted emptyDir: the disk at the storage's PCI path (``blk``, as Kata's runtime
+        hotplugs it) or device path (``mmioblk``) formatted with a key born here on first use in this
+        sandbox, then shared by every container naming it until the sandbox ends (an emptyDir lives as
+        long as its pod, so a container's removal leaves it, as for memory emptyDirs)."""
+        if s.driver not in BLOCK_VOLUME_DRIVERS:
             raise InvalidRequestError("storage.driver", s.driver,
-                                      "mmioblk (PCI and SCSI addresses are not resolved on this VM)")
-        storage_dir = Path("/run/kata-containers/sandbox/storage")
-        expected = storage_dir / base64.urlsafe_b64encode(s.source.encode()).decode()
+                                      "blk (a PCI path) or mmioblk (SCSI addresses are not resolved)")
+        expected = BLOCK_VOLUME_DIR / base64.urlsafe_b64encode(s.source.encode()).decode()
         if s.mount_point != str(expected):
             raise InvalidRequestError("storage.mount_point", s.mount_point, str(expected))
         if s.fstype != "ext4":
             raise InvalidRequestError("storage.fstype", s.fstype, "ext4")
         if list(s.options):
             raise InvalidRequestError("storage.options", list(s.options), "no mount options")
+        group = None
+        if s.HasField("fs_group"):
+            if not 0 < s.fs_group.group_id < 1 << 31:
+                raise InvalidRequestError("storage.fs_group.group_id", s.fs_group.group_id,
+                                          "a group id from 1 to 2^31-1")
+            group = s.fs_group.group_id
         try:
             opts = parse_block_driver_options(list(s.driver_options))
             if not opts.encrypted or not opts.create_filesystem:
@@ -337,21 +369,24 @@ class Storages:
                                           "encryption_key=ephemeral and create_filesystem")
             shared = self._volumes.get(s.mount_point)
             if shared is None:
+                device = (block_device_for_pci_path(s.source, timeout=60) if s.driver == "blk"
+                          else resolve_source(s.source))
+                check_unused(device)
                 target = self._guest_path(expected)
-                vol = open_ephemeral_volume(resolve_source(s.source), target)
-                shared = self._volumes[s.mount_point] = _SharedVolume(vol, target)
+                vol = open_ephemeral_volume(device, target)
+                try:
+                    _empty_dir_root(target, group)
+                except OSError as e:
+                    vol.close()
+                    raise StorageFailedError(s.driver, s.mount_point,
+                                             f"preparing the volume's root: {e}") from e
+                shared = self._volumes[s.mount_point] = _SharedVolume(vol, target, group)
+            elif shared.group != group:
+                raise InvalidRequestError("storage.fs_group", group,
+                                          f"{shared.group} (as the volume was opened)")
         except StorageError as e:
             raise StorageFailedError(s.driver, s.mount_point, str(e)) from e
-        shared.refs += 1
-        key = s.mount_point
-
-        def release() -> None:
-            shared.refs -= 1
-            if shared.refs == 0:
-                del self._volumes[key]
-                shared.volume.close()
-
-        return shared.path, release
+        return shared.path, lambda: None
 
     async def open_image_store(self, s: agent_pb2.Storage) -> MountedStorage:
         """The secure image store: the hotplugged disk at the storage's PCI path formatted with a key
@@ -360,7 +395,9 @@ class Storages:
         target = self._guest_path(Path(IMAGE_STORE_MOUNT))
 
         def go() -> CryptVolume:
-            return open_image_store(block_device_for_pci_path(s.source, timeout=60), target)
+            device = block_device_for_pci_path(s.source, timeout=60)
+            check_unused(device)
+            return open_image_store(device, target)
 
         try:
             async with self._volume_lock:

@@ -23,7 +23,7 @@ from .layers import (
     rego_module,
     resolve_layer_source,
 )
-from .source import SOURCE_PATTERN, BlockDevice, block_device_at, resolve_source
+from .source import SOURCE_PATTERN, BlockDevice, block_device_at, check_unused, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "VerityParams",
     "block_device_at",
     "check_pinned",
+    "check_unused",
     "image_store_storage",
     "key_from_workload_secret",
     "mapper_name",

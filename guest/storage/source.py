@@ -15,6 +15,7 @@ host choosing the table's words, and that is what this module prevents.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from .errors import StorageSourceError
 
-__all__ = ["DEV", "SOURCE_PATTERN", "SYS_CLASS_BLOCK", "BlockDevice", "block_device_at", "resolve_source"]
+__all__ = ["DEV", "SOURCE_PATTERN", "SYS_CLASS_BLOCK", "BlockDevice", "block_device_at", "check_unused",
+           "resolve_source"]
 
 # virtio-blk and SCSI disks (optionally a partition), loop devices. The same text is in
 # erofs_layers.rego (erofs_source_pattern); a test keeps them equal.
@@ -131,3 +133,47 @@ def block_device_at(node: Path, *, sys_dev_block: Path = Path("/sys/dev/block"),
         raise StorageSourceError(str(node), f"node is {number}, /dev/{names[0]} is {device.number}",
                                  "the same device")
     return device
+
+
+def check_unused(device: BlockDevice, *, sys_class_block: Path = SYS_CLASS_BLOCK,
+                 mountinfo: Path = Path("/proc/self/mountinfo")) -> None:
+    """StorageSourceError unless nothing holds ``device`` or any of its partitions: no device-mapper
+    table over it (``holders``) and no mount of it. A disk the host names for a new volume must not
+    be one the guest already uses (its root, a verity layer, the image store, another volume), or
+    formatting it would destroy that one."""
+    base = sys_class_block / device.name
+    numbers = {device.number}
+    names = [device.name]
+    try:
+        children = sorted(base.iterdir())
+    except OSError as e:
+        raise StorageSourceError(f"/dev/{device.name}", f"reading its sysfs entry: {e.strerror}",
+                                 "a block device the kernel lists") from None
+    for child in children:
+        if child.name.startswith(device.name) and (child / "partition").is_file():
+            names.append(child.name)
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                numbers.add((child / "dev").read_text(encoding="ascii").strip())
+    for name in names:
+        holders_dir = (base if name == device.name else base / name) / "holders"
+        try:
+            holders = sorted(h.name for h in holders_dir.iterdir())
+        except FileNotFoundError:
+            holders = []
+        except OSError as e:
+            raise StorageSourceError(f"/dev/{device.name}", f"reading {name}'s holders: {e.strerror}",
+                                     "a device nothing holds") from None
+        if holders:
+            raise StorageSourceError(f"/dev/{device.name}", f"{name} is held by {', '.join(holders)}",
+                                     "a device nothing holds (not the guest's own disks or volumes)")
+    try:
+        lines = mountinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise StorageSourceError(f"/dev/{device.name}", f"reading {mountinfo}: {e.strerror}",
+                                 "a readable mount table") from None
+    for line in lines:
+        fields = line.split(" ", 4)
+        if len(fields) > 3 and fields[2] in numbers:
+            where = fields[4].split(" ", 1)[0]
+            raise StorageSourceError(f"/dev/{device.name}", f"device {fields[2]} is mounted at {where}",
+                                     "a device that is not mounted")

@@ -162,7 +162,9 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     if reason:
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("generated")
-    config = host_erofs_config(pod_image_dir(request.config), work)
+    # emptyDirs as files copied in, as the settings drop-in tells genpolicy (the block-encrypted mode:
+    # tests/runtime/test_runtime_emptydir.py)
+    config = host_erofs_config(pod_image_dir(request.config), work, emptydir_mode="shared-fs")
     with running_containerd(cri_runtime_config=config, cni=True, sandbox_image=PAUSE_IMAGE_NAME) as ctd:
         k8s = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
         archives = []

@@ -92,15 +92,25 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         _config(tmp_path, '[image]\ndir = "/i"\n[hypervisor]\ntee = "snp"\n')
     with pytest.raises(ConfigError, match=r"image\.mode"):
         _config(tmp_path, '[image]\ndir = "/i"\nmode = "host"\n')
+    with pytest.raises(ConfigError, match=r"runtime\.emptydir_mode 'block-plain'"):
+        _config(tmp_path, '[image]\ndir = "/i"\n[runtime]\nemptydir_mode = "block-plain"\n')
+    with pytest.raises(ConfigError, match=r"runtime\.emptydir_size_mib -1"):
+        _config(tmp_path, '[image]\ndir = "/i"\n[runtime]\nemptydir_size_mib = -1\n')
+    cfg = _config(tmp_path, '[image]\ndir = "/i"\n')  # Kata's CoCo default: encrypted emptyDir disks
+    assert (cfg.emptydir_mode, cfg.emptydir_size_mib) == ("block-encrypted", 0)
 
 
 def test_rendered_config_loads(tmp_path: Path) -> None:
-    (tmp_path / "rt.toml").write_text(render(Path("/images/x"), "guest-pull", Path("/etc/initdata.toml")))
+    (tmp_path / "rt.toml").write_text(render(Path("/images/x"), "guest-pull", Path("/etc/initdata.toml"),
+                                             emptydir_mode="shared-fs", emptydir_size_mib=256))
     cfg = load_config(tmp_path / "rt.toml")
-    assert (cfg.image_dir, cfg.image_mode, cfg.default_initdata) == (
+    got = (cfg.image_dir, cfg.image_mode, cfg.default_initdata, cfg.emptydir_mode, cfg.emptydir_size_mib)
+    assert got == (
         Path("/images/x"),
         "guest-pull",
         Path("/etc/initdata.toml"),
+        "shared-fs",
+        256,
     )
 
 

@@ -20,7 +20,7 @@ from guest.backend.errors import InvalidRequestError
 from guest.backend.layout import Layout
 from guest.backend.storages import Storages
 from guest.protocols import agent_pb2
-from guest.storage import DeviceMapper, resolve_source
+from guest.storage import DeviceMapper, Target, resolve_source
 from guest.storage.crypt import (
     EncryptedVolumeError,
     VolumeKeyError,
@@ -48,6 +48,10 @@ def loop(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         subprocess.run(["losetup", "-d", dev], check=False)
         backing.unlink()
+
+
+def _drop_caches() -> None:
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def _mappings() -> list[str]:
@@ -79,8 +83,10 @@ async def test_encrypted_emptydir_key_is_born_in_the_vm_and_data_dies_with_it(
     assert crypt[1].startswith(":") and ":logon:" in crypt[1]  # the key sits in the kernel keyring
     os.sync()
     mounted2[0].release()
-    assert (path / "data").read_bytes() == MARKER  # still held by c1
     mounted[0].release()
+    # An emptyDir lives as long as its pod: containers gone, the volume stays open until the sandbox ends.
+    assert (path / "data").read_bytes() == MARKER
+    storages.release_pod_volumes()
     assert _mappings() == []
     raw = backing.read_bytes()
     assert raw[:6] == b"LUKS\xba\xbe" and MARKER[:19] not in raw
@@ -88,8 +94,60 @@ async def test_encrypted_emptydir_key_is_born_in_the_vm_and_data_dies_with_it(
     # The next pod's emptyDir on the same device is a new volume: the old key is gone with the old one.
     mounted, _ = await storages.mount_container("c3", [s], sandbox_container=False)
     assert not (mounted[0].mount_point / "data").exists()
-    mounted[0].release()
+    assert os.stat(mounted[0].mount_point).st_mode & 0o7777 == 0o777  # as kubelet makes an emptyDir
+    storages.release_pod_volumes()
     assert _mappings() == []
+
+
+async def test_an_unwiped_ephemeral_volume_fails_reads_of_never_written_sectors(
+        loop: tuple[str, Path]) -> None:
+    """Ephemeral volumes are formatted without wiping (cost independent of size, the host file stays
+    sparse): a sector never written has no valid tag, so reading it raw fails, never returns zeros;
+    what ext4 wrote reads back, and the host's file grew only by what was written."""
+    dev, backing = loop
+    storages = Storages(Layout(), pinned_layers=list)
+    s = _emptydir(dev, ["encryption_key=ephemeral", "create_filesystem"])
+    mounted, _ = await storages.mount_container("c1", [s], sandbox_container=False)
+    try:
+        payload = os.urandom(4 << 20)
+        (mounted[0].mount_point / "blob").write_bytes(payload)
+        os.sync()
+        _drop_caches()
+        assert (mounted[0].mount_point / "blob").read_bytes() == payload
+        allocated = os.stat(backing).st_blocks * 512
+        assert allocated < SIZE // 2, f"{allocated} bytes of the {SIZE}-byte disk written: wiped?"
+        fd = os.open(f"/dev/mapper/ephemeral-{dev.removeprefix('/dev/')}", os.O_RDONLY | os.O_DIRECT)
+        try:
+            import mmap
+
+            size = os.lseek(fd, 0, os.SEEK_END)
+            buf = mmap.mmap(-1, 4096)
+            # three quarters in: not ext4 metadata (mke2fs zeroes only the very end) nor our 4 MiB
+            with pytest.raises(OSError):
+                os.preadv(fd, [buf], (size * 3 // 4) // 4096 * 4096)
+        finally:
+            os.close(fd)
+    finally:
+        storages.release_pod_volumes()
+    assert _mappings() == []
+
+
+async def test_a_disk_the_guest_already_uses_is_never_formatted(loop: tuple[str, Path]) -> None:
+    """The host names, as an emptyDir's disk, one the guest holds (here: a device-mapper table over
+    it, as for a verity layer or another volume): refused before cryptsetup runs, nothing written."""
+    dev, backing = loop
+    dm = DeviceMapper()
+    sectors = SIZE // 512
+    number = resolve_source(dev).number
+    dm.create("held-by-test", [Target(0, sectors, "linear", f"{number} 0")])
+    try:
+        storages = Storages(Layout(), pinned_layers=list)
+        s = _emptydir(dev, ["encryption_key=ephemeral", "create_filesystem"])
+        with pytest.raises(Exception, match="held by dm-"):
+            await storages.mount_container("c1", [s], sandbox_container=False)
+    finally:
+        dm.remove("held-by-test")
+    assert backing.read_bytes() == bytes(SIZE)
 
 
 async def test_two_containers_asking_at_once_share_one_emptydir_volume(loop: tuple[str, Path]) -> None:
@@ -105,6 +163,7 @@ async def test_two_containers_asking_at_once_share_one_emptydir_volume(loop: tup
                                   f"ephemeral-{dev.removeprefix('/dev/')}_dif"])
     m1[0].release()
     m2[0].release()
+    storages.release_pod_volumes()
     assert _mappings() == []
 
 

@@ -90,3 +90,14 @@ def test_block_device_at(tmp_path: Path) -> None:
     for bad in ("link", "file", "chr", "nodev", "missing"):
         with pytest.raises(StorageSourceError):
             block_device_at(tmp_path / bad)
+
+
+def test_superblock_blocks_are_mke2fs_backup_locations() -> None:
+    """The blocks zeroed before mke2fs on an unwiped volume: block 0 and the sparse_super backups
+    mke2fs lists for 4 KiB blocks ("Superblock backups stored on blocks: 32768, 98304, ...")."""
+    from guest.storage.crypt import superblock_blocks
+
+    assert superblock_blocks(48 << 20) == [0]
+    assert superblock_blocks(100 << 30) == [0, 32768, 98304, 163840, 229376, 294912, 819200, 884736,
+                                            1605632, 2654208, 4096000, 7962624, 11239424, 20480000,
+                                            23887872]

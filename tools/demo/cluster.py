@@ -230,7 +230,8 @@ class Demo:
             raise StepFailedError(reason)
         config = self.work / "runtime.toml"
         made = subprocess.run([sys.executable, "-m", "image", "runtime-config", "--image",
-                               str(self.pod_image), "--out", str(config), "--image-mode", "guest-pull"],
+                               str(self.pod_image), "--out", str(config), "--image-mode", "guest-pull",
+                               "--emptydir-mode", "shared-fs"],
                               cwd=REPO,
                               capture_output=True, text=True, timeout=120, check=False)
         if made.returncode != 0:

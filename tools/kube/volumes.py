@@ -165,6 +165,12 @@ class PodVolumes:
             if kind == "emptyDir":
                 target.mkdir(parents=True, exist_ok=True)
                 target.chmod(0o777)
+                fs_group = (self.plan.spec.get("securityContext") or {}).get("fsGroup")
+                if isinstance(fs_group, int) and fs_group > 0 and spec.get("medium") != "Memory":
+                    # kubelet's volume ownership: the pod's fsGroup owns the volume, setgid (Kata's
+                    # runtime hands that group to the guest for a block emptyDir)
+                    os.chown(target, -1, fs_group)
+                    target.chmod(0o2777)
                 if spec.get("medium") == "Memory":
                     # As kubelet: a tmpfs, which Kata's runtime turns into the guest's ephemeral storage.
                     subprocess.run(

@@ -383,12 +383,17 @@ def pinned_policy(
     return "\n".join(lines)
 
 
-def guest_pull_config(image: Path, work: Path) -> Path:
+def _emptydir_args(emptydir_mode: str, emptydir_size_mib: int) -> list[str]:
+    return ["--emptydir-mode", emptydir_mode, "--emptydir-size-mib", str(emptydir_size_mib)]
+
+
+def guest_pull_config(image: Path, work: Path, *, emptydir_mode: str = "block-encrypted",
+                      emptydir_size_mib: int = 0) -> Path:
     """``python -m image runtime-config --image-mode guest-pull`` for ``image``."""
     config = work / "rt-guest-pull.toml"
     made = subprocess.run(
         [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config),
-         "--image-mode", "guest-pull"],
+         "--image-mode", "guest-pull", *_emptydir_args(emptydir_mode, emptydir_size_mib)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -400,11 +405,14 @@ def guest_pull_config(image: Path, work: Path) -> Path:
     return config
 
 
-def host_erofs_config(image: Path, work: Path) -> Path:
-    """``python -m image runtime-config`` for ``image`` with the layer cache in ``work``."""
+def host_erofs_config(image: Path, work: Path, *, emptydir_mode: str = "block-encrypted",
+                      emptydir_size_mib: int = 0) -> Path:
+    """``python -m image runtime-config`` for ``image`` with the layer cache in ``work``; disk emptyDirs
+    as encrypted disks of the pod VM (the default, Kata's for CoCo) or ``shared-fs`` (copied in)."""
     config = work / "rt.toml"
     made = subprocess.run(
-        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config)],
+        [sys.executable, "-m", "image", "runtime-config", "--image", str(image), "--out", str(config),
+         *_emptydir_args(emptydir_mode, emptydir_size_mib)],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -1,0 +1,209 @@
+"""Block-encrypted emptyDirs through Debian's containerd, our shim and the pod VM (Kata's default for
+CoCo, genpolicy's ``emptydir_type: block-encrypted``, Kata's settings and rules).
+
+A Kubernetes pod (tools.kube) with a disk emptyDir shared by two containers and a generated policy:
+the shim makes a sparse ``disk.img`` in the kubelet's emptyDir directory, as large as its filesystem,
+hotplugged into the running VM; the guest formats it as LUKS2 with authenticated encryption under a
+key born there and both containers see one filesystem (the pod's fsGroup owning it). The host's file
+holds ciphertext only and stays sparse. Then the host turns the emptyDir back into plain files (the
+shim's configuration says ``shared-fs``): the same pod is refused by the policy.
+
+Two pod VMs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.test_runtime_generated import BLOCKED, KATA, Node, _layout, _plans, _settings
+from tools.kube import Kubelet, PodFailedError
+from tools.vm.containerd import (
+    IMAGE_NAME,
+    PAUSE_IMAGE_NAME,
+    Containerd,
+    busybox_image_archive,
+    containerd_missing,
+    host_erofs_config,
+    running_containerd,
+    shim_processes,
+)
+from tools.vm.cri.client import CriClient
+
+pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.encrypted_storage]
+
+MARKER = "emptydir-plaintext-marker-4f1c"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
+    from tools.vm.guest_tests import pod_image_dir
+    from tools.vm.qemu import qemu_available
+
+    reason = containerd_missing(cni=True) or qemu_available() or (None if KATA.is_dir() else f"no {KATA}")
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("emptydir")
+    config = host_erofs_config(pod_image_dir(request.config), work)  # emptydir_mode block-encrypted
+    with running_containerd(cri_runtime_config=config, cni=True, sandbox_image=PAUSE_IMAGE_NAME) as ctd:
+        k8s = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
+        archives: list[Path] = []
+        digests: dict[str, str] = {}
+        for name, kwargs in ((IMAGE_NAME, {}), (PAUSE_IMAGE_NAME, {"pause": True})):
+            archive = work / f"{len(archives)}.tar"
+            digests[name] = busybox_image_archive(archive, **kwargs)  # type: ignore[arg-type]
+            archives.append(archive)
+            for cmd in (("image", "import", str(archive)),
+                        ("image", "tag", name, f"{name.rsplit(':', 1)[0]}@{digests[name]}")):
+                done = k8s.ctr(*cmd)
+                assert done.returncode == 0, done.stderr
+        _layout(archives, work / "layout")
+        log_root = work / "var-log-pods"
+        settings = _settings(work, ctd, log_root, f"{PAUSE_IMAGE_NAME}@{digests[PAUSE_IMAGE_NAME]}")
+        drop_in = settings / "genpolicy-settings.d" / "50-this-node.json"
+        ops = [op for op in json.loads(drop_in.read_text()) if op["path"] != "/cluster_config/emptydir_type"]
+        drop_in.write_text(json.dumps(ops, indent=1))  # Kata's setting stays: block-encrypted
+        client = CriClient(ctd.socket)
+        client.wait_ready()
+        kubelet = Kubelet(client, root=work / "kubelet", log_root=log_root)
+        try:
+            yield Node(ctd, kubelet, work, settings, work / "layout", f"{IMAGE_NAME}@{digests[IMAGE_NAME]}",
+                       variant="")
+        finally:
+            client.close()
+        rundir = Path(ctd.env["CONTRAST_CC_RUN_DIR"])
+        deadline = time.monotonic() + 30
+        while shim_processes(rundir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert shim_processes(rundir) == []
+
+
+SCRATCH = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: scratch}}
+spec:
+  runtimeClassName: contrast-cc
+  securityContext: {{fsGroup: 2000}}
+  containers:
+  - name: writer
+    image: {image}
+    command: [sh, -c, "echo {marker} > /data/marker && sync && sleep 600"]
+    securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+    volumeMounts: [{{name: scratch, mountPath: /data}}]
+  - name: reader
+    image: {image}
+    command: [sh, -c, "sleep 600"]
+    volumeMounts: [{{name: scratch, mountPath: /data, readOnly: true}}]
+    startupProbe:
+      exec: {{command: [sh, -c, "cat /data/marker && stat -c '%u %g %a' /data/marker /data"]}}
+      periodSeconds: 2
+      timeoutSeconds: 60
+      failureThreshold: 60
+  volumes:
+  - {{name: scratch, emptyDir: {{}}}}
+"""
+PROBE = ["sh", "-c", "cat /data/marker && stat -c '%u %g %a' /data/marker /data"]
+
+
+def _data_contains(path: Path, needle: bytes) -> tuple[bool, int]:
+    """Whether the allocated extents of the sparse file ``path`` hold ``needle``; the bytes read."""
+    found, read = False, 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end = os.fstat(fd).st_size
+        offset = 0
+        while offset < end:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:
+                break  # ENXIO: no data after offset
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            while start < stop:
+                chunk = os.pread(fd, min(8 << 20, stop - start) + len(needle), start)
+                read += len(chunk)
+                found = found or needle in chunk
+                start += 8 << 20
+            offset = stop
+    finally:
+        os.close(fd)
+    return found, read
+
+
+def test_an_emptydir_is_an_encrypted_disk_of_the_pod_vm_shared_by_its_containers(node: Node) -> None:
+    path, explained = node.generate("scratch", SCRATCH.format(image=node.image, marker=MARKER))
+    assert "/data" in explained
+    (plan,) = _plans(path)
+    t0 = time.monotonic()
+    pod = node.run(plan)
+    try:
+        pod.wait_for_probes(300)
+        started = time.monotonic() - t0
+        code, out, err = pod.exec("reader", PROBE)
+        assert code == 0, err
+        lines = out.decode().splitlines()
+        # The reader sees what the writer wrote: one filesystem; the file is the writer's, in the pod's
+        # fsGroup (setgid volume root, kubelet's 0777 plus the group), not the writer's primary group.
+        assert lines[0] == MARKER, lines
+        assert lines[1] == "1000 2000 644" and lines[2] == "0 2000 2777", lines
+        scratch = node.kubelet.root / "pods" / plan.uid / "volumes" / "kubernetes.io~empty-dir" / "scratch"
+        disk = scratch / "disk.img"
+        st = os.stat(disk)
+        vfs = os.statvfs(scratch)
+        assert st.st_size == vfs.f_blocks * vfs.f_frsize // 4096 * 4096  # the filesystem's capacity
+        with open(disk, "rb") as f:
+            head = f.read(16384)
+        assert head[:6] == b"LUKS\xba\xbe" and head[6:8] == b"\x00\x02", head[:8]
+        header = head[4096:].split(b"\0", 1)[0].decode().replace(" ", "")
+        assert '"integrity":{"type":"hmac(sha256)"' in header, header[:400]
+        # The writer synced: its data is on the host's disk file, as ciphertext only.
+        found, allocated = _data_contains(disk, MARKER.encode())
+        assert not found
+        assert st.st_blocks * 512 < 512 << 20, f"{st.st_blocks * 512} bytes allocated: the disk was wiped?"
+        print(f"pod with an encrypted emptyDir of {st.st_size >> 30} GiB started in {started:.1f}s; "
+              f"host file: {st.st_blocks * 512 >> 20} MiB allocated, {allocated >> 20} MiB read back")
+        # The sandbox ends: the shim removes the disk file (kubelet would remove the directory later).
+        pb = node.kubelet.pb
+        node.kubelet.cri.call("StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=pod.sandbox_id),
+                              timeout=300)
+        node.kubelet.cri.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=pod.sandbox_id),
+                              timeout=300)
+        assert scratch.is_dir() and not disk.exists()
+    finally:
+        with contextlib.suppress(PodFailedError):  # (after the removal above: already gone)
+            pod.stop()
+
+
+def test_a_host_that_turns_the_emptydir_back_into_plain_files_is_refused_by_the_policy(node: Node) -> None:
+    """The same pod and policy while the shim's configuration says ``shared-fs``: the emptyDir would be
+    the host's files copied in (readable and writable by the host); the policy pins the encrypted
+    block storage, so the first container using it is refused."""
+    path = node.work / "scratch.yaml"
+    if not path.exists():
+        path, _ = node.generate("scratch", SCRATCH.format(image=node.image, marker=MARKER))
+    config = node.work / "rt.toml"  # the file containerd's runtime options name (host_erofs_config)
+    saved = node.work / "rt.saved"
+    shutil.copyfile(config, saved)
+    text = config.read_text()
+    assert 'emptydir_mode = "block-encrypted"' in text
+    config.write_text(text.replace('emptydir_mode = "block-encrypted"', 'emptydir_mode = "shared-fs"'))
+    before = len(node.denials())
+    try:
+        (plan,) = _plans(path)
+        with pytest.raises(PodFailedError) as refused:
+            node.kubelet.run_pod(plan)
+        assert BLOCKED in refused.value.detail, refused.value
+    finally:
+        shutil.copyfile(saved, config)
+    deadline = time.monotonic() + 30
+    while len(node.denials()) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    new = node.denials()[before:]
+    assert new and new[-1]["endpoint"] == "CreateContainerRequest", new
+    assert any("volumeMounts" in r or "storage" in r or "mount" in r.lower() for r in new[-1]["reasons"]), new
