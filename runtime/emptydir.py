@@ -1,8 +1,9 @@
 """Block-encrypted emptyDirs (Kata's ``emptydir_mode = "block-encrypted"``, genpolicy's
 ``emptyDir_encrypted``).
 
-A disk-backed Kubernetes emptyDir (kubelet's ``…/volumes/kubernetes.io~empty-dir/<name>``, not on a
-tmpfs) is not copied into the pod VM: as Kata's runtime does, a sparse disk file ``disk.img`` is made
+A disk-backed Kubernetes emptyDir of the pod (kubelet's ``…/pods/<the sandbox's pod
+uid>/volumes/kubernetes.io~empty-dir/<name>``, not on a tmpfs) is not copied into the pod VM: as
+Kata's runtime does, a sparse disk file ``disk.img`` is made
 inside the emptyDir's directory (so kubelet's sizeLimit accounting sees what the pod writes), as large
 as the filesystem holding it unless the configuration says otherwise, hotplugged once per sandbox and
 sent with every container that mounts the volume as a ``blk`` storage (the disk stays attached until
@@ -42,6 +43,10 @@ log = logging.getLogger("runtime")
 GUEST_STORAGE = "/run/kata-containers/sandbox/storage"
 DISK_NAME = "disk.img"
 EMPTY_DIR = re.compile(r"/volumes/kubernetes\.io~empty-dir/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)")
+# The pod's own emptyDir: kubelet's <root>/pods/<pod uid>/volumes/kubernetes.io~empty-dir/<name>.
+POD_EMPTY_DIR = re.compile(r"/pods/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                           r"/volumes/kubernetes\.io~empty-dir/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)/?")
+SANDBOX_UID = "io.kubernetes.cri.sandbox-uid"
 TMPFS_MAGIC = 0x01021994
 HUGETLBFS_MAGIC = 0x958458F6
 # LUKS2's 16 MiB header plus room for dm-integrity's tags and ext4's journal: below this mkfs fails.
@@ -62,15 +67,16 @@ def fs_type(path: str) -> int | None:
     return int.from_bytes(buf.raw[:8], "little")
 
 
-def disk_empty_dir(source: str) -> str | None:
-    """The volume name if ``source`` is a kubelet emptyDir on a disk filesystem, else None (a memory
-    or hugepages emptyDir, or anything else)."""
-    m = EMPTY_DIR.search(source)
-    if m is None or m.end() != len(source.rstrip("/")) or not source.startswith("/"):
+def disk_empty_dir(source: str, pod_uid: str) -> str | None:
+    """The volume name if ``source`` is an emptyDir of the pod ``pod_uid`` on a disk filesystem, else
+    None (a memory or hugepages emptyDir, another pod's, or anything else: a hostPath that only looks
+    like one must not get its ``disk.img`` truncated)."""
+    m = POD_EMPTY_DIR.search(source)
+    if m is None or m.end() != len(source) or not source.startswith("/") or m.group(1) != pod_uid:
         return None
     if fs_type(source) in (None, TMPFS_MAGIC, HUGETLBFS_MAGIC):
         return None
-    return m.group(1)
+    return m.group(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +132,10 @@ def _make_disk(source: str, size_bytes: int) -> tuple[Path, int]:
 
 
 def _disk_mounts(spec: oci_pb2.Spec) -> list[tuple[oci_pb2.Mount, str]]:
-    """The spec's bind mounts of disk emptyDirs, each with its directory's real path."""
+    """The spec's bind mounts of the pod's disk emptyDirs, each with its directory's real path."""
+    uid = spec.Annotations.get(SANDBOX_UID, "")
     return [(m, os.path.realpath(m.source)) for m in spec.Mounts
-            if m.type == "bind" and disk_empty_dir(m.source) is not None]
+            if m.type == "bind" and disk_empty_dir(m.source, uid) is not None]
 
 
 class EmptyDirDisks:

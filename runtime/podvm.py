@@ -53,7 +53,7 @@ log = logging.getLogger("runtime.podvm")
 
 HVSOCK_PORT = "cg.hvsock"
 AGENT_PORT = 1024
-HOTPLUG_SLOTS = 8  # empty root ports (each costs ~nothing at boot): the image store, emptyDirs, volumes, layers
+HOTPLUG_SLOTS = 8  # empty root ports (~nothing at boot each): the image store, emptyDirs, volumes, layers
 HOTPLUG_FIRST_SLOT = 0x10  # root port i at 00:<0x10+i>.0, clear of q35's own and the boot disks' slots
 QMP_SOCKET = "qmp.sock"
 

@@ -17,8 +17,10 @@ from runtime.emptydir import DISK_NAME, MIN_DISK_BYTES, EmptyDirDisks, disk_empt
 from runtime.errors import InvalidInputError
 from runtime.share import share_bind_mounts
 
+UID = "0e5a4b8c-1111-2222-3333-444455556666"
 
-def _empty_dir(root: Path, name: str, uid: str = "0e5a4b8c-1111-2222-3333-444455556666") -> Path:
+
+def _empty_dir(root: Path, name: str, uid: str = UID) -> Path:
     d = root / "pods" / uid / "volumes" / "kubernetes.io~empty-dir" / name
     d.mkdir(parents=True)
     d.chmod(0o777)
@@ -37,8 +39,9 @@ class Plugs:
 
 
 def _spec(*mounts: tuple[str, str]) -> oci_pb2.Spec:
-    return oci_pb2.Spec(Mounts=[oci_pb2.Mount(destination=dst, source=src, type="bind",
-                                              options=["rbind", "rprivate", "rw"]) for dst, src in mounts])
+    mounts_pb = [oci_pb2.Mount(destination=dst, source=src, type="bind", options=["rbind", "rprivate", "rw"])
+                 for dst, src in mounts]
+    return oci_pb2.Spec(Annotations={"io.kubernetes.cri.sandbox-uid": UID}, Mounts=mounts_pb)
 
 
 async def test_a_disk_emptydir_becomes_one_sparse_disk_and_a_blk_storage(tmp_path: Path) -> None:
@@ -98,12 +101,12 @@ def memory_empty_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.root
 async def test_memory_and_other_mounts_are_left_to_copyfile(tmp_path: Path, memory_empty_dir: Path) -> None:
     memory = memory_empty_dir
-    assert disk_empty_dir(str(memory)) is None
+    assert disk_empty_dir(str(memory), UID) is None
     not_kubelet = tmp_path / "volumes" / "kubernetes.io~configmap" / "cfg"
     not_kubelet.mkdir(parents=True)
     for source in (str(not_kubelet), str(memory) + "/sub", "relative/volumes/kubernetes.io~empty-dir/x",
                    str(tmp_path / "pods/u/volumes/kubernetes.io~empty-dir/Upper")):
-        assert disk_empty_dir(source) is None, source
+        assert disk_empty_dir(source, UID) is None, source
     disks = EmptyDirDisks(Plugs().attach, size_mib=64)
     spec = _spec(("/mem", str(memory)), ("/cfg", str(not_kubelet)))
     assert await disks.rewrite(spec) == []
@@ -148,3 +151,22 @@ async def test_hostile_disk_files_and_sizes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="emptyDir disk size"):
         await small.rewrite(_spec(("/s", str(_empty_dir(tmp_path, "small")))))
     assert plugs.paths == []
+
+
+async def test_another_pods_emptydir_or_a_lookalike_hostpath_is_never_touched(tmp_path: Path) -> None:
+    """A hostPath mount of another pod's emptyDir (or any directory named like one) is not this pod's
+    emptyDir: no disk file is made or truncated there, the mount is left to CopyFile."""
+    other = _empty_dir(tmp_path, "data", uid="99999999-8888-7777-6666-555555555555")
+    (other / DISK_NAME).write_bytes(b"the other pod's ciphertext")
+    lookalike = tmp_path / "srv" / "volumes" / "kubernetes.io~empty-dir" / "data"
+    lookalike.mkdir(parents=True)
+    (lookalike / DISK_NAME).write_bytes(b"someone's disk image")
+    plugs = Plugs()
+    disks = EmptyDirDisks(plugs.attach, size_mib=64)
+    spec = _spec(("/a", str(other)), ("/b", str(lookalike)))
+    assert await disks.rewrite(spec) == [] and plugs.paths == []
+    assert (other / DISK_NAME).read_bytes() == b"the other pod's ciphertext"
+    assert (lookalike / DISK_NAME).read_bytes() == b"someone's disk image"
+    no_uid = oci_pb2.Spec(Mounts=[oci_pb2.Mount(destination="/c", source=str(_empty_dir(tmp_path, "c")),
+                                                type="bind")])
+    assert await disks.rewrite(no_uid) == []  # no pod (ctr run): nothing is an emptyDir
