@@ -9,7 +9,9 @@ mode and owner once ``file_size`` bytes are there.
 Hardening over kata-agent (the host is hostile): the path must be normalised (no ``.``/``..``/empty
 components); every directory is walked with ``O_NOFOLLOW`` from the allowed root, so a symlink an
 earlier CopyFile planted cannot redirect a later one out of the tree; chunks must arrive in order
-(``offset`` = bytes already written) and never beyond ``file_size``; only the three types above.
+(``offset`` = bytes already written) and never beyond ``file_size``; only the three types above;
+a regular file never gets set-user-ID or set-group-ID (a Kubernetes volume's modes are 0..0777, and
+a setuid-root program the host planted would hand its root to any process of the container).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def copy_file(layout: Layout, req: agent_pb2.CopyFileRequest) -> None:
     if stat.S_ISREG(req.file_mode) and not 0 <= req.offset <= req.offset + len(req.data) <= req.file_size:
         raise InvalidRequestError("offset", req.offset, f"a chunk inside file_size {req.file_size}")
     kind = stat.S_IFMT(req.file_mode)
-    mode = req.file_mode & 0o7777
+    mode = req.file_mode & (0o7777 if kind == stat.S_IFDIR else 0o1777)
     dir_mode = req.dir_mode & 0o777
     name = parts[-1]
     with _open_parent(layout, parts, dir_mode, req.uid, req.gid) as dfd:

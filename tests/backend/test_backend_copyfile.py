@@ -102,3 +102,12 @@ def test_chunks_out_of_order_are_refused(layout: Layout) -> None:
     copy_file(layout, req(f"{BASE}/big", data=b"b" * 10, size=30, offset=10))
     copy_file(layout, req(f"{BASE}/big", data=b"c" * 10, size=30, offset=20))
     assert (layout.shared / "big").read_bytes() == b"a" * 10 + b"b" * 10 + b"c" * 10
+
+
+def test_a_host_planted_setuid_program_loses_its_setuid_and_setgid_bits(layout: Layout) -> None:
+    path = f"{BASE}/abc-0123456789abcdef-bin/sh"
+    copy_file(layout, req(path, mode=0o106755, data=b"#!/bin/sh\nid\n"))
+    target = layout.shared / "abc-0123456789abcdef-bin" / "sh"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    copy_file(layout, req(f"{BASE}/abc-0123456789abcdef-dir", mode=0o42775))  # a setgid directory stays
+    assert stat.S_IMODE((layout.shared / "abc-0123456789abcdef-dir").stat().st_mode) == 0o2775
