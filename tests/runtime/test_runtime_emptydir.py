@@ -13,7 +13,6 @@ Two pod VMs."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -24,25 +23,12 @@ import pytest
 
 from tests.runtime.test_runtime_generated import (
     BLOCKED,
-    KATA,
     Node,
     _denied_input,
-    _layout,
     _plans,
-    _settings,
+    generated_node,
 )
-from tools.kube import Kubelet, PodFailedError
-from tools.vm.containerd import (
-    IMAGE_NAME,
-    PAUSE_IMAGE_NAME,
-    Containerd,
-    busybox_image_archive,
-    containerd_missing,
-    host_erofs_config,
-    running_containerd,
-    shim_processes,
-)
-from tools.vm.cri.client import CriClient
+from tools.kube import PodFailedError
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.encrypted_storage]
 
@@ -51,47 +37,12 @@ MARKER = "emptydir-plaintext-marker-4f1c"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
-    from tools.vm.guest_tests import pod_image_dir
-    from tools.vm.qemu import qemu_available
-
-    reason = containerd_missing(cni=True) or qemu_available() or (None if KATA.is_dir() else f"no {KATA}")
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("emptydir")
-    config = host_erofs_config(pod_image_dir(request.config), work)  # emptydir_mode block-encrypted
-    with running_containerd(cri_runtime_config=config, cni=True, sandbox_image=PAUSE_IMAGE_NAME) as ctd:
-        k8s = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-        archives: list[Path] = []
-        digests: dict[str, str] = {}
-        for name, kwargs in ((IMAGE_NAME, {}), (PAUSE_IMAGE_NAME, {"pause": True})):
-            archive = work / f"{len(archives)}.tar"
-            digests[name] = busybox_image_archive(archive, **kwargs)  # type: ignore[arg-type]
-            archives.append(archive)
-            for cmd in (("image", "import", str(archive)),
-                        ("image", "tag", name, f"{name.rsplit(':', 1)[0]}@{digests[name]}")):
-                done = k8s.ctr(*cmd)
-                assert done.returncode == 0, done.stderr
-        _layout(archives, work / "layout")
-        log_root = work / "var-log-pods"
-        settings = _settings(work, ctd, log_root, f"{PAUSE_IMAGE_NAME}@{digests[PAUSE_IMAGE_NAME]}")
-        drop_in = settings / "genpolicy-settings.d" / "50-this-node.json"
-        ops = [op for op in json.loads(drop_in.read_text()) if op["path"] != "/cluster_config/emptydir_type"]
-        # Kata's emptydir_type stays (block-encrypted); output readable, as in Contrast's settings.
-        ops.append({"op": "replace", "path": "/request_defaults/ReadStreamRequest", "value": True})
-        drop_in.write_text(json.dumps(ops, indent=1))
-        client = CriClient(ctd.socket)
-        client.wait_ready()
-        kubelet = Kubelet(client, root=work / "kubelet", log_root=log_root)
-        try:
-            yield Node(ctd, kubelet, work, settings, work / "layout", f"{IMAGE_NAME}@{digests[IMAGE_NAME]}",
-                       variant="")
-        finally:
-            client.close()
-        rundir = Path(ctd.env["CONTRAST_CC_RUN_DIR"])
-        deadline = time.monotonic() + 30
-        while shim_processes(rundir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert shim_processes(rundir) == []
+    # Kata's emptydir_type (block-encrypted) and the shim's default; output readable, as in Contrast's
+    # settings, so the reader's probe command shows what it read.
+    readable = {"op": "replace", "path": "/request_defaults/ReadStreamRequest", "value": True}
+    with generated_node(tmp_path_factory.mktemp("emptydir"), request, emptydir_mode="block-encrypted",
+                        extra_ops=[readable]) as n:
+        yield n
 
 
 SCRATCH = """

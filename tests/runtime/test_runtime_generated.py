@@ -14,6 +14,7 @@ states it for genpolicy; the rules and the generator are Kata's / ours unchanged
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,8 @@ def _layout(archives: list[Path], out: Path) -> None:
             tar.extractall(out, filter="data")
 
 
-def _settings(work: Path, ctd: Containerd, log_root: Path, pause: str) -> Path:
+def _settings(work: Path, ctd: Containerd, log_root: Path, pause: str, emptydir_type: str,
+              extra_ops: Sequence[dict[str, Any]] = ()) -> Path:
     directory = work / "settings"
     (directory / "genpolicy-settings.d").mkdir(parents=True)
     shutil.copy(KATA / "genpolicy-settings.json", directory / "genpolicy-settings.json")
@@ -131,7 +133,7 @@ def _settings(work: Path, ctd: Containerd, log_root: Path, pause: str) -> Path:
         {"op": "replace", "path": "/pause_container/Mounts/1/options", "value": ["rbind", "ro"]},
         {"op": "replace", "path": "/cluster_config/guest_pull", "value": False},
         {"op": "replace", "path": "/cluster_config/pause_container_image", "value": pause},
-        {"op": "replace", "path": "/cluster_config/emptydir_type", "value": "shared-fs"},
+        {"op": "replace", "path": "/cluster_config/emptydir_type", "value": emptydir_type},
         {"op": "replace", "path": "/common/image_layer_verification", "value": "host-erofs-dm-verity"},
         {
             "op": "replace",
@@ -149,26 +151,28 @@ def _settings(work: Path, ctd: Containerd, log_root: Path, pause: str) -> Path:
             "value": log_dir,
         },
     ]
+    ops += extra_ops
     (directory / "genpolicy-settings.d" / "50-this-node.json").write_text(json.dumps(ops, indent=1))
     return directory
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
+@contextlib.contextmanager
+def generated_node(work: Path, request: pytest.FixtureRequest, *, emptydir_mode: str,
+                   extra_ops: Sequence[dict[str, Any]] = ()) -> Iterator[Node]:
+    """containerd with our shim (``emptydir_mode``: genpolicy's ``emptydir_type`` is set to match),
+    the test images imported and laid out for genpolicy, and the settings drop-in; skips if a part is
+    missing. At the end no shim is left."""
     from tools.vm.guest_tests import pod_image_dir
     from tools.vm.qemu import qemu_available
 
     reason = containerd_missing(cni=True) or qemu_available() or (None if KATA.is_dir() else f"no {KATA}")
     if reason:
         pytest.skip(reason)
-    work = tmp_path_factory.mktemp("generated")
-    # emptyDirs as files copied in, as the settings drop-in tells genpolicy (the block-encrypted mode:
-    # tests/runtime/test_runtime_emptydir.py)
-    config = host_erofs_config(pod_image_dir(request.config), work, emptydir_mode="shared-fs")
+    config = host_erofs_config(pod_image_dir(request.config), work, emptydir_mode=emptydir_mode)
     with running_containerd(cri_runtime_config=config, cni=True, sandbox_image=PAUSE_IMAGE_NAME) as ctd:
         k8s = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-        archives = []
-        digests = {}
+        archives: list[Path] = []
+        digests: dict[str, str] = {}
         for name, kwargs in (
             (IMAGE_NAME, {}),
             (PAUSE_IMAGE_NAME, {"pause": True}),
@@ -188,7 +192,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         _layout(archives, layout)
         log_root = work / "var-log-pods"
         pause = f"{PAUSE_IMAGE_NAME}@{digests[PAUSE_IMAGE_NAME]}"
-        settings = _settings(work, ctd, log_root, pause)
+        settings = _settings(work, ctd, log_root, pause, emptydir_mode, extra_ops)
         client = CriClient(ctd.socket)
         client.wait_ready()
         kubelet = Kubelet(client, root=work / "kubelet", log_root=log_root)
@@ -209,6 +213,13 @@ def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         while shim_processes(rundir) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert shim_processes(rundir) == []
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Node]:
+    # emptyDirs as files copied in (the block-encrypted mode: tests/runtime/test_runtime_emptydir.py)
+    with generated_node(tmp_path_factory.mktemp("generated"), request, emptydir_mode="shared-fs") as n:
+        yield n
 
 
 def _plans(path: Path) -> list[PodPlan]:

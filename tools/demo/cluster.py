@@ -230,8 +230,7 @@ class Demo:
             raise StepFailedError(reason)
         config = self.work / "runtime.toml"
         made = subprocess.run([sys.executable, "-m", "image", "runtime-config", "--image",
-                               str(self.pod_image), "--out", str(config), "--image-mode", "guest-pull",
-                               "--emptydir-mode", "shared-fs"],
+                               str(self.pod_image), "--out", str(config), "--image-mode", "guest-pull"],
                               cwd=REPO,
                               capture_output=True, text=True, timeout=120, check=False)
         if made.returncode != 0:
@@ -332,7 +331,8 @@ class Demo:
         runs its own pause, but the pause container's policy comes from an image config, and containerd
         builds its spec from the same image), Debian 12's containerd 1.6 (runtime-spec 1.0.2-dev; the
         sandbox's resolv.conf bound "rbind, ro"), its state directory (bundle paths), the kubelet's log
-        root, emptyDirs as files copied into the VM; and, as Contrast's settings, container logs readable.
+        root; and, as Contrast's settings, container logs readable. emptyDirs stay Kata's block-encrypted
+        (a disk of the pod VM each, encrypted with a key born there).
         Kata's rules and our generator are unchanged."""
         settings = self.work / "settings"
         if settings.exists():
@@ -348,7 +348,6 @@ class Demo:
             {"op": "replace", "path": "/kata_config/oci_version", "value": OCI_VERSION},
             {"op": "test", "path": "/pause_container/Mounts/1/destination", "value": "/etc/resolv.conf"},
             {"op": "replace", "path": "/pause_container/Mounts/1/options", "value": ["rbind", "ro"]},
-            {"op": "replace", "path": "/cluster_config/emptydir_type", "value": "shared-fs"},
             {"op": "replace", "path": "/pause_container" + anno, "value": bundle},
             {"op": "replace", "path": "/other_container" + anno, "value": bundle},
             {"op": "replace", "path": "/pause_container/Annotations/io.kubernetes.cri.sandbox-log-directory",
