@@ -9,6 +9,7 @@ container of the same image finds the blob and fetches nothing; a failed fill le
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import BinaryIO
 from common.files import atomic_open
 
 from .digest import Digest, DigestVerifier
+from .errors import NoSpaceError
 from .manifest import Descriptor
 
 __all__ = ["BlobCache", "Fetch", "VerifyingWriter"]
@@ -75,10 +77,16 @@ class BlobCache:
             if self.has(desc):  # another filler finished while we waited
                 return final, False
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with atomic_open(final, mode=0o600) as fd, os.fdopen(fd, "wb", closefd=False) as out:
-                sink = VerifyingWriter(out, desc)
-                fetch(desc, sink)
-                sink.verifier.finish()  # before the rename: a mismatching blob is never cached
+            try:
+                with atomic_open(final, mode=0o600) as fd, os.fdopen(fd, "wb", closefd=False) as out:
+                    sink = VerifyingWriter(out, desc)
+                    fetch(desc, sink)
+                    sink.verifier.finish()  # before the rename: a mismatching blob is never cached
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpaceError("blob cache", str(self.root), f"caching {desc.digest} "
+                                       f"({desc.size} bytes): {exc.strerror}") from None
+                raise
         log.info("event=blob_cached digest=%s size=%d", desc.digest, desc.size)
         return final, True
 

@@ -7,6 +7,7 @@ __all__ = [
     "DigestError",
     "ImageFormatError",
     "LayoutError",
+    "NoSpaceError",
     "OciError",
     "PlatformError",
     "ReferenceError",
@@ -102,4 +103,15 @@ class UnpackError(OciError):
         super().__init__(f"layer {layer}: entry {entry!r}: {problem}")
         self.layer = layer
         self.entry = entry
+        self.problem = problem
+
+
+class NoSpaceError(OciError):
+    """The local destination of a pull (the blob cache or the rootfs being unpacked) is full: ENOSPC or
+    EDQUOT from the filesystem, not a fault of the image. Whatever was written so far is removed."""
+
+    def __init__(self, where: str, path: str, problem: str) -> None:
+        super().__init__(f"{where} {path}: out of space (ENOSPC): {problem}")
+        self.where = where
+        self.path = path
         self.problem = problem

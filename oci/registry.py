@@ -319,11 +319,14 @@ class RegistryClient:
                 raise BlobMismatchError(str(desc.digest), f"registry announces {length} bytes, "
                                         f"descriptor says {desc.size}")
             buffer = memoryview(bytearray(CHUNK))
-            try:
-                while n := resp.readinto(buffer):
-                    sink.write(buffer[:n])
-            except (OSError, http.client.HTTPException) as exc:
-                raise RegistryError(f"{ref.api_host}{path}", f"transfer failed: {exc}") from None
+            while True:
+                try:
+                    n = resp.readinto(buffer)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise RegistryError(f"{ref.api_host}{path}", f"transfer failed: {exc}") from None
+                if not n:
+                    break
+                sink.write(buffer[:n])  # a local write error (a full disk) is not the registry's
         finally:
             resp.close()
         log.info("event=blob_fetched digest=%s size=%d seconds=%.3f", desc.digest, desc.size,

@@ -31,7 +31,7 @@ from typing import BinaryIO, Protocol
 # backports.zstd is the stdlib's compression.zstd of Python 3.14, for the image's Python 3.11.
 from backports.zstd import ZstdError, ZstdFile
 
-from .errors import UnpackError
+from .errors import NoSpaceError, UnpackError
 
 __all__ = ["LayerSource", "Limits", "unpack_image", "unpack_layer"]
 
@@ -381,8 +381,11 @@ def unpack_layer(stream: Reader, root_fd: int, layer: str, budget: _Budget, *, o
                 try:
                     state.apply(tar, member)
                 except OSError as exc:  # the kernel refused this entry (e.g. mknod, chown, empty link)
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the destination is full, the layer fine
+                        raise NoSpaceError("rootfs", f"layer {layer} entry {member.name!r}",
+                                           exc.strerror or str(exc)) from None
                     raise UnpackError(layer, member.name, exc.strerror or str(exc)) from None
-    except UnpackError:
+    except (UnpackError, NoSpaceError):
         raise
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, ValueError, UnicodeError) as exc:
         raise UnpackError(layer, "", f"unreadable layer: {exc}") from None

@@ -55,6 +55,7 @@ from guest.storage import (
 )
 from guest.storage.crypt import CryptVolume
 from guest.storage.encrypted import (
+    IMAGE_STORE_ANNOTATION,
     IMAGE_STORE_MOUNT,
     image_store_storage,
     open_ephemeral_volume,
@@ -64,6 +65,7 @@ from guest.storage.encrypted import (
 from guest.storage.mount import MS_NODEV, MS_NOSUID, MS_RDONLY, mount
 from guest.storage.pci import block_device_for_pci_path
 from guest.storage.verity import device_name
+from oci import NoSpaceError
 
 from .errors import AgentError, InvalidRequestError, StorageFailedError
 from .layout import Layout
@@ -443,21 +445,42 @@ class Storages:
             raise StorageFailedError(s.driver, s.mount_point,
                                      "in-guest image pull is not available in this agent build") from None
         bundle.mkdir(parents=True, exist_ok=True)
-        cache, parent = self.layout.image_cache, bundle
+        cache, parent, where = self.layout.image_cache, bundle, "memory"
+        store_dir: Path | None = None
         if self.image_store is not None:
             # layers and the unpacked rootfs on the encrypted disk instead of the VM's RAM
+            where = "image-store"
             cache, parent = self.image_store / "cache", self.image_store / "rootfs" / container_id
+            store_dir = parent
             parent.mkdir(parents=True, exist_ok=True)
+        log.info("event=guest_pull_destination container_id=%s store=%s cache=%s rootfs=%s", container_id,
+                 where, cache, parent / "rootfs")
         try:
             pulled = Path(await module.pull_guest_image(s, container_id, cache_dir=cache,
                                                         rootfs_parent=parent))
         except AgentError:
+            _remove_tree(store_dir)
             raise
+        except NoSpaceError as e:
+            _remove_tree(store_dir)
+            room = (f"the image store is full: the image needs a larger {IMAGE_STORE_ANNOTATION}"
+                    if store_dir is not None else
+                    "the VM's memory is full: the pod needs more memory or an image store "
+                    f"({IMAGE_STORE_ANNOTATION})")
+            raise StorageFailedError(s.driver, s.mount_point, f"{room}; {e}") from e
         except Exception as e:  # the puller's typed errors: report them, run nothing
+            _remove_tree(store_dir)
             raise StorageFailedError(s.driver, s.mount_point, f"{type(e).__name__}: {e}") from e
         rootfs = bundle / "rootfs"
         if pulled != rootfs:
             rootfs.mkdir(exist_ok=True)
             mount(str(pulled), rootfs, "", MS_BIND)
-            mounted.append(MountedStorage("image_guest_pull", rootfs, [_lazy_umount(rootfs)]))
+            # the unpacked tree is the container's own: it leaves the store with the container
+            undo = [lambda: _remove_tree(store_dir), _lazy_umount(rootfs)]
+            mounted.append(MountedStorage("image_guest_pull", rootfs, undo))
         return rootfs
+
+
+def _remove_tree(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
