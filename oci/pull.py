@@ -87,7 +87,9 @@ def pull_image(source: BlobSource, cache: BlobCache, ref: Reference, *, platform
     manifest, config = resolve_image(source, cache, ref, platform)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="oci-pull") as pool:
         results = list(pool.map(lambda d: _blob(source, cache, ref, d), manifest.layers))
-    layers = tuple(LayerSource(str(d.digest), mt.LAYER_COMPRESSION[d.media_type], path)
+    # the descriptor goes along: the blob is checked again as it is unpacked (the cache's disk may
+    # have changed since it was verified)
+    layers = tuple(LayerSource(str(d.digest), mt.LAYER_COMPRESSION[d.media_type], path, d.digest, d.size)
                    for d, (path, _) in zip(manifest.layers, results, strict=True))
     fetched = sum(1 for _, new in results if new)
     log.info("event=image_pulled ref=%s layers=%d fetched=%d seconds=%.3f", ref, len(layers), fetched,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import io
 import logging
 import os
 import shutil
@@ -26,11 +27,12 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 # backports.zstd is the stdlib's compression.zstd of Python 3.14, for the image's Python 3.11.
 from backports.zstd import ZstdError, ZstdFile
 
+from .digest import Digest, DigestVerifier
 from .errors import NoSpaceError, UnpackError
 
 __all__ = ["LayerSource", "Limits", "unpack_image", "unpack_layer"]
@@ -58,11 +60,42 @@ class Limits:
 
 @dataclass(frozen=True)
 class LayerSource:
-    """One layer to apply: a name for errors (its digest), an opener and its compression."""
+    """One layer to apply: a name for errors (its digest), an opener and its compression.
+
+    ``digest`` and ``size`` (the manifest's descriptor): the blob is hashed as it is unpacked and the
+    rootfs is only kept if it matches, so a cached blob that changed after it was verified (a disk
+    the host can roll back) never becomes a root filesystem."""
 
     name: str
     compression: str  # "", "gzip" or "zstd"
     path: Path
+    digest: Digest | None = None
+    size: int = 0
+
+
+class _VerifiedReader(io.RawIOBase):
+    """The blob's bytes, each fed to the digest check as it is read."""
+
+    def __init__(self, raw: BinaryIO, verifier: DigestVerifier) -> None:
+        super().__init__()
+        self._raw, self.verifier = raw, verifier
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(len(view))
+        view[:len(data)] = data
+        if data:
+            self.verifier.update(data)
+        return len(data)
+
+    def finish(self) -> None:
+        """Hash what the decompressor left unread (trailing bytes count too); check the digest."""
+        while chunk := self._raw.read(CHUNK):
+            self.verifier.update(chunk)
+        self.verifier.finish()
 
 
 class _Budget:
@@ -410,8 +443,14 @@ def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | 
         root_fd = os.open(tmp, _DIR_FLAGS)
         try:
             for layer in layers:
-                with open(layer.path, "rb") as raw, decompressed(raw, layer.compression) as stream:
-                    unpack_layer(stream, root_fd, layer.name, budget, overlay=overlay)
+                with open(layer.path, "rb") as raw:
+                    checked = (None if layer.digest is None else
+                               _VerifiedReader(raw, DigestVerifier(layer.digest, layer.size)))
+                    source = raw if checked is None else cast(BinaryIO, checked)
+                    with decompressed(source, layer.compression) as stream:
+                        unpack_layer(stream, root_fd, layer.name, budget, overlay=overlay)
+                    if checked is not None:
+                        checked.finish()
         finally:
             os.close(root_fd)
         os.rename(tmp, dest)

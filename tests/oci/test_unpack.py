@@ -178,3 +178,29 @@ def test_existing_destination_is_refused(tmp_path: Path) -> None:
     (tmp_path / "dest" / "rootfs").mkdir(parents=True)
     with pytest.raises(FileExistsError):
         unpack_image(_layers(tmp_path, [Entry("f")]), tmp_path / "dest" / "rootfs")
+
+
+@pytest.mark.parametrize("compression", ["", "gzip", "zstd"])
+def test_a_blob_that_changed_after_it_was_cached_is_never_unpacked(tmp_path: Path, compression: str) -> None:
+    """A layer carrying its descriptor is hashed while it is unpacked: the cached blob on a disk the
+    host can roll back (one sector of an earlier file put back) leaves no rootfs; the right one
+    unpacks, trailing bytes the decompressor never reads included in the check."""
+    import hashlib
+
+    from oci import BlobMismatchError, Digest
+
+    blob = compress(tar_bytes([Entry("etc", DIR, mode=0o755), Entry("etc/marker", data=b"right\n")]),
+                    compression)
+    digest = Digest.parse("sha256:" + hashlib.sha256(blob).hexdigest())
+    path = tmp_path / "blob"
+    (tmp_path / "dest").mkdir()
+    path.write_bytes(blob)
+    good = LayerSource(str(digest), compression, path, digest, len(blob))
+    root = unpack_image([good], tmp_path / "dest" / "rootfs")
+    assert (root / "etc/marker").read_bytes() == b"right\n"
+    for tampered in (blob[:-1] + bytes([blob[-1] ^ 1]), blob + b"\0"):
+        path.write_bytes(tampered)
+        with pytest.raises((BlobMismatchError, UnpackError)):
+            unpack_image([LayerSource(str(digest), compression, path, digest, len(blob))],
+                         tmp_path / "dest" / "again")
+        assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["rootfs"]

@@ -93,19 +93,11 @@ def _policy_allow_all() -> str:
     return "\n".join(["package agent_policy", "", *(f"default {n} := true" for n in RPC_NAMES), ""])
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
-    from tools.vm.guest_tests import pod_image_dir
-    from tools.vm.qemu import qemu_available
-
-    reason = containerd_missing(cni=True) or unavailable() or qemu_available()
-    if reason:
-        pytest.skip(reason)
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun for the pods' taps")
-    work = tmp_path_factory.mktemp("store")
-    config = guest_pull_config(pod_image_dir(request.config), work)
-    with running_containerd(cri_runtime_config=config, cni=True) as ctd:
+@contextlib.contextmanager
+def _environment(work: Path, config: Path, shim_env: dict[str, str] | None = None) -> Iterator[Env]:
+    """containerd (CRI + CNI, our shim guest-pulling), a registry in its namespace with the store
+    image (random data + marker) and the too-big image, both already pulled by containerd."""
+    with running_containerd(cri_runtime_config=config, cni=True, shim_env=shim_env) as ctd:
         k8s = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
         sandbox_archive = work / "sandbox.tar"
         busybox_image_archive(sandbox_archive)  # containerd's sandbox image (the guest runs its own pause)
@@ -135,7 +127,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
                     shown = ", ".join(f"{k}={v:.2f}" for k, v in e.timings.items())
                     print(f"\nimage store timings (s, MiB): {shown}")
                 finally:
-                    for sid in e.sandboxes:
+                    for sid in list(e.sandboxes):
                         with contextlib.suppress(Exception):
                             _end(e, sid)
             finally:
@@ -144,6 +136,27 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         while shim_processes(Path(ctd.env["CONTRAST_CC_RUN_DIR"])) and time.monotonic() < deadline:
             time.sleep(0.3)
         assert shim_processes(Path(ctd.env["CONTRAST_CC_RUN_DIR"])) == []
+
+
+def _missing() -> str | None:
+    from tools.vm.qemu import qemu_available
+
+    reason = containerd_missing(cni=True) or unavailable() or qemu_available()
+    if reason is None and not os.path.exists("/dev/net/tun"):
+        reason = "no /dev/net/tun for the pods' taps"
+    return reason
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
+    from tools.vm.guest_tests import pod_image_dir
+
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("store")
+    with _environment(work, guest_pull_config(pod_image_dir(request.config), work)) as e:
+        yield e
 
 
 def _end(env: Env, sid: str) -> None:
@@ -224,7 +237,8 @@ def _check_script(image: Image) -> str:
     rnd = hashlib.sha256(image.random).hexdigest()
     return (f'[ "$(busybox sha256sum /{MARKER_PATH})" = "{marker}  /{MARKER_PATH}" ] || exit 3; '
             f'[ "$(busybox sha256sum /{RANDOM_PATH})" = "{rnd}  /{RANDOM_PATH}" ] || exit 4; '
-            'busybox awk \'$5 == "/" {print "rootmount", $0}\' /proc/self/mountinfo; echo checked')
+            'busybox awk \'$5 == "/" {print "rootmount", $0}\' /proc/self/mountinfo; '
+            "sync; echo checked")  # sync: what the pull wrote is on the disk when the host looks
 
 
 def _root_mount(log: str) -> str:
@@ -261,7 +275,10 @@ def test_a_pulled_image_goes_to_the_encrypted_store_not_to_ram(env: Env) -> None
     assert (st.state, st.exit_code) == (env.client.pb.CONTAINER_EXITED, 0), (st, log)
     assert "stdout F checked" in log, log
     root = _root_mount(log)
-    assert root.split(" - ")[1].startswith("ext4 /dev/mapper/image-store "), root
+    # the container's root: the store's directory for it, on the ext4 inside a device-mapper device
+    fields = root.split()
+    assert fields[3] == f"/rootfs/{cid}/rootfs", root
+    assert root.split(" - ")[1].startswith("ext4 /dev/dm-"), root
     console = pod.console()
     assert re.search(rf"event=guest_pull_destination container_id={cid} store=image-store "
                      rf"cache=/run/kata-containers/image-store/cache ", console), console[-3000:]
@@ -272,8 +289,11 @@ def test_a_pulled_image_goes_to_the_encrypted_store_not_to_ram(env: Env) -> None
     env.timings["store_allocated_mib_after_pull"] = disk.stat().st_blocks * 512 / (1 << 20)
     env.timings["store_allocated_mib_before_pull"] = blocks_before / (1 << 20)
     env.timings["store_changed_mib_during_pull"] = changed / (1 << 20)
-    # cached blob + unpacked file: the layer's bytes reached the disk (twice), not RAM
-    assert changed >= len(image.layer), (changed, len(image.layer))
+    # the cached blob and the unpacked random file: the layer's bytes reached the disk twice, not RAM
+    assert changed >= len(image.layer) + RANDOM_BYTES, (changed, len(image.layer))
+    # luksFormat's integrity wipe writes every sector at sandbox start, so the file is allocated in
+    # full before the pull (the host cannot tell from st_blocks how much is used); were it not, the
+    # pull must have grown it by at least the layer
     assert grown >= len(image.layer) or blocks_before >= disk.stat().st_size, (grown, blocks_before)
     for needle in (image.marker.strip(), image.random[1 << 20:(1 << 20) + 64],
                    image.random[-4096:-4032], image.layer[len(image.layer) // 2:len(image.layer) // 2 + 64]):
@@ -289,7 +309,8 @@ def test_a_pulled_image_goes_to_the_encrypted_store_not_to_ram(env: Env) -> None
     st = _wait_exit(env, cid)
     log = (ram.logs / "check.log").read_text()
     assert (st.state, st.exit_code) == (env.client.pb.CONTAINER_EXITED, 0), (st, log)
-    assert "image-store" not in _root_mount(log), log
+    assert " - ext4 " not in _root_mount(log) and f"/rootfs/{cid}/" not in _root_mount(log), log
+    print(f"\nroot of the RAM pod's container: {_root_mount(log)}")
     assert f"event=guest_pull_destination container_id={cid} store=memory " in ram.console()
     _end(env, ram.sid)
 
@@ -364,17 +385,23 @@ def test_a_host_that_swaps_the_store_for_its_own_plaintext_filesystem_gets_io_er
                                                               timeout=120), timeout=200)
 
     assert exec_(f"cat /{MARKER_PATH}").stdout == image.marker
+    # the guest's own dirty pages first: written after the host's forgery they would be the guest's
+    # data with valid tags again, not the host's
+    assert exec_("sync").exit_code == 0
     disk = pod.vm / "image-store.raw"
     forged = _planted_ext4(env.work, disk.stat().st_size)
     with open(disk, "r+b") as f:  # what a host with the disk file can do at any time
         f.write(forged)
         f.flush()
         os.fsync(f.fileno())
-    dropped = exec_("sync; echo 3 > /proc/sys/vm/drop_caches && echo dropped")
-    assert dropped.stdout.strip().endswith(b"dropped"), dropped
+    # the guest's page cache dropped: from now on every page comes from the disk. The shell doing it
+    # may already die of SIGBUS (its own code pages read EIO), which is the point.
+    dropped = exec_("echo 3 > /proc/sys/vm/drop_caches")
+    assert dropped.exit_code in (0, 128 + 7), dropped
     read = exec_(f"cat /{MARKER_PATH}")
-    assert read.exit_code != 0 and b"host-planted" not in read.stdout, read
-    assert b"I/O error" in read.stderr or b"Input/output error" in read.stderr, read
+    assert read.exit_code != 0, read
+    assert b"host-planted" not in read.stdout + read.stderr and image.marker not in read.stdout, read
+    assert read.exit_code == 128 + 7 or b"I/O error" in read.stderr, read  # SIGBUS or EIO, never data
     again = _create(env, pod, "again", image.ref, ["sh", "-c", "cat /etc/store-marker; echo RAN"])
     with pytest.raises(grpc.RpcError) as info:
         _start(env, again)
@@ -382,7 +409,139 @@ def test_a_host_that_swaps_the_store_for_its_own_plaintext_filesystem_gets_io_er
     assert not log.exists() or ("RAN" not in log.read_text() and "host-planted" not in log.read_text())
     console = pod.console()
     assert "host-planted" not in console
-    print(f"\nswap: read error {read.stderr[-200:]!r}; new container: {str(info.value.details())[-300:]}")
+    print(f"\nswap: read exit {read.exit_code} {read.stderr[-200:]!r}; new container: "
+          f"{str(info.value.details())[-300:]}")
     _end(env, pod.sid)
     assert not disk.exists()
 
+
+
+# -- a hostile host's runtime ---------------------------------------------------------------------------
+
+# Put first on the shim's PYTHONPATH as ``sitecustomize``: the host's own (modified) runtime. Before it
+# hotplugs the image store's disk file it fills it with a plaintext ext4 of its own (whose blob cache
+# holds a forged blob under the image's layer digest); in mode "plaintext" it also sends the store's
+# CreateSandbox storage without ``encryption_key=ephemeral``.
+HOSTILE_RUNTIME = '''
+import os
+import shutil
+from pathlib import Path
+
+import runtime.podvm as podvm
+import runtime.service as service
+
+_DIR = Path(os.environ["CG_HOSTILE_STORE"])
+_attach = podvm.PodVM.attach_disk
+_storage = service.image_store_storage
+
+
+async def attach_disk(self, path, **kw):
+    if path.name == "image-store.raw":
+        with open(_DIR / "planted.raw", "rb") as src, open(path, "r+b") as dst:
+            shutil.copyfileobj(src, dst)
+    return await _attach(self, path, **kw)
+
+
+def image_store_storage():
+    fields = _storage()
+    if (_DIR / "mode").read_text().strip() == "plaintext":
+        fields["driver_options"] = ["create_filesystem"]
+    return fields
+
+
+podvm.PodVM.attach_disk = attach_disk
+service.image_store_storage = image_store_storage
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
+    from tools.vm.containerd import REPO
+    from tools.vm.guest_tests import pod_image_dir
+
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("hostile")
+    site = work / "hostile-runtime"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HOSTILE_RUNTIME)
+    (site / "mode").write_text("plant\n")
+    shim_env = {"PYTHONPATH": f"{site}:{REPO}", "CG_HOSTILE_STORE": str(site)}
+    with _environment(work, guest_pull_config(pod_image_dir(request.config), work), shim_env) as e:
+        yield e
+
+
+def _plant(env: Env, mode: str) -> None:
+    """The host's plaintext ext4 for the store (64 MiB), its cache holding a forged blob of the right
+    name and size for the image's layer, and the marker with the host's text."""
+    site = env.work / "hostile-runtime"
+    tree = env.work / "planted-tree"
+    if not tree.exists():
+        blob = tree / "cache/blobs/sha256" / env.image.layer_digest.removeprefix("sha256:")
+        blob.parent.mkdir(parents=True)
+        forged = b"host-planted layer\n"
+        blob.write_bytes(forged + bytes(len(env.image.layer) - len(forged)))
+        (tree / "etc").mkdir()
+        (tree / "etc/store-marker").write_text("host-planted marker\n")
+        img = site / "planted.raw"
+        img.write_bytes(b"")
+        os.truncate(img, 64 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(img)], check=True, timeout=60)
+    (site / "mode").write_text(mode + "\n")
+
+
+def _blob_gets(env: Env) -> int:
+    path = f"/v2/test/store/blobs/{env.image.layer_digest}"
+    return sum(1 for m, p, code in env.reg.requests() if (m, p, code) == ("GET", path, 200))
+
+
+def test_a_host_that_plants_its_own_filesystem_in_the_store_disk_gets_it_reformatted(hostile: Env) -> None:
+    """The host's runtime hands the guest a store disk holding a plaintext ext4 (with a forged blob in
+    the very cache path the puller uses): the guest formats it with its own key, pulls the layer from
+    the registry again (the host's cache is gone) and the container sees the image's marker."""
+    env = hostile
+    _plant(env, "plant")
+    gets = _blob_gets(env)
+    pod = _run_pod(env, "planted", store=STORE_SIZE)
+    disk = pod.vm / "image-store.raw"
+    with open(disk, "rb") as f:
+        assert f.read(6) == b"LUKS\xba\xbe"  # the host's ext4 was formatted over
+    assert re.search(r"event=volume_opened name=image-store \S+ formatted=True", pod.console()), \
+        pod.console()[-3000:]
+    cid = _create(env, pod, "check", env.image.ref, ["sh", "-c", _check_script(env.image)])
+    _start(env, cid)
+    st = _wait_exit(env, cid)
+    log = (pod.logs / "check.log").read_text()
+    assert (st.state, st.exit_code) == (env.client.pb.CONTAINER_EXITED, 0), (st, log)
+    assert _root_mount(log).split()[3] == f"/rootfs/{cid}/rootfs", log
+    assert "host-planted" not in log
+    assert _blob_gets(env) == gets + 1  # fetched and verified, not taken from the host's "cache"
+    _end(env, pod.sid)
+
+
+def test_a_host_that_sends_the_store_without_its_key_is_refused_by_the_guest(hostile: Env) -> None:
+    """The host's runtime drops ``encryption_key=ephemeral`` from the store storage (and plants its
+    ext4 in the disk): CreateSandbox is refused by the guest itself (this pod's policy allows every
+    request, so no policy rule is what stops it), RunPodSandbox fails naming the store, and no shim,
+    VM or disk file is left."""
+    env = hostile
+    _plant(env, "plaintext")
+    pb = env.client.pb
+    logs = env.work / "logs-plaintext"
+    logs.mkdir()
+    config = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="plaintext", uid="uid-plaintext", namespace="default", attempt=0),
+        hostname="plaintext", log_directory=str(logs),
+        annotations={initdata_format.ANNOTATION: env.initdata, IMAGE_STORE_ANNOTATION: STORE_SIZE})
+    with pytest.raises(grpc.RpcError) as info:
+        env.client.call("RunPodSandbox", pb.RunPodSandboxRequest(config=config,
+                                                                 runtime_handler="contrast-cc"))
+    details = str(info.value.details())
+    assert "image store storage" in details and "encryption_key=ephemeral" in details, details
+    deadline = time.monotonic() + 60
+    while shim_processes(env.rundir) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert shim_processes(env.rundir) == []
+    assert list(env.rundir.glob("*/vm/image-store.raw")) == []
+    print(f"\nplaintext store refused: {details[-400:]}")

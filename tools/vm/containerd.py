@@ -214,13 +214,19 @@ class Containerd:
 
 @contextlib.contextmanager
 def running_containerd(
-    cri_runtime_config: Path | None = None, *, cni: bool = False, sandbox_image: str = IMAGE_NAME
+    cri_runtime_config: Path | None = None,
+    *,
+    cni: bool = False,
+    sandbox_image: str = IMAGE_NAME,
+    shim_env: Mapping[str, str] | None = None,
 ) -> Iterator[Containerd]:
     """Without ``cri_runtime_config`` the CRI plugin is off; with it, CRI serves on the same socket with
     the runtime handler ``contrast-cc`` (our shim, that ConfigPath, kata's pod annotations passed
     through) and this module's busybox image as the sandbox image. Without ``cni`` only host-network
     pods work; with it a pod gets a netns with ``eth0`` on a bridge in containerd's namespace
-    (``Containerd.cni_subnet``, default route via the bridge). Registries: ``trust_registry``."""
+    (``Containerd.cni_subnet``, default route via the bridge). Registries: ``trust_registry``.
+    ``shim_env``: more environment for containerd and so for every shim it starts (a test playing a
+    hostile host puts a modified runtime first on the shim's PYTHONPATH)."""
     if cni and cri_runtime_config is None:
         raise ValueError("cni=True needs the CRI plugin (cri_runtime_config)")
     base = Path(tempfile.mkdtemp(prefix=f"cg-ctd-{os.getpid()}-", dir="/tmp"))
@@ -273,6 +279,7 @@ def running_containerd(
         "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "CONTRAST_CC_RUN_DIR": str(rundir),
         "PYTHONPATH": str(REPO),
+        **(shim_env or {}),
     }
     env.pop("CONTRAST_CC_CONFIG", None)
     logf = open(base / "containerd.log", "wb")  # noqa: SIM115 (closed below)
