@@ -24,6 +24,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,6 +435,7 @@ def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | 
     ``overlay``: whiteouts stay as overlayfs markers (for one layer meant to be a lower dir of an
     overlay mount) instead of removing what lower layers had."""
     limits = limits or Limits()
+    started = time.monotonic()
     if os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, "rootfs destination exists", str(dest))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
@@ -457,7 +459,8 @@ def unpack_image(layers: Iterable[LayerSource], dest: Path, *, limits: Limits | 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("event=rootfs_unpacked dest=%s entries=%d bytes=%d", dest, budget.entries, budget.bytes)
+    log.info("event=rootfs_unpacked dest=%s entries=%d bytes=%d seconds=%.3f", dest, budget.entries,
+             budget.bytes, time.monotonic() - started)
     return dest
 
 
