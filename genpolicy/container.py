@@ -9,7 +9,13 @@ from typing import Any
 from .env import EnvContext
 from .errors import GenerateError
 from .images import ImageInfo
-from .mounts import VolumeContext, apply_image_volumes, apply_settings_mounts, containerd_mounts
+from .mounts import (
+    VolumeContext,
+    apply_image_volumes,
+    apply_settings_mounts,
+    containerd_mounts,
+    rootfs_propagation,
+)
 from .process import ProcessBuilder
 from .resources import INITDATA_ANNOTATION, Workload
 from .settings import Settings
@@ -229,6 +235,9 @@ def container_policy(
     if mounts:
         oci["Mounts"] = mounts
     oci["Annotations"] = _annotations(workload, container, settings_spec)
+    rootfs = rootfs_propagation(spec)
+    if rootfs:
+        linux["RootfsPropagation"] = rootfs
     oci["Linux"] = linux
     erofs = {}
     if settings.host_erofs:

@@ -45,6 +45,24 @@ def containerd_mounts(is_pause: bool, privileged: bool) -> list[Mount]:
     return mounts
 
 
+# containerd's CRI: a volumeMount's mountPropagation becomes the bind's propagation option and
+# (the strongest of the container's) the spec's Linux.RootfsPropagation.
+PROPAGATION = {"Bidirectional": "rshared", "HostToContainer": "rslave"}
+
+
+def propagation(vm: Mapping[str, Any]) -> str:
+    """The propagation option containerd gives the bind of ``vm`` (Kata's genpolicy pins rprivate for
+    every emptyDir; Contrast's follows mountPropagation, which its secure-pv sidecar needs)."""
+    return PROPAGATION.get(str(vm.get("mountPropagation", "None")), "rprivate")
+
+
+def rootfs_propagation(container: Mapping[str, Any]) -> str:
+    """containerd's Linux.RootfsPropagation for the container: rshared if one of its mounts is
+    Bidirectional, else rslave if one is HostToContainer, else unset."""
+    kinds = {propagation(vm) for vm in container.get("volumeMounts") or []}
+    return "rshared" if "rshared" in kinds else "rslave" if "rslave" in kinds else ""
+
+
 def _basename(path: str) -> str:
     return posixpath.basename(path.rstrip("/")) or path
 
@@ -163,13 +181,13 @@ class VolumeContext:
         if "emptyDir" in volume:
             self._empty_dir(volume.get("emptyDir") or {}, vm, mounts, storages, access)
         elif "persistentVolumeClaim" in volume or "azureFile" in volume:
-            self._shared_bind(vm, mounts, "rprivate", "rw")
+            self._shared_bind(vm, mounts, propagation(vm), "rw")
         elif "hostPath" in volume:
             self._host_path(volume["hostPath"], vm, mounts, access)
         elif "configMap" in volume or "secret" in volume:
             self._config_map(vm, mounts, storages)
         elif "projected" in volume:
-            self._shared_bind(vm, mounts, "rprivate", "ro")
+            self._shared_bind(vm, mounts, propagation(vm), "ro")
         elif "downwardAPI" in volume:
             _put(
                 mounts,
@@ -177,7 +195,7 @@ class VolumeContext:
                     vm["mountPath"],
                     "bind",
                     f"$(sfprefix){_basename(vm['mountPath'])}$",
-                    ["rbind", "rprivate", "ro"],
+                    ["rbind", propagation(vm), "ro"],
                 ),
             )
         else:
@@ -200,11 +218,10 @@ class VolumeContext:
         self, host_path: Mapping[str, Any], vm: Mapping[str, Any], mounts: list[Mount], access: str
     ) -> None:
         path = str(host_path.get("path", ""))
-        propagation = "rshared" if vm.get("mountPropagation") == "Bidirectional" else "rprivate"
         if path.startswith(("/dev/", "/sys/")):
-            _put(mounts, _mount(vm["mountPath"], "bind", path, ["rbind", propagation, access]))
+            _put(mounts, _mount(vm["mountPath"], "bind", path, ["rbind", propagation(vm), access]))
         else:
-            self._shared_bind(vm, mounts, propagation, access)
+            self._shared_bind(vm, mounts, propagation(vm), access)
 
     def _config_map(self, vm: Mapping[str, Any], mounts: list[Mount], storages: list[dict[str, Any]]) -> None:
         cm = self.settings.doc["volumes"]["configMap"]
@@ -247,7 +264,7 @@ class VolumeContext:
                 f"^$(cpath)/sandbox-[0-9a-f]{{16}}-{name}$",
                 f"$(sfprefix){re.escape(_basename(vm['mountPath']))}$",
             ):
-                mounts.append(_mount(vm["mountPath"], "bind", source, ["rbind", "rprivate", access]))
+                mounts.append(_mount(vm["mountPath"], "bind", source, ["rbind", propagation(vm), access]))
             return
         sub_path_expr = "subPathExpr" in vm
         if not sub_path_expr:
@@ -281,7 +298,7 @@ class VolumeContext:
         else:
             source = f"{spec['mount_source']}{vm.get('name')}$" if spec["mount_source"] else ""
             mount_type = spec["mount_type"]
-        mounts.append(_mount(vm["mountPath"], mount_type, source, ["rbind", "rprivate", access]))
+        mounts.append(_mount(vm["mountPath"], mount_type, source, ["rbind", propagation(vm), access]))
 
 
 def apply_image_volumes(settings: Settings, mounts: list[Mount], image_volumes: Sequence[str]) -> None:

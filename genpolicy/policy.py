@@ -17,7 +17,7 @@ from .env import EnvContext
 from .errors import ImageError
 from .images import ImageInfo, ImageSource
 from .resources import Documents, Workload
-from .rules import with_erofs_layers, with_guest_pull
+from .rules import with_erofs_layers, with_guest_pull, with_rootfs_propagation
 from .settings import Settings, storage_fields
 
 POLICY_FILE = "policy.rego"
@@ -78,6 +78,7 @@ class Generator:
             rules = with_guest_pull(rules)
         if settings.host_erofs:
             rules = with_erofs_layers(rules)
+        rules = with_rootfs_propagation(rules)
         self.rules = rules
         self.images = images
         self.extra_initdata = dict(extra_initdata or {})

@@ -4,7 +4,11 @@ policies need, applied as small textual patches at anchors genpolicy's rules hav
 - guest pull pinned by digest: oci.policy (``allow_guest_pull_image``);
 - host EROFS layers pinned by dm-verity root hash, complete and in order: guest/storage's
   erofs_layers.rego (``allow_erofs_layers``); the layer storages are then left out of genpolicy's
-  storage count and accepted by its storage loop only because the conjunct checks them.
+  storage count and accepted by its storage loop only because the conjunct checks them;
+- mount propagation: genpolicy's rules refuse any ``Linux.RootfsPropagation``, which containerd sets
+  (rshared / rslave) for a container with a Bidirectional / HostToContainer mount, such as
+  Contrast's secure-pv sidecar and its workload; instead the value is pinned per container
+  (``allow_rootfs_propagation``), so a host can neither add nor drop it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from oci import policy as guest_pull_policy
 
 from .errors import GenerateError
 
-__all__ = ["with_erofs_layers", "with_guest_pull"]
+__all__ = ["with_erofs_layers", "with_guest_pull", "with_rootfs_propagation"]
 
 ANCHOR = guest_pull_policy.ANCHOR
 EROFS_CALL = "    allow_erofs_layers(p_container, i_storages)\n"
@@ -27,6 +31,16 @@ allow_storage(p_storages, i_storage, bundle_id, sandbox_id) if {
 }
 """
 _MODULE_BODY = "package agent_policy\n"
+ROOTFS_LINE = "    count(i_linux.RootfsPropagation) == 0\n"
+ROOTFS_REPLACED = "    # RootfsPropagation: pinned per container (allow_rootfs_propagation).\n"
+LINUX_ANCHOR = "    allow_linux_sysctl(p_oci.Linux, i_oci.Linux)\n"
+ROOTFS_CALL = "    allow_rootfs_propagation(p_oci, i_oci)\n"
+ROOTFS_CLAUSE = """
+# containerd's Linux.RootfsPropagation (rshared / rslave with mount propagation), exactly as generated.
+allow_rootfs_propagation(p_oci, i_oci) if {
+    i_oci.Linux.RootfsPropagation == object.get(p_oci.Linux, "RootfsPropagation", "")
+}
+"""
 
 
 def _fail(detail: str) -> GenerateError:
@@ -58,3 +72,12 @@ def with_erofs_layers(rules: str) -> str:
         + body
         + STORAGE_CLAUSE
     )
+
+
+def with_rootfs_propagation(rules: str) -> str:
+    if "allow_rootfs_propagation(" in rules:
+        return rules
+    if rules.count(ROOTFS_LINE) != 1 or rules.count(LINUX_ANCHOR) != 1:
+        raise _fail(f"expected one {ROOTFS_LINE.strip()!r} and one {LINUX_ANCHOR.strip()!r}")
+    patched = rules.replace(ROOTFS_LINE, ROOTFS_REPLACED).replace(LINUX_ANCHOR, LINUX_ANCHOR + ROOTFS_CALL)
+    return patched.rstrip("\n") + "\n" + ROOTFS_CLAUSE

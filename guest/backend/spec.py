@@ -11,6 +11,8 @@ Converted field by field (PascalCase protobuf → runtime-spec JSON) and adjuste
   sandbox shm, storages under the bundle); other mount types from a fixed list;
 - cgroups: cgroupfs path ``/kata/<cid>`` (not the host's string), memory/CPU/pids limits kept;
   devices, block I/O, network and cpuset resources dropped, like the runtime's own constraints;
+- mount propagation (a mount's ``rshared``/``rslave`` option, ``rootfsPropagation``) is kept for
+  crun: it matters only for the pod-shared volumes, the guest's only shared mounts;
 - hooks, AppArmor and SELinux labels dropped (the guest has no LSM, kata replaces hooks); seccomp
   and user-namespace mappings are refused (the agent reports supports_seccomp = false).
 """
@@ -30,6 +32,7 @@ __all__ = ["NamespacePaths", "oci_process", "oci_spec"]
 
 OCI_VERSION = "1.1.0"
 _MOUNT_TYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "bind"})
+_ROOTFS_PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
 _CAPS = ("Bounding", "Effective", "Inheritable", "Permitted", "Ambient")
 
 
@@ -174,9 +177,12 @@ def oci_spec(spec: oci_pb2.Spec, *, layout: Layout, container_id: str, namespace
     if linux.Sysctl:
         out["linux"]["sysctl"] = dict(linux.Sysctl)
     if linux.RootfsPropagation:
-        if linux.RootfsPropagation not in ("private", "rprivate", "slave", "rslave"):
+        # containerd's CRI sets rshared for a container with a Bidirectional mount and rslave for
+        # one with HostToContainer; only the pod-shared volumes are shared mounts in the guest, so
+        # no other guest mount is a peer of the container's.
+        if linux.RootfsPropagation not in _ROOTFS_PROPAGATION:
             raise InvalidRequestError("OCI.Linux.RootfsPropagation", linux.RootfsPropagation,
-                                      "private, rprivate, slave or rslave")
+                                      ", ".join(_ROOTFS_PROPAGATION))
         out["linux"]["rootfsPropagation"] = linux.RootfsPropagation
     # Joining the sandbox's UTS namespace: it already carries the pod's hostname.
     if spec.Hostname and namespaces.uts is None:

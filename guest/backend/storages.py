@@ -47,6 +47,7 @@ from guest.storage import (
     VerityMount,
     check_pinned,
     check_unused,
+    make_pod_shared,
     mount_layer_storage,
     params_from_options,
     pinned_for,
@@ -263,6 +264,12 @@ class Storages:
         shared = self._tmpfs.get(name)
         if shared is None:
             mounted = self.mount_tmpfs(s, EPHEMERAL_DIR)
+            try:
+                make_pod_shared(mounted.mount_point)  # secure-pv: the sidecar's mount reaches the app
+            except StorageError:
+                with contextlib.suppress(AgentError):
+                    mounted.release()
+                raise
             shared = self._tmpfs[name] = _SharedTmpfs(mounted.mount_point, mounted.undo[0])
         return MountedStorage("ephemeral", shared.path, [])
 

@@ -23,6 +23,7 @@ from .layers import (
     rego_module,
     resolve_layer_source,
 )
+from .mount import make_pod_shared
 from .source import SOURCE_PATTERN, BlockDevice, block_device_at, check_unused, resolve_source
 from .verity import VerityMount, VerityParams, check_pinned, mount_verity, open_verity, verity_table
 
@@ -48,6 +49,7 @@ __all__ = [
     "check_unused",
     "image_store_storage",
     "key_from_workload_secret",
+    "make_pod_shared",
     "mapper_name",
     "mount_layer_storage",
     "mount_verity",

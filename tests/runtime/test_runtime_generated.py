@@ -207,6 +207,7 @@ def generated_node(work: Path, request: pytest.FixtureRequest, *, emptydir_mode:
                 f"{VARIANT_IMAGE}@{digests[VARIANT_IMAGE]}",
             )
         finally:
+            kubelet.close()
             client.close()
         rundir = Path(ctd.env["CONTRAST_CC_RUN_DIR"])
         deadline = time.monotonic() + 30

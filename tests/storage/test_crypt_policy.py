@@ -18,6 +18,7 @@ from guest.cli import canonical_input
 from guest.policy.engine import AgentPolicy
 from guest.storage.encrypted import EPHEMERAL_KEY, parse_block_driver_options
 from tests.genpolicy.test_genpolicy_kata import CASES, KATA, generate_for
+from tests.genpolicy.test_genpolicy_propagation import containerd_shaped
 
 pytestmark = pytest.mark.encrypted_storage
 
@@ -28,7 +29,8 @@ def _allowed_case() -> dict[str, Any]:
     cases = json.loads((CASES / DIRECTORY / "testcases.json").read_text())
     case = next(c for c in cases if c["allowed"] and c["kind"] == "CreateContainerRequest")
     assert all(EPHEMERAL_KEY in s["driver_options"] for s in case["request"]["storages"])
-    return dict(case)
+    # with the Bidirectional mount's propagation as containerd sends it
+    return {**case, "request": containerd_shaped(case)}
 
 
 def _decide(request: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from tools.vm.cri.client import CriClient
 
 from .errors import KubeObjectError, PodFailedError, ProbeFailedError
 from .objects import PodPlan
-from .volumes import PodVolumes, field_value
+from .volumes import PodVolumes, field_value, make_rshared, undo_rshared
 
 __all__ = ["Kubelet", "ProbeResult", "RunningPod"]
 
@@ -354,6 +354,20 @@ class Kubelet:
         self.cluster_domain = cluster_domain
         self.container_start_timeout = container_start_timeout
         self._images: dict[str, str] = {}
+        self._root_ready = False
+        self._root_bound = False
+
+    def _prepare_root(self) -> None:
+        """As kubelet at start: its root directory on a shared mount (mount propagation of pod volumes)."""
+        if not self._root_ready:
+            self._root_bound = make_rshared(self.root)
+            self._root_ready = True
+
+    def close(self) -> None:
+        """Undo what the kubelet did to the node at start (the bind mount of its root directory)."""
+        if self._root_bound:
+            undo_rshared(self.root)
+        self._root_ready = self._root_bound = False
 
     # -- sandbox -----------------------------------------------------------------------------------
 
@@ -879,6 +893,7 @@ class Kubelet:
 
     def start_sandbox(self, plan: PodPlan) -> tuple[RunningPod, PodVolumes]:
         pb = self.pb
+        self._prepare_root()
         config = self.sandbox_config(plan)
         Path(config.log_directory).mkdir(parents=True, exist_ok=True)
         try:

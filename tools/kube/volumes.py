@@ -23,7 +23,7 @@ from common.files import atomic_write
 from .errors import KubeObjectError
 from .objects import PodPlan
 
-__all__ = ["PodVolumes", "field_value", "write_atomic_dir"]
+__all__ = ["PodVolumes", "field_value", "make_rshared", "undo_rshared", "write_atomic_dir"]
 
 PLUGIN_DIRS = {
     "emptyDir": "kubernetes.io~empty-dir",
@@ -57,6 +57,41 @@ def field_value(plan: PodPlan, path: str, pod_ip: str, host_ip: str, resource: s
         if path.startswith(prefix + "['") and path.endswith("']"):
             return items.get(path[len(prefix) + 2 : -2], "")
     raise KubeObjectError(resource, "fieldRef.fieldPath", path, "a field kubelet resolves")
+
+
+def _mount_entry(directory: Path) -> tuple[bool, bool]:
+    """(``directory`` is a mount point, the mount holding it is shared) from /proc/self/mountinfo."""
+    target = os.path.realpath(directory)
+    best, shared, exact = "", False, False
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equal points is the visible one
+            best, exact = point, point == target
+            shared = any(f.startswith("shared:") for f in fields[6 : fields.index("-")])
+    return exact, shared
+
+
+def make_rshared(directory: Path) -> bool:
+    """kubelet's ``MakeRShared`` of its root directory at start: unless the mount holding it is
+    shared already, ``directory`` is bind-mounted onto itself and made rshared, so the pods'
+    volumes under it sit on a shared mount — containerd's CRI refuses a Bidirectional mount whose
+    source is not on a shared mount, and a HostToContainer one unless shared or slave. True if a
+    bind mount was made (``undo_rshared`` removes it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    exact, shared = _mount_entry(directory)
+    if shared:
+        return False
+    if not exact:
+        subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True, capture_output=True,
+                       timeout=30)
+    subprocess.run(["mount", "--make-rshared", str(directory)], check=True, capture_output=True, timeout=30)
+    return not exact
+
+
+def undo_rshared(directory: Path) -> None:
+    subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True, timeout=30)
 
 
 def _check_relative(resource: str, where: str, path: str) -> str:
