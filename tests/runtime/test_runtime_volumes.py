@@ -7,8 +7,6 @@ nodes as a CRI device's host path). Boots are bounded: one pod VM per test."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,97 +15,28 @@ from typing import Any
 
 import pytest
 
-from attestation import initdata as initdata_format
-from tools.vm.containerd import (
-    IMAGE_NAME,
-    Containerd,
-    busybox_image_archive,
-    containerd_missing,
-    host_erofs_config,
-    pinned_policy,
-    running_containerd,
-    shim_processes,
+from tests.runtime.volumes_support import (
+    SECOND_IMAGE,
+    cri_node,
+    initializer_initdata,
+    loop_device,
+    secure_pv_container,
+    wait_exec,
 )
+from tests.runtime.volumes_support import (
+    sandbox_config as _sandbox_config,
+)
+from tools.vm.containerd import IMAGE_NAME, Containerd
 from tools.vm.cri.client import CriClient
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.encrypted_storage]
-
-SECOND_IMAGE = "docker.io/library/cc-second:1"
-
-
-def _merged(*policies: str) -> str:
-    """One allow-all policy pinning the layers of every given pinned_policy."""
-    containers: list[object] = []
-    for text in policies:
-        line = next(x for x in text.splitlines() if x.startswith("policy_data := "))
-        containers += json.loads(line.removeprefix("policy_data := "))["containers"]
-    head = policies[0].split("policy_data := ")[0]
-    return head + "policy_data := " + json.dumps({"containers": containers}) + "\n"
-
-
-@contextlib.contextmanager
-def loop_device(disk: Path) -> Iterator[str]:
-    out = subprocess.run(["losetup", "--find", "--show", str(disk)], capture_output=True, text=True,
-                         check=True, timeout=30)
-    dev = out.stdout.strip()
-    try:
-        yield dev
-    finally:
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False, timeout=30)
 
 
 @pytest.fixture(scope="module")
 def cri(tmp_path_factory: pytest.TempPathFactory,
         request: pytest.FixtureRequest) -> Iterator[tuple[Containerd, CriClient, str, Path]]:
-    from tools.vm.guest_tests import pod_image_dir
-    from tools.vm.qemu import qemu_available
-
-    reason = containerd_missing() or qemu_available()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("volumes")
-    config = host_erofs_config(pod_image_dir(request.config), work)
-    with running_containerd(cri_runtime_config=config) as ctd:
-        ns_ctd = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-        # a second image (one more file, so another layer) under its own name, then the sandbox image
-        second = ctd.base / "second.tar"
-        second_digest = busybox_image_archive(second, {"etc/second": b"from the second image\n"})
-        imported = ns_ctd.ctr("image", "import", str(second))
-        assert imported.returncode == 0, imported.stderr
-        tagged = ns_ctd.ctr("image", "tag", IMAGE_NAME, SECOND_IMAGE)
-        assert tagged.returncode == 0, tagged.stderr
-        archive = ctd.base / "image.tar"
-        digest = busybox_image_archive(archive)
-        imported = ns_ctd.ctr("image", "import", str(archive))
-        assert imported.returncode == 0, imported.stderr
-        policy = _merged(pinned_policy(ns_ctd, digest, work / "layers"),
-                         pinned_policy(ns_ctd, second_digest, work / "layers"))
-        toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
-        client = CriClient(ctd.socket)
-        try:
-            client.wait_ready()
-            yield ctd, client, initdata_format.encode_annotation(toml), work
-        finally:
-            client.close()
-        rundir = Path(ctd.env["CONTRAST_CC_RUN_DIR"])
-        deadline = time.monotonic() + 30
-        while shim_processes(rundir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert shim_processes(rundir) == []
-
-
-def _sandbox_config(pb: object, name: str, logs: Path, initdata: str) -> object:
-    return pb.PodSandboxConfig(  # type: ignore[attr-defined]
-        metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default", attempt=0),  # type: ignore[attr-defined]
-        hostname=name,
-        log_directory=str(logs),
-        annotations={initdata_format.ANNOTATION: initdata},
-        linux=pb.LinuxPodSandboxConfig(  # type: ignore[attr-defined]
-            security_context=pb.LinuxSandboxSecurityContext(  # type: ignore[attr-defined]
-                namespace_options=pb.NamespaceOption(network=pb.NODE)  # type: ignore[attr-defined]
-            )
-        ),
-    )
+    with cri_node(tmp_path_factory, request, "volumes") as node:
+        yield node
 
 
 def test_a_volume_device_is_hotplugged_into_the_running_pod_vm(
@@ -251,71 +180,6 @@ def test_a_workload_image_other_than_the_sandbox_image_has_its_layers_hotplugged
         client.call("RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
 
 
-INITIALIZER_IMAGE = "docker.io/library/cc-initializer:initializer"
-SECRET_PATH = "/contrast/secrets/workload-secret-seed"
-
-
-def _layer_pins(ctd: Containerd, manifest_digest: str, cache: Path) -> list[dict[str, str]]:
-    """Every layer of the image pinned (erofs image built as the shim builds it)."""
-    from image.layers import build_layer_image
-    from oci import LayerSource
-
-    manifest = json.loads(ctd.ctr("content", "get", manifest_digest).stdout)
-    pins = []
-    for i, layer in enumerate(manifest["layers"]):
-        blob = cache.parent / f"pv-layer-{i}.blob"
-        blob.write_bytes(subprocess.run(["ctr", "--address", str(ctd.socket), "--namespace", ctd.namespace,
-                                         "content", "get", layer["digest"]], capture_output=True, check=True,
-                                        timeout=120).stdout)
-        pins.append(dict(build_layer_image(LayerSource(layer["digest"], "gzip", blob), cache).pin()))
-    return pins
-
-
-def _initializer_image(ctd: Containerd, work: Path) -> str:
-    """The project's initializer image (with cryptsetup) imported into containerd; its manifest digest."""
-    import tarfile
-
-    from image.containers.build import IMAGES, build_layout
-
-    layout = work / "initializer-layout"
-    (desc,) = build_layout(Path(__file__).resolve().parents[2], layout,
-                           [s for s in IMAGES if s.name == "initializer"]).values()
-    archive = work / "initializer.tar"
-    with tarfile.open(archive, "w") as tar:
-        for p in sorted(layout.rglob("*")):
-            tar.add(p, arcname=str(p.relative_to(layout)), recursive=False)
-    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-    out = ns.ctr("image", "import", "--base-name", INITIALIZER_IMAGE.rsplit(":", 1)[0], str(archive))
-    assert out.returncode == 0, out.stderr
-    return str(desc.digest)
-
-
-def _secure_pv_container(pb: Any, name: str, host_dev: str, secret_file: Path) -> Any:
-    return pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name=name),
-        image=pb.ImageSpec(image=INITIALIZER_IMAGE),
-        command=["python3", "-m", "initializer", "cryptsetup", "-d", "/dev/csi0", "-m", "/state",
-                 "--secret-file", SECRET_PATH, "--done-file", "/done"],
-        log_path=f"{name}.log",
-        devices=[pb.Device(container_path="/dev/csi0", host_path=host_dev, permissions="rwm")],
-        mounts=[pb.Mount(container_path=SECRET_PATH, host_path=str(secret_file), readonly=True)],
-        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(privileged=True)),
-    )
-
-
-def _wait_exec(client: CriClient, cid: str, cmd: list[str], within: float = 180) -> Any:
-    pb = client.pb
-    deadline = time.monotonic() + within
-    while True:
-        st = client.call("ContainerStatus", pb.ContainerStatusRequest(container_id=cid)).status
-        if st.state == pb.CONTAINER_EXITED:
-            return pb.ExecSyncResponse(exit_code=-1, stderr=f"container exited {st.exit_code}".encode())
-        ex = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=60))
-        if ex.exit_code == 0 or time.monotonic() > deadline:
-            return ex
-        time.sleep(1)
-
-
 def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_secret(
     cri: tuple[Containerd, CriClient, str, Path],
 ) -> None:
@@ -328,17 +192,7 @@ def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_
 
     ctd, client, _, work = cri
     pb = client.pb
-    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-    digest = _initializer_image(ctd, work)
-    busybox = next(line.split()[2] for line in ns.ctr("image", "ls").stdout.splitlines()
-                   if line.startswith(IMAGE_NAME + " "))
-    pins = _layer_pins(ns, busybox, work / "layers") + _layer_pins(ns, digest, work / "layers")
-    from tools.vm.pod import RPC_NAMES
-
-    policy = "\n".join(["package agent_policy", "", *(f"default {n} := true" for n in RPC_NAMES), "",
-                        "policy_data := " + json.dumps({"containers": [{"erofs_layers": pins}]}), ""])
-    toml = initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy}))
-    initdata = initdata_format.encode_annotation(toml)
+    initdata = initializer_initdata(ctd, work)
     secret, other = work / "secret", work / "other-secret"
     secret.write_text(hashlib.sha256(b"workload one").hexdigest())
     other.write_text(hashlib.sha256(b"workload two").hexdigest())
@@ -362,11 +216,11 @@ def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_
         sid, sandbox_config = pod(1)
         try:
             cid = client.call("CreateContainer", pb.CreateContainerRequest(
-                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-1", host_dev, secret),
+                pod_sandbox_id=sid, config=secure_pv_container(pb, "init-1", host_dev, secret),
                 sandbox_config=sandbox_config)).container_id
             t0 = time.monotonic()
             client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
-            done = _wait_exec(client, cid, ["test", "-f", "/done"])
+            done = wait_exec(client, cid, ["test", "-f", "/done"])
             first_open = time.monotonic() - t0
             assert done.exit_code == 0, (logs / "init-1.log").read_text()[-3000:]
             wrote = client.call("ExecSync", pb.ExecSyncRequest(
@@ -385,7 +239,7 @@ def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_
         sid, sandbox_config = pod(2)
         try:
             bad = client.call("CreateContainer", pb.CreateContainerRequest(
-                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-other", host_dev, other),
+                pod_sandbox_id=sid, config=secure_pv_container(pb, "init-other", host_dev, other),
                 sandbox_config=sandbox_config)).container_id
             client.call("StartContainer", pb.StartContainerRequest(container_id=bad))
             deadline = time.monotonic() + 180
@@ -401,11 +255,11 @@ def test_secure_pv_through_containerd_survives_a_vm_restart_and_refuses_another_
             with open(host_dev, "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == before  # never reformatted
             cid = client.call("CreateContainer", pb.CreateContainerRequest(
-                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-2", host_dev, secret),
+                pod_sandbox_id=sid, config=secure_pv_container(pb, "init-2", host_dev, secret),
                 sandbox_config=sandbox_config)).container_id
             t0 = time.monotonic()
             client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
-            assert _wait_exec(client, cid, ["test", "-f", "/done"]).exit_code == 0
+            assert wait_exec(client, cid, ["test", "-f", "/done"]).exit_code == 0
             reopen = time.monotonic() - t0
             got = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["cat", "/state/data"],
                                                              timeout=60))
@@ -426,19 +280,7 @@ def test_a_host_that_swaps_the_secure_pv_for_a_plaintext_disk_never_shows_its_fi
 
     ctd, client, _, work = cri
     pb = client.pb
-    ns = Containerd(ctd.base, ctd.proc, ctd.env, namespace="k8s.io")
-    out = ns.ctr("image", "ls")
-    listed = out.stdout.splitlines()
-    digest = next((line.split()[2] for line in listed if line.startswith(INITIALIZER_IMAGE + " ")),
-                  None) or _initializer_image(ctd, work)
-    busybox = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith(IMAGE_NAME + " "))
-    pins = _layer_pins(ns, busybox, work / "layers") + _layer_pins(ns, digest, work / "layers")
-    from tools.vm.pod import RPC_NAMES
-
-    policy = "\n".join(["package agent_policy", "", *(f"default {n} := true" for n in RPC_NAMES), "",
-                        "policy_data := " + json.dumps({"containers": [{"erofs_layers": pins}]}), ""])
-    initdata = initdata_format.encode_annotation(
-        initdata_format.encode(initdata_format.Initdata("0.1.0", "sha256", {"policy.rego": policy})))
+    initdata = initializer_initdata(ctd, work)
     secret = work / "swap-secret"
     secret.write_text(hashlib.sha256(b"workload swap").hexdigest())
     planted = work / "planted"
@@ -457,10 +299,10 @@ def test_a_host_that_swaps_the_secure_pv_for_a_plaintext_disk_never_shows_its_fi
             config=cfg, runtime_handler="contrast-cc")).pod_sandbox_id
         try:
             cid = client.call("CreateContainer", pb.CreateContainerRequest(
-                pod_sandbox_id=sid, config=_secure_pv_container(pb, "init-swap", host_dev, secret),
+                pod_sandbox_id=sid, config=secure_pv_container(pb, "init-swap", host_dev, secret),
                 sandbox_config=cfg)).container_id
             client.call("StartContainer", pb.StartContainerRequest(container_id=cid))
-            done = _wait_exec(client, cid, ["test", "-f", "/done"])
+            done = wait_exec(client, cid, ["test", "-f", "/done"])
             assert done.exit_code == 0, (logs / "init-swap.log").read_text()[-3000:]
             listing = client.call("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["ls", "-a", "/state"],
                                                                  timeout=60))

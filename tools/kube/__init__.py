@@ -4,6 +4,7 @@
 from .errors import KubeError, KubeObjectError, PodFailedError, ProbeFailedError
 from .kubelet import Kubelet, ProbeResult, RunningPod
 from .objects import PodPlan, load_objects, pod_templates
+from .volumes import make_rshared, undo_rshared
 
 __all__ = [
     "KubeError",
@@ -15,5 +16,7 @@ __all__ = [
     "ProbeResult",
     "RunningPod",
     "load_objects",
+    "make_rshared",
     "pod_templates",
+    "undo_rshared",
 ]

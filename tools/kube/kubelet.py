@@ -343,6 +343,7 @@ class Kubelet:
         cluster_dns: str = "10.96.0.10",
         cluster_domain: str = "cluster.local",
         container_start_timeout: float = 300,
+        block_devices: Mapping[str, str] | None = None,
     ) -> None:
         self.cri = cri
         self.pb = cri.pb
@@ -353,6 +354,8 @@ class Kubelet:
         self.cluster_dns = cluster_dns
         self.cluster_domain = cluster_domain
         self.container_start_timeout = container_start_timeout
+        # No API server or CSI here: a block-mode PVC's claim name → the node's device node.
+        self.block_devices = dict(block_devices or {})
         self._images: dict[str, str] = {}
         self._root_ready = False
         self._root_bound = False
@@ -726,6 +729,21 @@ class Kubelet:
                     propagation=propagation,
                 )
             )
+        devices = []
+        for i, vd in enumerate(c.get("volumeDevices") or []):
+            vname = str(vd.get("name", ""))
+            volume = next((v for v in plan.spec.get("volumes") or [] if v.get("name") == vname), None)
+            claim = str(((volume or {}).get("persistentVolumeClaim") or {}).get("claimName", ""))
+            if claim not in self.block_devices:
+                where_vd = f"{where}.volumeDevices[{i}].name"
+                raise KubeObjectError(resource, where_vd, repr(vname), "a block PVC bound on this node")
+            devices.append(
+                pb.Device(
+                    container_path=str(vd.get("devicePath", "")),
+                    host_path=self.block_devices[claim],
+                    permissions="mrw",
+                )
+            )
         if not any(m.container_path == "/etc/hosts" for m in mounts):
             mounts.append(pb.Mount(container_path="/etc/hosts", host_path=str(volumes.pod_dir / "etc-hosts")))
         termination = str(c.get("terminationMessagePath", "/dev/termination-log"))
@@ -772,6 +790,7 @@ class Kubelet:
             working_dir=str(c.get("workingDir", "")),
             envs=[pb.KeyValue(key=k, value=v) for k, v in env.items()],
             mounts=mounts,
+            devices=devices,
             labels={
                 "io.kubernetes.container.name": name,
                 "io.kubernetes.pod.name": plan.name,

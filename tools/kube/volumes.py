@@ -188,6 +188,8 @@ class PodVolumes:
                 if "hostPath" in volume:
                     self.paths[name] = Path(str((volume["hostPath"] or {}).get("path", "")))
                     continue
+                if "persistentVolumeClaim" in volume:
+                    continue  # block mode only: a CRI device (Kubelet.block_devices), no directory
                 raise KubeObjectError(
                     self.resource,
                     where,
