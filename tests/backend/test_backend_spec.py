@@ -113,3 +113,23 @@ def test_container_ids_that_could_become_paths_are_refused(cid: str) -> None:
         check_id("container_id", cid)
     with pytest.raises(InvalidRequestError):
         LAYOUT.bundle(cid)
+
+
+@pytest.mark.parametrize(("rootfs", "bind"), [("rshared", "rshared"), ("rslave", "rslave"), ("", "rprivate")])
+def test_mount_propagation_reaches_crun_as_containerd_wrote_it(rootfs: str, bind: str) -> None:
+    """secure-pv: containerd's rootfs propagation and the bind's option of the pod-shared volume."""
+    s = spec()
+    s.Linux.RootfsPropagation = rootfs
+    s.Mounts.add(destination="/state", type="bind", source="/run/kata-containers/sandbox/ephemeral/state",
+                 options=["rbind", bind, "rw"])
+    out = oci_spec(s, layout=LAYOUT, container_id=CID, namespaces=NS, sandbox_container=False)
+    assert out["linux"].get("rootfsPropagation", "") == rootfs
+    assert out["mounts"][-1]["options"] == ["rbind", bind, "rw"]
+
+
+@pytest.mark.parametrize("value", ["unbindable", "rshared,rw", "bogus"])
+def test_other_rootfs_propagation_is_refused(value: str) -> None:
+    s = spec()
+    s.Linux.RootfsPropagation = value
+    with pytest.raises(InvalidRequestError, match="RootfsPropagation"):
+        oci_spec(s, layout=LAYOUT, container_id=CID, namespaces=NS, sandbox_container=False)

@@ -89,6 +89,17 @@ def test_a_host_that_changes_the_propagation_or_source_is_denied(attack: str) ->
     assert not _decide(request)
 
 
+def test_known_limit_block_emptydirs_are_not_bound_to_their_mounts() -> None:
+    """Kata's settings give every block-encrypted emptyDir mount the source pattern
+    ``$(spath)/$(b64_device_id)``: the policy does not say which of the pod's volumes backs which
+    mount, so a host can hand a container another (encrypted, guest-keyed, empty) emptyDir of the
+    pod. A memory emptyDir's source names the volume (asserted below), hence secure-pv's ``/state``
+    as ``medium: Memory``."""
+    request = containerd_shaped(allowed_cases()[0])
+    _set(request, BIDIRECTIONAL, source=_mount(request, "/mnt/test")["source"])
+    assert _decide(request)
+
+
 SECURE_PV = """
 apiVersion: v1
 kind: Pod

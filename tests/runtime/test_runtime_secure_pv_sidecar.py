@@ -13,9 +13,10 @@ crun makes the per-container binds peers / slaves of it.
 Two pod VMs: pod 1 starts its app *before* the sidecar has mounted (the mount must propagate into
 a running container), the app writes and reads back a file; the host's disk holds no plaintext;
 pod 2 (another VM) runs in Kubernetes' order and its app reads the file. In pod 1 the host also
-sends a container whose /state lost its propagation, and one whose /state is a directory of the
-host's (a disk emptyDir the host filled): what they see is asserted here; the generated policy
-refuses both requests (tests/genpolicy/test_genpolicy_propagation.py)."""
+sends a container whose /state lost its propagation, one whose /state is a directory of the host's
+(a hostPath it filled) and one whose /state is another emptyDir of the pod: what they see is
+asserted here; the generated policy refuses these requests
+(tests/genpolicy/test_genpolicy_propagation.py)."""
 
 from __future__ import annotations
 
@@ -169,15 +170,25 @@ def _pod_one(kubelet: Kubelet, work: Path, initdata: str, secret: Path) -> None:
         "command": ["sh", "-c", "sleep 600"],
         "volumeMounts": [{"name": "hostdir", "mountPath": "/state", "mountPropagation": "HostToContainer"}],
     }
-    doc = _pod("pv-sidecar-1", initdata, secret, APP_SCRIPT, [lost, copied],
-               [{"name": "hostdir", "emptyDir": {}}])
+    other = {  # another emptyDir of the pod as /state
+        "name": "other",
+        "image": IMAGE_NAME,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "sleep 600"],
+        "volumeMounts": [{"name": "scratch", "mountPath": "/state", "mountPropagation": "HostToContainer"}],
+    }
+    # under the kubelet's root: HostToContainer needs a shared (or slave) host mount
+    planted = kubelet.root / "planted"
+    planted.mkdir(parents=True, exist_ok=True)
+    (planted / "host-planted.txt").write_text("host says hello\n")
+    doc = _pod("pv-sidecar-1", initdata, secret, APP_SCRIPT, [lost, copied, other],
+               [{"name": "hostdir", "hostPath": {"path": str(planted), "type": "Directory"}},
+                {"name": "scratch", "emptyDir": {}}])
     plan = _plan(work, doc)
     t0 = time.monotonic()
-    pod, volumes = kubelet.start_sandbox(plan)
+    pod, _ = kubelet.start_sandbox(plan)
     sandbox_s = time.monotonic() - t0
     try:
-        # the host's directory behind "copied", filled before the container is created
-        (volumes.path("hostdir", "test") / "host-planted.txt").write_text("host says hello\n")
         sidecar = plan.spec["initContainers"][0]
         kubelet.create_container(pod, sidecar, "spec.initContainers[0]", start=False)
         for i, c in enumerate(plan.spec["containers"]):
@@ -205,11 +216,15 @@ def _pod_one(kubelet: Kubelet, work: Path, initdata: str, secret: Path) -> None:
         # volume; the container sees the host's file (the generated policy refuses this source).
         code, out, _ = pod.exec("copied", ["ls", "-A", "/state"])
         assert code == 0 and b"host-planted.txt" in out and b"app.txt" not in out, out
+        # Another emptyDir as /state (the node's block-encrypted mode: a fresh encrypted disk of the
+        # pod): an empty filesystem, never the secure-pv's files (refused by the policy too).
+        code, out, _ = pod.exec("other", ["ls", "-A", "/state"])
+        assert code == 0 and b"app.txt" not in out and b"host-planted" not in out, out
         print(f"secure-pv sidecar, pod 1: sandbox {sandbox_s:.1f}s, sidecar start to /done (format) "
               f"{opened_s:.1f}s, the app saw the volume {propagated_s:.1f}s after the sidecar's start")
         # kubelet's order: apps first, the sidecar last; on SIGTERM it unmounts and closes the volume
         pb = kubelet.pb
-        for name in ("copied", "lost", "app", "contrast-initializer"):
+        for name in ("other", "copied", "lost", "app", "contrast-initializer"):
             client.call("StopContainer", pb.StopContainerRequest(container_id=pod.container_ids[name],
                                                                  timeout=30), timeout=120)
         st = pod.status("contrast-initializer")
