@@ -367,6 +367,7 @@ def test_an_image_bigger_than_the_store_fails_with_enospc_and_leaves_nothing(env
         assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 0), (i, rounds, avail)
         env.client.call("RemoveContainer", pb.RemoveContainerRequest(container_id=again))
     env.timings["restart_rounds_in_store"] = rounds
+    env.timings["store_free_mib_with_one_image"] = avail / (1 << 20)
     _end(env, pod.sid)
     assert not pod.vm.exists()
     deadline = time.monotonic() + 60
