@@ -459,7 +459,10 @@ class Storages:
             where = "image-store"
             cache, parent = self.image_store / "cache", self.image_store / "rootfs" / container_id
             store_dir = parent
-            parent.mkdir(parents=True, exist_ok=True)
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. EIO: the host altered the store's disk
+                raise StorageFailedError(s.driver, s.mount_point, f"image store: {e}") from e
         log.info("event=guest_pull_destination container_id=%s store=%s cache=%s rootfs=%s", container_id,
                  where, cache, parent / "rootfs")
         try:
