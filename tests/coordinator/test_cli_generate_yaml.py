@@ -221,3 +221,78 @@ def test_broken_image_puller_config_fails_and_writes_nothing(tmp_path: Path) -> 
     assert "--image-puller-config" in proc.stderr and "[registries] table" in proc.stderr
     assert app.read_text() == DEPLOYMENT
     assert not (tmp_path / "ws" / "manifest.json").exists()
+
+
+SECURE_PV_YAML = DEPLOYMENT.split("---")[0] + f"""---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: default}}
+spec:
+  template:
+    metadata:
+      annotations: {{contrast.edgeless.systems/secure-pv: "disk:state"}}
+    spec:
+      runtimeClassName: contrast-cc
+      containers:
+      - name: web
+        image: {IMAGES["web"]}
+        volumeMounts: [{{name: state, mountPath: /var/lib/db}}]
+      volumes: [{{name: state, emptyDir: {{}}}}]
+  volumeClaimTemplates:
+  - metadata: {{name: disk}}
+    spec: {{volumeMode: Block, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"""
+
+
+def _policy_data(doc: dict[str, Any]) -> dict[str, Any]:
+    raw = initdata.decode_annotation(pod_template(doc)["metadata"]["annotations"][ANNOTATION])
+    rego = initdata.parse(raw).data["policy.rego"]
+    data: dict[str, Any] = json.loads(rego[rego.index("policy_data := ") + len("policy_data := ") :])
+    return data
+
+
+def test_secure_pv_makes_the_initializer_the_volumes_sidecar_and_pins_the_propagation(tmp_path: Path) -> None:
+    """Contrast's secure-pv mutation; the mount volume becomes a Memory emptyDir (one guest tmpfs of
+    the pod, a shared mount, pinned by name) and the policy pins rshared for the sidecar's /state
+    and rslave for the app's, with the matching rootfs propagation."""
+    app = tmp_path / "app.yaml"
+    app.write_text(SECURE_PV_YAML)
+    proc = generate(tmp_path, app)
+    assert proc.returncode == 0, proc.stderr
+    _coordinator, doc = [d for d in yaml.safe_load_all(app.read_text()) if d]
+    spec = pod_template(doc)["spec"]
+    (init,) = spec["initContainers"]
+    assert init["name"] == "contrast-initializer" and init["restartPolicy"] == "Always"
+    assert {"name": "CRYPTSETUP_DEVICE", "value": "/dev/csi0"} in init["env"]
+    assert init["volumeDevices"] == [{"name": "disk", "devicePath": "/dev/csi0"}]
+    sidecar_state = {"name": "state", "mountPath": "/state", "mountPropagation": "Bidirectional"}
+    assert sidecar_state in init["volumeMounts"]
+    assert init["securityContext"]["privileged"] is True
+    assert init["startupProbe"]["exec"]["command"] == ["test", "-f", "/done"]
+    assert init["resources"]["limits"]["memory"] == "100Mi"
+    assert {"name": "state", "mountPath": "/var/lib/db", "mountPropagation": "HostToContainer"} in (
+        spec["containers"][0]["volumeMounts"]
+    )
+    assert {"name": "state", "emptyDir": {"medium": "Memory"}} in spec["volumes"]
+    containers = _policy_data(doc)["containers"][1:]
+    got = {}
+    for c in containers:
+        (state,) = [m for m in c["OCI"]["Mounts"] if m["destination"] in ("/state", "/var/lib/db")]
+        assert state["source"] == "^/run/kata-containers/sandbox/ephemeral/state$"
+        got[state["destination"]] = (state["options"][1], c["OCI"]["Linux"].get("RootfsPropagation"))
+    assert got == {"/state": ("rshared", "rshared"), "/var/lib/db": ("rslave", "rslave")}
+    assert [d["container_path"] for d in containers[0]["devices"]] == ["/dev/csi0"]
+
+
+def test_a_secure_pv_annotation_that_names_no_block_volume_fails_and_writes_nothing(tmp_path: Path) -> None:
+    app = tmp_path / "app.yaml"
+    for broken, field in (
+        (SECURE_PV_YAML.replace('"disk:state"', '"nodisk:state"'), "volumes[name=nodisk]"),
+        (SECURE_PV_YAML.replace("volumeMode: Block", "volumeMode: Filesystem"), "spec.volumeMode"),
+        (SECURE_PV_YAML.replace('"disk:state"', '"disk"'), "secure-pv"),
+    ):
+        app.write_text(broken)
+        proc = generate(tmp_path, app)
+        assert proc.returncode == 1 and field in proc.stderr, proc.stderr
+        assert app.read_text() == broken
+        assert not (tmp_path / "ws" / "manifest.json").exists()
