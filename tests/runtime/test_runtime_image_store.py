@@ -360,6 +360,7 @@ def test_an_image_bigger_than_the_store_fails_with_enospc_and_leaves_nothing(env
     rounds = avail // RANDOM_BYTES + 2
     pb = env.client.pb
     env.client.call("RemoveContainer", pb.RemoveContainerRequest(container_id=ok))
+    gets = _blob_gets(env)
     for i in range(rounds):
         again = _create(env, pod, f"round-{i}", env.image.ref, ["sh", "-c", _check_script(env.image)])
         _start(env, again)
@@ -367,6 +368,7 @@ def test_an_image_bigger_than_the_store_fails_with_enospc_and_leaves_nothing(env
         assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 0), (i, rounds, avail)
         env.client.call("RemoveContainer", pb.RemoveContainerRequest(container_id=again))
     env.timings["restart_rounds_in_store"] = rounds
+    assert _blob_gets(env) == gets  # the blob stays cached on the store for the pod's containers
     env.timings["store_free_mib_with_one_image"] = avail / (1 << 20)
     _end(env, pod.sid)
     assert not pod.vm.exists()
