@@ -78,6 +78,7 @@ log = logging.getLogger("guest.backend")
 
 MS_NOEXEC = 8
 MS_BIND = 4096
+MS_REMOUNT = 32
 MNT_DETACH = 2
 SANDBOX_CONTAINER_TYPE = "sandbox"
 CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
@@ -145,6 +146,20 @@ def _inside(field_name: str, path: str, base: Path) -> Path:
     if not (p == base or p.is_relative_to(base)):
         raise InvalidRequestError(field_name, path, f"a path under {base}")
     return p
+
+
+def _program_mount(tree: Path, rootfs: Path) -> Callable[[], None]:
+    """``tree`` bound at ``rootfs`` as a mount of its own without nosuid/nodev: the image's
+    set-user-ID programs (ping, su, sudo) work as under runc on a node, although the tmpfs /run and
+    the image store that hold the tree are nosuid,nodev. (The image's content is verified.) The
+    undo step."""
+    mount(str(tree), rootfs, "", MS_BIND)
+    try:
+        mount("none", rootfs, "", MS_BIND | MS_REMOUNT)
+    except StorageError:
+        _lazy_umount(rootfs)()
+        raise
+    return _lazy_umount(rootfs)
 
 
 def _lazy_umount(path: Path) -> Callable[[], None]:
@@ -385,7 +400,8 @@ class Storages:
                 vol = open_ephemeral_volume(device, target)
                 try:
                     _empty_dir_root(target, group)
-                except OSError as e:
+                    make_pod_shared(target)  # a Bidirectional mount under it reaches the pod's others
+                except (OSError, StorageError) as e:
                     vol.close()
                     raise StorageFailedError(s.driver, s.mount_point,
                                              f"preparing the volume's root: {e}") from e
@@ -482,12 +498,11 @@ class Storages:
             _remove_tree(store_dir)
             raise StorageFailedError(s.driver, s.mount_point, f"{type(e).__name__}: {e}") from e
         rootfs = bundle / "rootfs"
-        if pulled != rootfs:
-            rootfs.mkdir(exist_ok=True)
-            mount(str(pulled), rootfs, "", MS_BIND)
-            # the unpacked tree is the container's own: it leaves the store with the container
-            undo = [lambda: _remove_tree(store_dir), _lazy_umount(rootfs)]
-            mounted.append(MountedStorage("image_guest_pull", rootfs, undo))
+        rootfs.mkdir(exist_ok=True)
+        # the unpacked tree is the container's own: it leaves the store with the container
+        undo = [lambda: _remove_tree(store_dir)] if pulled != rootfs else []
+        undo.append(_program_mount(pulled, rootfs))
+        mounted.append(MountedStorage("image_guest_pull", rootfs, undo))
         return rootfs
 
 

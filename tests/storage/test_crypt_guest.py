@@ -50,6 +50,10 @@ def loop(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         backing.unlink()
 
 
+def _mountinfo() -> list[str]:
+    return Path("/proc/self/mountinfo").read_text().splitlines()
+
+
 def _drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
@@ -74,6 +78,9 @@ async def test_encrypted_emptydir_key_is_born_in_the_vm_and_data_dies_with_it(
     assert rootfs is None
     path = mounted[0].mount_point
     (path / "data").write_bytes(MARKER)
+    # a shared mount: a Bidirectional mount a container makes under it reaches the pod's others
+    (line,) = [x for x in _mountinfo() if x.split()[4] == str(path)]
+    assert " shared:" in line, line
     # A second container naming the same emptyDir shares the mounted volume.
     mounted2, _ = await storages.mount_container("c2", [s], sandbox_container=False)
     assert (mounted2[0].mount_point / "data").read_bytes() == MARKER
