@@ -134,8 +134,15 @@ def _make_disk(source: str, size_bytes: int) -> tuple[Path, int]:
 def _disk_mounts(spec: oci_pb2.Spec) -> list[tuple[oci_pb2.Mount, str]]:
     """The spec's bind mounts of the pod's disk emptyDirs, each with its directory's real path."""
     uid = spec.Annotations.get(SANDBOX_UID, "")
-    return [(m, os.path.realpath(m.source)) for m in spec.Mounts
-            if m.type == "bind" and disk_empty_dir(m.source, uid) is not None]
+    out = []
+    for m in spec.Mounts:
+        if m.type != "bind" or disk_empty_dir(m.source, uid) is None:
+            continue
+        real = os.path.realpath(m.source)
+        # through a symbolic link it must still be this pod's emptyDir, not where the link points
+        if disk_empty_dir(real, uid) is not None:
+            out.append((m, real))
+    return out
 
 
 class EmptyDirDisks:

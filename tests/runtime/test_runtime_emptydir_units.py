@@ -170,3 +170,16 @@ async def test_another_pods_emptydir_or_a_lookalike_hostpath_is_never_touched(tm
     no_uid = oci_pb2.Spec(Mounts=[oci_pb2.Mount(destination="/c", source=str(_empty_dir(tmp_path, "c")),
                                                 type="bind")])
     assert await disks.rewrite(no_uid) == []  # no pod (ctr run): nothing is an emptyDir
+
+
+async def test_an_emptydir_path_that_is_a_symbolic_link_elsewhere_is_not_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "etc-like"
+    elsewhere.mkdir()
+    (elsewhere / DISK_NAME).write_bytes(b"not the pod's")
+    volumes = tmp_path / "pods" / UID / "volumes" / "kubernetes.io~empty-dir"
+    volumes.mkdir(parents=True)
+    (volumes / "data").symlink_to(elsewhere)
+    plugs = Plugs()
+    disks = EmptyDirDisks(plugs.attach, size_mib=64)
+    assert await disks.rewrite(_spec(("/d", str(volumes / "data")))) == [] and plugs.paths == []
+    assert (elsewhere / DISK_NAME).read_bytes() == b"not the pod's"
