@@ -200,7 +200,7 @@ def _pod_one(kubelet: Kubelet, work: Path, initdata: str, secret: Path) -> None:
         done = wait_exec(client, pod.container_ids["contrast-initializer"], ["test", "-f", "/done"], 300)
         opened_s = time.monotonic() - t1
         assert done.exit_code == 0, pod.logs("contrast-initializer")[-3000:]
-        log = _wait_log(pod, "app", "read back")
+        log = _wait_log(pod, "app", " /state ext4 ")  # the script's last line, after "read back"
         propagated_s = time.monotonic() - t1
         # The app started before the mount existed: it reached the running container (rslave).
         assert f"read back {MARKER}" in log, log
@@ -241,7 +241,7 @@ def _pod_two(kubelet: Kubelet, work: Path, initdata: str, secret: Path) -> None:
     t0 = time.monotonic()
     pod = kubelet.run_pod(_plan(work, doc))
     try:
-        log = _wait_log(pod, "app", MARKER)
+        log = _wait_log(pod, "app", " /state ext4 ")  # printed after the marker
         started_s = time.monotonic() - t0
         assert MARKER in log and " /state ext4 " in log, (log, pod.logs("contrast-initializer")[-2000:])
         assert "formatted=False" in pod.logs("contrast-initializer")
