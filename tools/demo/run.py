@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -249,8 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             say._write(f"kept {work}")
         else:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove(work)
     return status
+
+
+def _remove(work: Path, attempts: int = 25) -> None:
+    """Remove the work dir. A child that got the same Ctrl-C can still be writing into it while it
+    exits (its files reappear under a directory rmtree just emptied), so try again, bounded."""
+    for _ in range(attempts):
+        shutil.rmtree(work, ignore_errors=True)
+        if not work.exists():
+            return
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":
